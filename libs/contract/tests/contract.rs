@@ -1,0 +1,125 @@
+//! Every reason code of the contract, and the valid shapes it must accept.
+
+use event_contract::{Limits, Reason, validate};
+
+fn reason(line: &str) -> Reason {
+    match validate(line.as_bytes(), &Limits::default()) {
+        Ok(e) => panic!("expected a rejection for {line}, got {e:?}"),
+        Err(r) => r.reason,
+    }
+}
+
+const OK: &str = r#"{"data":{"id":"e1","type":"product_viewed","attributes":{"user_id":"u1"}},"meta":{"created_at":1700000000000}}"#;
+
+#[test]
+fn accepts_a_valid_event_and_borrows_its_fields() {
+    let e = validate(OK.as_bytes(), &Limits::default()).expect("valid");
+    assert_eq!(e.id, "e1");
+    assert_eq!(e.event_type, "product_viewed");
+    assert_eq!(e.created_at, 1_700_000_000_000);
+    assert_eq!(e.raw, OK.as_bytes());
+    assert!(matches!(e.id, std::borrow::Cow::Borrowed(_)));
+}
+
+#[test]
+fn accepts_any_key_order_escapes_extra_keys_and_white_space() {
+    let line = r#"  {"meta":{"source":"ios","created_at":0},"links":{"a":[1,2,{"b":null}]},"data":{"attributes":{},"type":"a.b-c_1","id":"\u0065\n","relationships":{}}} "#;
+    let e = validate(line.as_bytes(), &Limits::default()).expect("valid");
+    assert_eq!(e.id, "e\n");
+    assert_eq!(e.event_type, "a.b-c_1");
+    assert_eq!(e.created_at, 0);
+}
+
+#[test]
+fn rejects_each_reason() {
+    let cases: &[(&str, Reason)] = &[
+        ("", Reason::EmptyLine),
+        ("   \t", Reason::EmptyLine),
+        ("{\"data\":", Reason::InvalidJson),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"x":NaN}},"meta":{"created_at":1}}"#, Reason::InvalidJson),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"x":Infinity}},"meta":{"created_at":1}}"#, Reason::InvalidJson),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"x":"\ud800"}},"meta":{"created_at":1}}"#, Reason::InvalidJson),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":1}} {}"#, Reason::TrailingData),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":1}}x"#, Reason::TrailingData),
+        ("[1,2]", Reason::NotAnObject),
+        ("42", Reason::NotAnObject),
+        ("\"x\"", Reason::NotAnObject),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"data":{},"meta":{"created_at":1}}"#, Reason::DuplicateKey),
+        (r#"{"data":{"id":"a","id":"b","type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::DuplicateKey),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":1,"created_at":2}}"#, Reason::DuplicateKey),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"k":1,"\u006b":2}},"meta":{"created_at":1}}"#, Reason::DuplicateKey),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"n":[{"q":1,"q":1}]}},"meta":{"created_at":1}}"#, Reason::DuplicateKey),
+        (r#"{"meta":{"created_at":1}}"#, Reason::MissingData),
+        (r#"{"data":[],"meta":{"created_at":1}}"#, Reason::DataNotObject),
+        (r#"{"data":{"type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::MissingId),
+        (r#"{"data":{"id":"","type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidId),
+        (r#"{"data":{"id":7,"type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidId),
+        (r#"{"data":{"id":"a","attributes":{}},"meta":{"created_at":1}}"#, Reason::MissingType),
+        (r#"{"data":{"id":"a","type":"../etc","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"a/b","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":".hidden","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"a=b","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":5,"attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"t"},"meta":{"created_at":1}}"#, Reason::MissingAttributes),
+        (r#"{"data":{"id":"a","type":"t","attributes":[1]},"meta":{"created_at":1}}"#, Reason::AttributesNotObject),
+        (r#"{"data":{"id":"a","type":"t","attributes":null},"meta":{"created_at":1}}"#, Reason::AttributesNotObject),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}}}"#, Reason::MissingMeta),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":"x"}"#, Reason::MetaNotObject),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{}}"#, Reason::MissingCreatedAt),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":1.5}}"#, Reason::InvalidCreatedAt),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":1.0}}"#, Reason::InvalidCreatedAt),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":17e11}}"#, Reason::InvalidCreatedAt),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":"1700000000000"}}"#, Reason::InvalidCreatedAt),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":-1}}"#, Reason::CreatedAtOutOfRange),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":4102444800000}}"#, Reason::CreatedAtOutOfRange),
+        (r#"{"data":{"id":"a","type":"t","attributes":{}},"meta":{"created_at":99999999999999999999999}}"#, Reason::InvalidCreatedAt),
+    ];
+    for (line, want) in cases {
+        assert_eq!(reason(line), *want, "line {line}");
+    }
+}
+
+#[test]
+fn rejects_invalid_utf8_and_too_large() {
+    let mut bad = OK.as_bytes().to_vec();
+    bad[20] = 0xff;
+    assert_eq!(validate(&bad, &Limits::default()).unwrap_err().reason, Reason::InvalidUtf8);
+    let limits = Limits { max_event_bytes: 50, ..Limits::default() };
+    assert_eq!(validate(OK.as_bytes(), &limits).unwrap_err().reason, Reason::TooLarge);
+}
+
+#[test]
+fn bounds_are_configurable() {
+    let limits = Limits { min_created_at: 1_800_000_000_000, ..Limits::default() };
+    assert_eq!(validate(OK.as_bytes(), &limits).unwrap_err().reason, Reason::CreatedAtOutOfRange);
+}
+
+#[test]
+fn syntax_errors_win_over_semantic_ones() {
+    // Missing data AND broken JSON: the JSON error is reported.
+    assert_eq!(reason(r#"{"meta":{"created_at":1}"#), Reason::InvalidJson);
+    // Duplicate key AND trailing garbage: trailing data is reported.
+    assert_eq!(reason(r#"{"a":1,"a":2} x"#), Reason::TrailingData);
+}
+
+#[test]
+fn duplicate_key_detail_names_the_place() {
+    let r = validate(
+        br#"{"data":{"id":"a","type":"t","attributes":{"o":{"k/x":1,"k/x":2}}},"meta":{"created_at":1}}"#,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(r.reason, Reason::DuplicateKey);
+    assert!(r.detail.contains("/data/attributes/o"), "{}", r.detail);
+}
+
+#[test]
+fn codes_round_trip_and_are_unique() {
+    let mut seen = std::collections::HashSet::new();
+    for r in Reason::ALL {
+        assert!(seen.insert(r.code()));
+        assert_eq!(Reason::from_code(r.code()), Some(r));
+        assert!(!r.description().is_empty());
+    }
+}

@@ -1,0 +1,35 @@
+//! Errors of the lake library.
+
+/// What can go wrong reading or writing the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// The lake URL is not one we can open.
+    #[error("invalid lake location {url:?}: {reason}")]
+    InvalidLocation {
+        /// The URL given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The object store failed (network, permissions, missing bucket...).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed to build or read a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A file or schema in the lake is not what this library writes.
+    #[error("corrupt lake content: {0}")]
+    Corrupt(String),
+    /// Two writers kept racing on a schema beyond the retry budget.
+    #[error("schema of type {0:?} is contended: gave up after repeated conflicts")]
+    SchemaContended(String),
+    /// A bug: an invariant of the library does not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Local I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

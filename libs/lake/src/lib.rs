@@ -1,0 +1,25 @@
+//! The Parquet data lake: layout, per-type schemas, writers, quarantine, read-back and
+//! compaction, over a local folder or S3 through `object_store`.
+//!
+//! Events are stored by type and event-time hour (`events/type=/date=/hour=`), each type with
+//! its own typed, additively evolving schema; every stored event reads back as the JSON that
+//! came in. Rejected lines are kept in `quarantine/` with their reason.
+
+mod error;
+pub mod buffer;
+pub mod compact;
+pub mod layout;
+pub mod quarantine;
+pub mod reader;
+pub mod registry;
+pub mod schema;
+pub mod shred;
+mod store;
+pub mod writer;
+
+pub use error::LakeError;
+pub use layout::PartitionKey;
+pub use quarantine::QuarantineRecord;
+pub use schema::TypeSchema;
+pub use store::LakeStore;
+pub use writer::{Lake, WriteOptions, WrittenFile};

@@ -1,0 +1,474 @@
+//! Shredding: events (parsed JSON) into an Arrow record batch of a type's schema, and back.
+//!
+//! Lossless by construction: every value lands either in its typed column or, under its JSON
+//! Pointer, in `_leftovers` (explicit nulls, values that conflict with their column's type,
+//! keys outside `data.{id,type,attributes}` and `meta`, fields without a column). Reading a
+//! row back rebuilds the event from the columns and then applies the leftovers.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_schema::{DataType, Field};
+use serde_json::{Map, Value};
+
+use crate::LakeError;
+use crate::schema::{CREATED_AT, DType, ID, LEFTOVERS, Section, StructField, TypeSchema, escape_pointer, struct_fields};
+
+/// Integers that a Float64 column stores exactly.
+const MAX_EXACT_F64_INT: u64 = 1 << 53;
+
+/// One event, parsed, with its required fields.
+pub struct ParsedEvent {
+    /// `data.id`.
+    pub id: String,
+    /// `meta.created_at`.
+    pub created_at: i64,
+    /// The whole event.
+    pub value: Value,
+}
+
+impl ParsedEvent {
+    /// Parses a line that passed the contract.
+    pub fn parse(raw: &[u8]) -> Result<ParsedEvent, LakeError> {
+        let value: Value = serde_json::from_slice(raw)
+            .map_err(|e| LakeError::Internal(format!("a validated event does not parse: {e}")))?;
+        let id = value
+            .pointer("/data/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| LakeError::Internal("a validated event has no data.id".into()))?
+            .to_owned();
+        let created_at = value
+            .pointer("/meta/created_at")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| LakeError::Internal("a validated event has no meta.created_at".into()))?;
+        Ok(ParsedEvent { id, created_at, value })
+    }
+
+    /// The object of a section, if present.
+    pub fn section(&self, section: Section) -> Option<&Map<String, Value>> {
+        match section {
+            Section::Meta => self.value.get("meta"),
+            Section::Attributes => self.value.get("data").and_then(|d| d.get("attributes")),
+        }
+        .and_then(Value::as_object)
+    }
+}
+
+/// Collects the leftovers of one row as a JSON object text.
+struct Leftovers {
+    text: String,
+}
+
+impl Leftovers {
+    fn new() -> Self {
+        Leftovers { text: String::new() }
+    }
+    fn add(&mut self, pointer: &str, v: &Value) {
+        self.text.push(if self.text.is_empty() { '{' } else { ',' });
+        // Writing into a String cannot fail.
+        self.text.push_str(&Value::String(pointer.to_owned()).to_string());
+        self.text.push(':');
+        self.text.push_str(&v.to_string());
+    }
+    fn take(&mut self) -> Option<String> {
+        if self.text.is_empty() {
+            None
+        } else {
+            self.text.push('}');
+            Some(std::mem::take(&mut self.text))
+        }
+    }
+}
+
+/// Does a value fit a type without any leftover at its own place?
+fn fits(t: &DType, v: &Value) -> bool {
+    match (t, v) {
+        (_, Value::Null) => true,
+        (DType::Json, _) => true,
+        (DType::Bool, Value::Bool(_)) => true,
+        (DType::Int, Value::Number(n)) => n.is_i64() || n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15),
+        (DType::Float, Value::Number(n)) => {
+            n.is_f64() || n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_EXACT_F64_INT)
+        }
+        (DType::Str, Value::String(_)) => true,
+        (DType::List { item }, Value::Array(items)) => items.iter().all(|e| fits(item, e)),
+        (DType::Struct { .. }, Value::Object(_)) => true,
+        _ => false,
+    }
+}
+
+/// A column builder for one type.
+enum Builder {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    Json(StringBuilder),
+    List { field: Arc<Field>, item: Box<Builder>, offsets: Vec<i32>, nulls: NullBufferBuilder },
+    Struct { fields: Vec<StructField>, children: Vec<Builder>, nulls: NullBufferBuilder, len: usize },
+}
+
+impl Builder {
+    fn new(t: &DType) -> Builder {
+        match t {
+            DType::Bool => Builder::Bool(BooleanBuilder::new()),
+            DType::Int => Builder::Int(Int64Builder::new()),
+            DType::Float => Builder::Float(Float64Builder::new()),
+            DType::Str => Builder::Str(StringBuilder::new()),
+            DType::Json => Builder::Json(StringBuilder::new()),
+            DType::List { item } => Builder::List {
+                field: Arc::new(Field::new("item", item.arrow(), true)),
+                item: Box::new(Builder::new(item)),
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(0),
+            },
+            DType::Struct { fields } => Builder::Struct {
+                fields: fields.clone(),
+                children: fields.iter().map(|f| Builder::new(&f.dtype)).collect(),
+                nulls: NullBufferBuilder::new(0),
+                len: 0,
+            },
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::Bool(b) => b.append_null(),
+            Builder::Int(b) => b.append_null(),
+            Builder::Float(b) => b.append_null(),
+            Builder::Str(b) | Builder::Json(b) => b.append_null(),
+            Builder::List { offsets, nulls, .. } => {
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last);
+                nulls.append_null();
+            }
+            Builder::Struct { children, nulls, len, .. } => {
+                for c in children {
+                    c.append_null();
+                }
+                nulls.append_null();
+                *len += 1;
+            }
+        }
+    }
+
+    /// Appends a value found at `ptr` (`None` when the key is absent). `in_list` elements
+    /// keep JSON nulls as nulls; elsewhere a null is recorded in the leftovers so that an
+    /// explicit null and an absent key read back differently.
+    fn append(&mut self, v: Option<&Value>, ptr: &mut String, left: &mut Leftovers, in_list: bool) {
+        let v = match v {
+            None => return self.append_null(),
+            Some(Value::Null) if !matches!(self, Builder::Json(_)) => {
+                if !in_list {
+                    left.add(ptr, &Value::Null);
+                }
+                return self.append_null();
+            }
+            Some(v) => v,
+        };
+        match self {
+            Builder::Bool(b) => match v.as_bool() {
+                Some(x) => b.append_value(x),
+                None => conflict(self, ptr, v, left),
+            },
+            Builder::Int(b) => match v.as_i64().or_else(|| {
+                v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
+            }) {
+                Some(x) if v.is_number() => b.append_value(x),
+                _ => conflict(self, ptr, v, left),
+            },
+            Builder::Float(b) => match v {
+                Value::Number(n) if fits(&DType::Float, v) => match n.as_f64() {
+                    Some(x) => b.append_value(x),
+                    None => conflict(self, ptr, v, left),
+                },
+                _ => conflict(self, ptr, v, left),
+            },
+            Builder::Str(b) => match v.as_str() {
+                Some(s) => b.append_value(s),
+                None => conflict(self, ptr, v, left),
+            },
+            Builder::Json(b) => b.append_value(v.to_string()),
+            Builder::List { item, offsets, nulls, .. } => {
+                let item_type_fits = match v {
+                    Value::Array(items) => items.iter().all(|e| item.accepts(e)),
+                    _ => false,
+                };
+                if !item_type_fits {
+                    return conflict(self, ptr, v, left);
+                }
+                let Value::Array(items) = v else { return };
+                let base = ptr.len();
+                for (i, e) in items.iter().enumerate() {
+                    ptr.push('/');
+                    ptr.push_str(&i.to_string());
+                    item.append(Some(e), ptr, left, true);
+                    ptr.truncate(base);
+                }
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last + items.len() as i32);
+                nulls.append_non_null();
+            }
+            Builder::Struct { fields, children, nulls, len } => {
+                let Value::Object(obj) = v else { return conflict(self, ptr, v, left) };
+                let base = ptr.len();
+                for (f, child) in fields.iter().zip(children.iter_mut()) {
+                    ptr.push('/');
+                    ptr.push_str(&escape_pointer(&f.name));
+                    child.append(obj.get(&f.name), ptr, left, false);
+                    ptr.truncate(base);
+                }
+                for (k, val) in obj {
+                    if !fields.iter().any(|f| &f.name == k) {
+                        ptr.push('/');
+                        ptr.push_str(&escape_pointer(k));
+                        left.add(ptr, val);
+                        ptr.truncate(base);
+                    }
+                }
+                nulls.append_non_null();
+                *len += 1;
+            }
+        }
+    }
+
+    /// Does a value fit this builder's type without a leftover at its place?
+    fn accepts(&self, v: &Value) -> bool {
+        match self {
+            Builder::Bool(_) => fits(&DType::Bool, v),
+            Builder::Int(_) => fits(&DType::Int, v),
+            Builder::Float(_) => fits(&DType::Float, v),
+            Builder::Str(_) => fits(&DType::Str, v),
+            Builder::Json(_) => true,
+            Builder::List { item, .. } => match v {
+                Value::Null => true,
+                Value::Array(items) => items.iter().all(|e| item.accepts(e)),
+                _ => false,
+            },
+            Builder::Struct { .. } => matches!(v, Value::Null | Value::Object(_)),
+        }
+    }
+
+    fn finish(self) -> Result<ArrayRef, LakeError> {
+        Ok(match self {
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Int(mut b) => Arc::new(b.finish()),
+            Builder::Float(mut b) => Arc::new(b.finish()),
+            Builder::Str(mut b) | Builder::Json(mut b) => Arc::new(b.finish()),
+            Builder::List { field, item, offsets, mut nulls } => {
+                let values = item.finish()?;
+                Arc::new(ListArray::try_new(field, OffsetBuffer::new(offsets.into()), values, nulls.finish())?)
+            }
+            Builder::Struct { fields, children, mut nulls, len } => {
+                let arrays = children.into_iter().map(Builder::finish).collect::<Result<Vec<_>, _>>()?;
+                let _ = len;
+                Arc::new(StructArray::try_new(struct_fields(&fields), arrays, nulls.finish())?)
+            }
+        })
+    }
+}
+
+fn conflict(b: &mut Builder, ptr: &str, v: &Value, left: &mut Leftovers) {
+    left.add(ptr, v);
+    b.append_null();
+}
+
+/// Encodes events (already sorted and deduplicated) into one batch of `schema`.
+pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch, LakeError> {
+    let mut ids = StringBuilder::with_capacity(events.len(), events.len() * 24);
+    let mut times = TimestampMillisecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+    let mut builders: Vec<Builder> = schema.columns.iter().map(|c| Builder::new(&c.dtype)).collect();
+    let mut leftovers = StringBuilder::new();
+    let mut left = Leftovers::new();
+    let mut ptr = String::with_capacity(64);
+
+    for ev in events {
+        ids.append_value(&ev.id);
+        times.append_value(ev.created_at);
+        // Keys outside the typed sections.
+        if let Value::Object(top) = &ev.value {
+            for (k, v) in top {
+                match k.as_str() {
+                    "meta" => {}
+                    "data" => {
+                        if let Value::Object(data) = v {
+                            for (dk, dv) in data {
+                                if !matches!(dk.as_str(), "id" | "type" | "attributes") {
+                                    left.add(&format!("/data/{}", escape_pointer(dk)), dv);
+                                }
+                            }
+                        }
+                    }
+                    _ => left.add(&format!("/{}", escape_pointer(k)), v),
+                }
+            }
+        }
+        for section in [Section::Meta, Section::Attributes] {
+            let Some(obj) = ev.section(section) else { continue };
+            for (k, v) in obj {
+                if section == Section::Meta && k == "created_at" {
+                    continue;
+                }
+                if schema.column(section, k).is_none() {
+                    left.add(&format!("{}/{}", section.pointer(), escape_pointer(k)), v);
+                }
+            }
+        }
+        for (c, b) in schema.columns.iter().zip(builders.iter_mut()) {
+            let obj = ev.section(c.section);
+            ptr.clear();
+            ptr.push_str(c.section.pointer());
+            ptr.push('/');
+            ptr.push_str(&escape_pointer(&c.key));
+            b.append(obj.and_then(|o| o.get(&c.key)), &mut ptr, &mut left, false);
+        }
+        match left.take() {
+            Some(text) => leftovers.append_value(text),
+            None => leftovers.append_null(),
+        }
+    }
+
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len() + 3);
+    arrays.push(Arc::new(ids.finish()));
+    arrays.push(Arc::new(times.finish()));
+    for b in builders {
+        arrays.push(b.finish()?);
+    }
+    arrays.push(Arc::new(leftovers.finish()));
+    Ok(RecordBatch::try_new(schema.arrow_schema(), arrays)?)
+}
+
+/// Rebuilds the events of a batch written with (a subset of) `schema`.
+/// `event_type` is the partition's type (the files do not repeat it).
+pub fn decode(schema: &TypeSchema, event_type: &str, batch: &RecordBatch) -> Result<Vec<Value>, LakeError> {
+    let ids = batch
+        .column_by_name(ID)
+        .and_then(|a| a.as_string_opt::<i32>())
+        .ok_or_else(|| LakeError::Corrupt("no string column `id`".into()))?;
+    let times = batch
+        .column_by_name(CREATED_AT)
+        .and_then(|a| a.as_primitive_opt::<TimestampMillisecondType>())
+        .ok_or_else(|| LakeError::Corrupt("no timestamp column `created_at`".into()))?;
+    let leftovers = batch.column_by_name(LEFTOVERS).and_then(|a| a.as_string_opt::<i32>());
+    let columns: Vec<(&crate::schema::Column, &ArrayRef)> = schema
+        .columns
+        .iter()
+        .filter_map(|c| batch.column_by_name(&c.name).map(|a| (c, a)))
+        .collect();
+
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut attributes = Map::new();
+        let mut meta = Map::new();
+        meta.insert("created_at".into(), Value::from(times.value(row)));
+        for (c, array) in &columns {
+            if let Some(v) = to_json(&c.dtype, array.as_ref(), row)? {
+                match c.section {
+                    Section::Meta => meta.insert(c.key.clone(), v),
+                    Section::Attributes => attributes.insert(c.key.clone(), v),
+                };
+            }
+        }
+        let mut data = Map::new();
+        data.insert("id".into(), Value::from(ids.value(row)));
+        data.insert("type".into(), Value::from(event_type));
+        data.insert("attributes".into(), Value::Object(attributes));
+        let mut event = Map::new();
+        event.insert("data".into(), Value::Object(data));
+        event.insert("meta".into(), Value::Object(meta));
+        let mut event = Value::Object(event);
+        if let Some(left) = leftovers.filter(|l| l.is_valid(row)) {
+            let map: Map<String, Value> = serde_json::from_str(left.value(row))
+                .map_err(|e| LakeError::Corrupt(format!("`_leftovers` is not a JSON object: {e}")))?;
+            for (pointer, v) in map {
+                set_pointer(&mut event, &pointer, v)?;
+            }
+        }
+        out.push(event);
+    }
+    Ok(out)
+}
+
+/// The JSON value of one cell, `None` when null.
+fn to_json(t: &DType, array: &dyn Array, row: usize) -> Result<Option<Value>, LakeError> {
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    let bad = || LakeError::Corrupt(format!("column type {:?} does not match {t:?}", array.data_type()));
+    Ok(Some(match t {
+        DType::Bool => Value::Bool(array.as_boolean_opt().ok_or_else(bad)?.value(row)),
+        DType::Int => Value::from(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?.value(row)),
+        DType::Float => {
+            let f = array.as_primitive_opt::<Float64Type>().ok_or_else(bad)?.value(row);
+            serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+        }
+        DType::Str => Value::from(array.as_string_opt::<i32>().ok_or_else(bad)?.value(row)),
+        DType::Json => {
+            let text = array.as_string_opt::<i32>().ok_or_else(bad)?.value(row);
+            serde_json::from_str(text).map_err(|e| LakeError::Corrupt(format!("bad JSON cell: {e}")))?
+        }
+        DType::List { item } => {
+            let list = array.as_list_opt::<i32>().ok_or_else(bad)?;
+            let values = list.value(row);
+            let mut items = Vec::with_capacity(values.len());
+            for i in 0..values.len() {
+                items.push(to_json(item, values.as_ref(), i)?.unwrap_or(Value::Null));
+            }
+            Value::Array(items)
+        }
+        DType::Struct { fields } => {
+            let st = array.as_struct_opt().ok_or_else(bad)?;
+            let mut obj = Map::new();
+            for f in fields {
+                if let Some(child) = st.column_by_name(&f.name) {
+                    if let Some(v) = to_json(&f.dtype, child.as_ref(), row)? {
+                        obj.insert(f.name.clone(), v);
+                    }
+                }
+            }
+            Value::Object(obj)
+        }
+    }))
+}
+
+/// Sets the value at an RFC 6901 pointer, creating missing object members on the way.
+fn set_pointer(root: &mut Value, pointer: &str, v: Value) -> Result<(), LakeError> {
+    let segments: Vec<String> =
+        pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} is empty")));
+    };
+    let mut cur = root;
+    for seg in parents {
+        cur = match cur {
+            Value::Object(map) => map.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new())),
+            Value::Array(items) => seg
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get_mut(i))
+                .ok_or_else(|| LakeError::Corrupt(format!("leftover pointer {pointer:?} misses an array item")))?,
+            _ => return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} crosses a scalar"))),
+        };
+    }
+    match cur {
+        Value::Object(map) => {
+            map.insert(last.clone(), v);
+        }
+        Value::Array(items) => {
+            let i = last.parse::<usize>().ok().filter(|i| *i < items.len());
+            let i = i.ok_or_else(|| LakeError::Corrupt(format!("leftover pointer {pointer:?} misses an array item")))?;
+            items[i] = v;
+        }
+        _ => return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} crosses a scalar"))),
+    }
+    Ok(())
+}
+
+/// Is the data type of an Arrow column the one a DType maps to? (Used by readers.)
+pub fn matches_type(t: &DType, dt: &DataType) -> bool {
+    &t.arrow() == dt
+}

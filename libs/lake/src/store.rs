@@ -1,0 +1,62 @@
+//! Opening a lake root: a local folder or `s3://bucket/prefix`, as an `object_store`.
+//!
+//! S3 uses the standard environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, web identity and instance metadata) and
+//! `AWS_ENDPOINT_URL` for an S3-compatible store (path-style addressing, HTTP allowed for
+//! loopback endpoints). Conditional writes (`If-None-Match`) guard schema updates.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+
+use crate::LakeError;
+
+/// An opened lake root.
+#[derive(Clone, Debug)]
+pub struct LakeStore {
+    /// The store, rooted at the lake's prefix.
+    pub store: Arc<dyn ObjectStore>,
+    /// The URL as given, for messages.
+    pub url: String,
+    /// The local folder, when the lake is local.
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+impl LakeStore {
+    /// Opens `s3://bucket/prefix`, `file:///path` or a plain path (created if missing).
+    pub fn open(url: &str) -> Result<LakeStore, LakeError> {
+        let invalid = |reason: &str| LakeError::InvalidLocation { url: url.to_owned(), reason: reason.to_owned() };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket name after s3://"));
+            }
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                if endpoint.starts_with("http://") {
+                    builder = builder.with_allow_http(true);
+                }
+                builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+            }
+            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+                builder = builder.with_region("us-east-1");
+            }
+            let s3: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|e| invalid(&e.to_string()))?);
+            let prefix = prefix.trim_matches('/');
+            let store: Arc<dyn ObjectStore> =
+                if prefix.is_empty() { s3 } else { Arc::new(PrefixStore::new(s3, prefix)) };
+            return Ok(LakeStore { store, url: url.to_owned(), local_root: None });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(invalid("use a local folder or s3://bucket/prefix"));
+        }
+        let path = std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        std::fs::create_dir_all(&path)?;
+        let path = path.canonicalize()?;
+        let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(&e.to_string()))?;
+        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), local_root: Some(path) })
+    }
+}

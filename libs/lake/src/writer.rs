@@ -1,0 +1,192 @@
+//! Writing Parquet files into the lake: events of one partition, sorted, deduplicated,
+//! typed by the type's schema, zstd-compressed, with statistics, page indexes and a Bloom
+//! filter on `id`. A file becomes visible whole or not at all (one PUT, or a completed
+//! multipart upload; on a local folder a rename), under a name unique across writers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::layout::{PartitionKey, new_file_name};
+use crate::registry::SchemaRegistry;
+use crate::schema::{ID, Needs, Section};
+use crate::shred::{ParsedEvent, encode};
+use crate::{LakeError, LakeStore};
+
+/// How files are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Target size of a data file after compaction (default 128 MiB).
+    pub target_file_bytes: u64,
+    /// Target size of a row group (default 64 MiB): large sequential reads on S3.
+    pub row_group_bytes: usize,
+    /// zstd level (default 3).
+    pub zstd_level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { target_file_bytes: 128 << 20, row_group_bytes: 64 << 20, zstd_level: 3 }
+    }
+}
+
+/// A data file that was committed to the lake.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    /// Its partition.
+    pub partition: PartitionKey,
+    /// Path below the lake root.
+    pub path: Path,
+    /// Rows in it.
+    pub rows: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// Rows dropped because their id repeated an earlier row of the same batch.
+    pub duplicates_dropped: u64,
+}
+
+/// The lake: a store, its schema registry and write options.
+pub struct Lake {
+    /// The opened root.
+    pub root: LakeStore,
+    /// Per-type schemas.
+    pub registry: Arc<SchemaRegistry>,
+    /// How files are written.
+    pub options: WriteOptions,
+}
+
+impl Lake {
+    /// Opens a lake at a URL (local folder or `s3://bucket/prefix`).
+    pub fn open(url: &str, options: WriteOptions) -> Result<Lake, LakeError> {
+        let root = LakeStore::open(url)?;
+        let registry = Arc::new(SchemaRegistry::new(root.store.clone()));
+        Ok(Lake { root, registry, options })
+    }
+
+    /// The object store of the root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.root.store
+    }
+
+    /// Writes the events of one partition (lines that passed the contract) as one file.
+    /// Rows are sorted by `created_at`; a repeated `data.id` keeps its first row.
+    pub async fn write_events<'a>(
+        &self,
+        partition: &PartitionKey,
+        lines: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Option<WrittenFile>, LakeError> {
+        let mut events = Vec::new();
+        for line in lines {
+            events.push(ParsedEvent::parse(line)?);
+        }
+        let before = events.len();
+        events.sort_by_key(|e| e.created_at);
+        let mut seen = HashSet::with_capacity(events.len());
+        events.retain(|e| seen.insert(e.id.clone()));
+        drop(seen);
+        let duplicates_dropped = (before - events.len()) as u64;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut needs = Needs::default();
+        for e in &events {
+            for section in [Section::Meta, Section::Attributes] {
+                if let Some(obj) = e.section(section) {
+                    needs.observe(section, obj);
+                }
+            }
+        }
+        let schema = self.registry.ensure(&partition.event_type, needs.as_slice()).await?;
+        let batch = encode(&schema, &events)?;
+        drop(events);
+        let rows = batch.num_rows() as u64;
+        let path = Path::from(format!("{}/{}", partition.dir(), new_file_name("w")));
+        let bytes = self.put_parquet(&path, &[batch], schema.version, false).await?;
+        Ok(Some(WrittenFile { partition: partition.clone(), path, rows, bytes, duplicates_dropped }))
+    }
+
+    /// Encodes batches (one schema) into a Parquet file and commits it at `path`.
+    pub async fn put_parquet(
+        &self,
+        path: &Path,
+        batches: &[RecordBatch],
+        schema_version: u64,
+        compacted: bool,
+    ) -> Result<u64, LakeError> {
+        let Some(first) = batches.first() else { return Ok(0) };
+        let data = encode_parquet(first.schema(), batches, &self.options, schema_version, compacted)?;
+        let bytes = data.len() as u64;
+        put_whole(self.store(), path, data).await?;
+        Ok(bytes)
+    }
+}
+
+/// Writer properties for lake files.
+pub fn writer_properties(options: &WriteOptions, schema_version: u64, compacted: bool, sorted: bool) -> WriterProperties {
+    let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(None)
+        .set_max_row_group_bytes(Some(options.row_group_bytes.max(1 << 20)))
+        .set_column_bloom_filter_enabled(ColumnPath::from(ID), true)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("lake.schema_version".to_owned(), schema_version.to_string()),
+            KeyValue::new("lake.compacted".to_owned(), compacted.to_string()),
+        ]));
+    if sorted {
+        b = b.set_sorting_columns(Some(vec![SortingColumn { column_idx: 1, descending: false, nulls_first: false }]));
+    }
+    b.build()
+}
+
+/// Encodes batches into Parquet bytes.
+pub fn encode_parquet(
+    schema: arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+    options: &WriteOptions,
+    schema_version: u64,
+    compacted: bool,
+) -> Result<Vec<u8>, LakeError> {
+    let mut data = Vec::new();
+    let props = writer_properties(options, schema_version, compacted, true);
+    let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.close()?;
+    Ok(data)
+}
+
+/// Uploads bytes as one object, multipart above 32 MiB; visible only when complete.
+pub async fn put_whole(store: &Arc<dyn ObjectStore>, path: &Path, data: Vec<u8>) -> Result<(), LakeError> {
+    const PART: usize = 32 << 20;
+    if data.len() <= PART {
+        store.put(path, PutPayload::from(data)).await?;
+        return Ok(());
+    }
+    let data = bytes::Bytes::from(data);
+    let mut upload = store.put_multipart(path).await?;
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + PART).min(data.len());
+        if let Err(e) = upload.put_part(PutPayload::from(data.slice(offset..end))).await {
+            let _ = upload.abort().await;
+            return Err(e.into());
+        }
+        offset = end;
+    }
+    if let Err(e) = upload.complete().await {
+        let _ = upload.abort().await;
+        return Err(e.into());
+    }
+    Ok(())
+}
