@@ -1,1 +1,253 @@
-//! placeholder
+//! Compaction of closed partitions: merges a partition's small files toward the target file
+//! size, drops repeated events (same `data.id`, first written wins), and sorts by time.
+//!
+//! Safe beside writers: writers only add files with new unique names, and compaction deletes
+//! only the files it read, after its output is committed. Safe to re-run after a crash: an
+//! interrupted run leaves its inputs and maybe its output; the next run merges them and drops
+//! the repeats. Between commit and delete a reader may briefly see both (repeats, not loss).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StructArray, ListArray, new_null_array};
+use arrow_schema::{DataType, SchemaRef};
+use arrow_select::concat::concat_batches;
+use arrow_select::filter::filter_record_batch;
+use arrow_select::take::take_record_batch;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::layout::{HOUR_MS, PartitionKey, new_file_name};
+use crate::reader::DataFile;
+use crate::schema::{CREATED_AT, ID};
+use crate::writer::Lake;
+use crate::LakeError;
+
+/// What to compact.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Only this type (all types when `None`).
+    pub event_type: Option<String>,
+    /// A partition is closed once its hour ended this long ago (default 1 h).
+    pub grace_ms: i64,
+    /// Memory for one merge: decoded bytes of the files merged at once (default 512 MiB).
+    pub memory_bytes: u64,
+    /// Test hook: stop after committing the first output, before deleting its inputs
+    /// (simulates a crash).
+    #[doc(hidden)]
+    pub crash_after_commit: bool,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions { event_type: None, grace_ms: HOUR_MS, memory_bytes: 512 << 20, crash_after_commit: false }
+    }
+}
+
+/// What a compaction run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactReport {
+    /// Closed partitions looked at.
+    pub partitions_seen: u64,
+    /// Partitions rewritten.
+    pub partitions_compacted: u64,
+    /// Files read and removed.
+    pub files_in: u64,
+    /// Files written.
+    pub files_out: u64,
+    /// Rows read.
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Repeated events dropped.
+    pub duplicates_dropped: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// True when the run stopped early (crash simulation).
+    pub interrupted: bool,
+}
+
+impl Lake {
+    /// Compacts every closed partition (its hour ended `grace_ms` before `now_ms`).
+    pub async fn compact(&self, opts: &CompactOptions, now_ms: i64) -> Result<CompactReport, LakeError> {
+        let files = self.list_data_files(opts.event_type.as_deref()).await?;
+        let mut by_partition: Vec<(PartitionKey, Vec<DataFile>)> = Vec::new();
+        for f in files {
+            match by_partition.last_mut() {
+                Some((k, v)) if *k == f.partition => v.push(f),
+                _ => by_partition.push((f.partition.clone(), vec![f])),
+            }
+        }
+        let mut report = CompactReport::default();
+        for (key, files) in by_partition {
+            if key.start_ms() + HOUR_MS + opts.grace_ms > now_ms {
+                continue;
+            }
+            report.partitions_seen += 1;
+            if files.len() < 2 {
+                continue;
+            }
+            self.compact_partition(&key, files, opts, &mut report).await?;
+            if report.interrupted {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn compact_partition(
+        &self,
+        key: &PartitionKey,
+        mut files: Vec<DataFile>,
+        opts: &CompactOptions,
+        report: &mut CompactReport,
+    ) -> Result<(), LakeError> {
+        // Oldest first: UUIDv7 names sort by creation time, so the first written row wins.
+        files.sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
+        let schema = self.registry.load(&key.event_type).await?;
+        let target = Arc::new(schema.arrow_schema());
+
+        // Pass 1: ids only, to find repeats across the whole partition.
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut keep: Vec<Vec<BooleanArray>> = Vec::with_capacity(files.len());
+        let mut decoded: Vec<u64> = Vec::with_capacity(files.len());
+        let mut dups = 0u64;
+        for f in &files {
+            let data = self.read_file(&f.meta.location).await?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
+            decoded.push(builder.metadata().row_groups().iter().map(|rg| rg.total_byte_size() as u64).sum());
+            let idx = builder
+                .schema()
+                .index_of(ID)
+                .map_err(|_| LakeError::Corrupt(format!("{} has no id column", f.meta.location)))?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+            let mut masks = Vec::new();
+            for batch in builder.with_projection(mask).build()? {
+                let batch = batch?;
+                let ids = batch.column(0).as_string_opt::<i32>().ok_or_else(|| LakeError::Corrupt("id is not a string".into()))?;
+                let m: BooleanArray = ids.iter().map(|id| Some(id.is_some_and(|id| seen.insert(id.to_owned())))).collect();
+                dups += m.false_count() as u64;
+                masks.push(m);
+            }
+            keep.push(masks);
+        }
+        drop(seen);
+
+        // Group consecutive files into merges bounded by the target size and the memory budget.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let (mut size, mut mem) = (0u64, 0u64);
+        for (i, f) in files.iter().enumerate() {
+            let start_new = match groups.last() {
+                None => true,
+                Some(_) => size + f.meta.size > self.options.target_file_bytes || mem + decoded[i] > opts.memory_bytes,
+            };
+            if start_new {
+                groups.push(Vec::new());
+                size = 0;
+                mem = 0;
+            }
+            size += f.meta.size;
+            mem += decoded[i];
+            if let Some(g) = groups.last_mut() {
+                g.push(i);
+            }
+        }
+
+        let mut rewrote = false;
+        for group in groups {
+            let has_dups = group.iter().any(|&i| keep[i].iter().any(|m| m.false_count() > 0));
+            if group.len() < 2 && !has_dups {
+                continue;
+            }
+            let mut batches = Vec::new();
+            let mut rows_in = 0u64;
+            for &i in &group {
+                let data = self.read_file(&files[i].meta.location).await?;
+                report.bytes_in += data.len() as u64;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(data)?.build()?;
+                let mut masks = keep[i].iter();
+                for batch in reader {
+                    let batch = batch?;
+                    rows_in += batch.num_rows() as u64;
+                    let batch = adapt_batch(&batch, &target)?;
+                    let mask = masks.next().ok_or_else(|| LakeError::Internal("row batches changed between passes".into()))?;
+                    batches.push(filter_record_batch(&batch, mask)?);
+                }
+            }
+            let merged = concat_batches(&target, &batches)?;
+            drop(batches);
+            let times = merged.column_by_name(CREATED_AT).ok_or_else(|| LakeError::Corrupt("no created_at".into()))?;
+            let order = arrow_ord::sort::sort_to_indices(times, None, None)?;
+            let sorted = take_record_batch(&merged, &order)?;
+            drop(merged);
+            let path = Path::from(format!("{}/{}", key.dir(), new_file_name("c")));
+            let bytes = self.put_parquet(&path, &[sorted.clone()], schema.version, true).await?;
+            report.files_out += 1;
+            report.bytes_out += bytes;
+            report.rows_in += rows_in;
+            report.rows_out += sorted.num_rows() as u64;
+            rewrote = true;
+            tracing::info!(partition = %key.dir(), inputs = group.len(), rows = sorted.num_rows(), "compacted");
+            if opts.crash_after_commit {
+                report.interrupted = true;
+                return Ok(());
+            }
+            for &i in &group {
+                self.store().delete(&files[i].meta.location).await?;
+                report.files_in += 1;
+            }
+        }
+        if rewrote {
+            report.partitions_compacted += 1;
+            report.duplicates_dropped += dups;
+        }
+        Ok(())
+    }
+}
+
+/// Casts a batch written with an older schema version to the current one: columns and
+/// struct fields it lacks become nulls. Types never change, so nothing else differs.
+pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, LakeError> {
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(a) => adapt_array(a, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
+}
+
+fn adapt_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, LakeError> {
+    if a.data_type() == to {
+        return Ok(a.clone());
+    }
+    match (a.data_type(), to) {
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let st = a.as_struct();
+            let by_name: HashMap<&str, &ArrayRef> =
+                st.fields().iter().map(|f| f.name().as_str()).zip(st.columns()).collect();
+            let children = fields
+                .iter()
+                .map(|f| match by_name.get(f.name().as_str()) {
+                    Some(c) => adapt_array(c, f.data_type()),
+                    None => Ok(new_null_array(f.data_type(), st.len())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Arc::new(StructArray::try_new(fields.clone(), children, st.nulls().cloned())?))
+        }
+        (DataType::List(_), DataType::List(item)) => {
+            let list = a.as_list::<i32>();
+            let values = adapt_array(list.values(), item.data_type())?;
+            Ok(Arc::new(ListArray::try_new(item.clone(), list.offsets().clone(), values, list.nulls().cloned())?))
+        }
+        (from, to) => Err(LakeError::Corrupt(format!("column type {from:?} cannot become {to:?}"))),
+    }
+}

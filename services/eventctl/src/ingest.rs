@@ -1,0 +1,425 @@
+//! `eventctl ingest`: NDJSON from files, folders, globs or stdin into the lake.
+//!
+//! A pipeline of threads with bounded queues between them, so memory stays within the
+//! budget whatever the input size:
+//!
+//! ```text
+//! reader --chunks--> validators (N) --validated--> router --partitions--> flushers (N) --> lake
+//!                                                    \--rejected lines--> quarantine files
+//! ```
+//! The router buffers events per partition (compressed) and hands a partition to the
+//! flushers when it is full, the largest one when the buffers are over budget, and all of
+//! them at the end. Every line read is counted exactly once, as valid or quarantined.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use event_contract::{Limits, Reason, Rejection, validate};
+use event_lake::buffer::{BufferLimits, PartitionBuffer, PartitionBuffers};
+use event_lake::{Lake, PartitionKey, QuarantineRecord};
+use serde::Serialize;
+
+use crate::input::{self, Chunk, Piece, Source};
+
+/// Settings of one ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Memory budget of the whole pipeline, in bytes.
+    pub memory_bytes: u64,
+    /// The contract's limits.
+    pub limits: Limits,
+    /// Validation and flush threads (each).
+    pub workers: usize,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+/// What an ingest run did; printed at the end (`--json` for machines).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// The lake written to.
+    pub lake: String,
+    /// Input sources read.
+    pub sources: u64,
+    /// Lines read.
+    pub lines_read: u64,
+    /// Lines that are valid events.
+    pub valid: u64,
+    /// Lines quarantined.
+    pub quarantined: u64,
+    /// Quarantined lines by reason code.
+    pub quarantined_by_reason: BTreeMap<String, u64>,
+    /// Valid events dropped because their `data.id` repeated in the same partition flush.
+    pub duplicates_dropped: u64,
+    /// Rows written to data files.
+    pub rows_written: u64,
+    /// Distinct partitions (type, hour) written.
+    pub partitions_written: u64,
+    /// Data files written.
+    pub files_written: u64,
+    /// Quarantine files written.
+    pub quarantine_files: u64,
+    /// Bytes of input (decompressed).
+    pub bytes_read: u64,
+    /// Bytes of Parquet written (data and quarantine).
+    pub bytes_written: u64,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// Lines per second.
+    pub events_per_s: f64,
+    /// Input MB (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    /// valid + quarantined == lines_read.
+    pub balanced: bool,
+    /// Input errors (unreadable or corrupt sources); any makes the exit code non-zero.
+    pub io_errors: Vec<String>,
+}
+
+/// Validated lines of one chunk.
+struct Validated {
+    chunk: Chunk,
+    /// (partition, byte range in chunk)
+    valid: Vec<(PartitionKey, usize, usize)>,
+    rejected: Vec<QuarantineRecord>,
+    lines: u64,
+}
+
+enum Job {
+    Partition(PartitionKey, PartitionBuffer),
+    Quarantine(Vec<QuarantineRecord>),
+}
+
+#[derive(Default)]
+struct Counters {
+    lines: AtomicU64,
+    valid: AtomicU64,
+    quarantined: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[derive(Default)]
+struct Written {
+    rows: u64,
+    duplicates: u64,
+    files: u64,
+    quarantine_files: u64,
+    bytes: u64,
+    partitions: HashSet<PartitionKey>,
+    error: Option<String>,
+}
+
+/// Runs an ingest of `sources` into `lake`.
+pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let workers = opts.workers.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let handle = runtime.handle().clone();
+
+    // Budget: 40% buffers, 2x(1/32) per flush in flight plus parse overhead, the rest queues.
+    let budget = opts.memory_bytes.max(64 << 20) as usize;
+    let chunk_bytes = (budget / 256).clamp(256 << 10, 4 << 20);
+    let buffer_limits = BufferLimits {
+        max_bytes: budget * 2 / 5,
+        max_partition_raw_bytes: (budget / 32).max(1 << 20),
+        ..BufferLimits::default()
+    };
+    let max_line = opts.limits.max_event_bytes;
+
+    let counters = Arc::new(Counters::default());
+    let written = Arc::new(Mutex::new(Written::default()));
+    let io_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    let (chunk_tx, chunk_rx) = bounded::<Piece>(workers * 2);
+    let (valid_tx, valid_rx) = bounded::<Validated>(workers * 2);
+    let (job_tx, job_rx) = bounded::<Job>(workers);
+
+    let by_reason = std::thread::scope(|s| -> Result<BTreeMap<String, u64>> {
+        // Reader.
+        let reader_errors = io_errors.clone();
+        let reader_counters = counters.clone();
+        s.spawn(move || {
+            for src in sources {
+                let name: Arc<str> = Arc::from(src.name());
+                let result = src.open().and_then(|r| {
+                    input::read_pieces(name.clone(), r, chunk_bytes, max_line, |p| chunk_tx.send(p).is_ok(), |n| {
+                        reader_counters.bytes.fetch_add(n, Ordering::Relaxed);
+                    })
+                });
+                if let Err(e) = result {
+                    tracing::error!(source = %name, error = %e, "input error");
+                    if let Ok(mut errs) = reader_errors.lock() {
+                        errs.push(format!("{name}: {e}"));
+                    }
+                }
+            }
+        });
+
+        // Validators.
+        for _ in 0..workers {
+            let rx = chunk_rx.clone();
+            let tx = valid_tx.clone();
+            let limits = opts.limits.clone();
+            s.spawn(move || validator(rx, tx, &limits));
+        }
+        drop(chunk_rx);
+        drop(valid_tx);
+
+        // Flushers.
+        for _ in 0..workers {
+            let rx = job_rx.clone();
+            let lake = lake.clone();
+            let handle = handle.clone();
+            let written = written.clone();
+            s.spawn(move || flusher(rx, &lake, &handle, &written));
+        }
+        drop(job_rx);
+
+        // Router (this thread).
+        let progress = (opts.progress && std::io::stderr().is_terminal()).then(progress_bar);
+        let result = router(valid_rx, &job_tx, buffer_limits, &counters, &written, progress.as_ref());
+        drop(job_tx);
+        if let Some(p) = progress {
+            p.finish_and_clear();
+        }
+        result
+    });
+    let by_reason = by_reason?;
+
+    let w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
+    if let Some(e) = &w.error {
+        return Err(anyhow!("writing to the lake failed: {e}"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut summary = Summary {
+        lake: lake.root.url.clone(),
+        lines_read: counters.lines.load(Ordering::Relaxed),
+        valid: counters.valid.load(Ordering::Relaxed),
+        quarantined: counters.quarantined.load(Ordering::Relaxed),
+        bytes_read: counters.bytes.load(Ordering::Relaxed),
+        duplicates_dropped: w.duplicates,
+        rows_written: w.rows,
+        partitions_written: w.partitions.len() as u64,
+        files_written: w.files,
+        quarantine_files: w.quarantine_files,
+        bytes_written: w.bytes,
+        elapsed_s: elapsed,
+        io_errors: io_errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        quarantined_by_reason: by_reason,
+        ..Summary::default()
+    };
+    summary.events_per_s = summary.lines_read as f64 / elapsed.max(1e-9);
+    summary.mb_per_s = summary.bytes_read as f64 / 1e6 / elapsed.max(1e-9);
+    summary.balanced = summary.valid + summary.quarantined == summary.lines_read;
+    Ok(summary)
+}
+
+fn validator(rx: Receiver<Piece>, tx: Sender<Validated>, limits: &Limits) {
+    let mut types: HashMap<String, Arc<str>> = HashMap::new();
+    let now = || chrono::Utc::now().timestamp_millis();
+    for piece in rx {
+        let v = match piece {
+            Piece::Long(l) => {
+                let rejection = Rejection::new(
+                    Reason::TooLarge,
+                    format!("{} bytes, the limit is {} (first {} bytes kept)", l.len, limits.max_event_bytes, l.head.len()),
+                );
+                let rec = QuarantineRecord {
+                    raw: l.head,
+                    raw_len: l.len,
+                    rejection,
+                    source: l.source.to_string(),
+                    line: l.line,
+                    arrived_at: now(),
+                };
+                Validated {
+                    chunk: Chunk { source: l.source, first_line: l.line, data: Vec::new() },
+                    valid: Vec::new(),
+                    rejected: vec![rec],
+                    lines: 1,
+                }
+            }
+            Piece::Lines(chunk) => {
+                let mut valid = Vec::new();
+                let mut rejected = Vec::new();
+                let mut lines = 0u64;
+                let base = chunk.data.as_ptr() as usize;
+                for line in input::lines(&chunk.data) {
+                    lines += 1;
+                    match validate(line, limits) {
+                        Ok(ev) => {
+                            let t = match types.get(ev.event_type.as_ref()) {
+                                Some(t) => t.clone(),
+                                None => {
+                                    let t: Arc<str> = Arc::from(ev.event_type.as_ref());
+                                    types.insert(ev.event_type.to_string(), t.clone());
+                                    t
+                                }
+                            };
+                            let start = line.as_ptr() as usize - base;
+                            valid.push((PartitionKey::of(t, ev.created_at), start, start + line.len()));
+                        }
+                        Err(rejection) => rejected.push(QuarantineRecord {
+                            raw: line.to_vec(),
+                            raw_len: line.len() as u64,
+                            rejection,
+                            source: chunk.source.to_string(),
+                            line: chunk.first_line + lines - 1,
+                            arrived_at: now(),
+                        }),
+                    }
+                }
+                Validated { chunk, valid, rejected, lines }
+            }
+        };
+        if tx.send(v).is_err() {
+            return;
+        }
+    }
+}
+
+fn router(
+    rx: Receiver<Validated>,
+    jobs: &Sender<Job>,
+    limits: BufferLimits,
+    counters: &Counters,
+    written: &Mutex<Written>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    const QUARANTINE_FLUSH_BYTES: usize = 32 << 20;
+    let mut buffers = PartitionBuffers::new(limits);
+    let mut quarantine: Vec<QuarantineRecord> = Vec::new();
+    let mut quarantine_bytes = 0usize;
+    let mut last_tick = Instant::now();
+    let send = |job: Job| jobs.send(job).map_err(|_| anyhow!("the flush threads stopped"));
+    for v in rx {
+        if written.lock().map(|w| w.error.is_some()).unwrap_or(true) {
+            // A flush failed: stop reading; the error is reported by the caller.
+            return Ok(by_reason);
+        }
+        counters.lines.fetch_add(v.lines, Ordering::Relaxed);
+        counters.valid.fetch_add(v.valid.len() as u64, Ordering::Relaxed);
+        counters.quarantined.fetch_add(v.rejected.len() as u64, Ordering::Relaxed);
+        for (key, start, end) in &v.valid {
+            if let Some((k, full)) = buffers.push(key, &v.chunk.data[*start..*end])? {
+                send(Job::Partition(k, full))?;
+            }
+        }
+        while buffers.over_budget() {
+            match buffers.take_largest() {
+                Some((k, p)) => send(Job::Partition(k, p))?,
+                None => break,
+            }
+        }
+        for r in v.rejected {
+            *by_reason.entry(r.rejection.reason.code().to_owned()).or_default() += 1;
+            quarantine_bytes += r.raw.len() + r.rejection.detail.len() + 64;
+            quarantine.push(r);
+        }
+        if quarantine_bytes >= QUARANTINE_FLUSH_BYTES {
+            send(Job::Quarantine(std::mem::take(&mut quarantine)))?;
+            quarantine_bytes = 0;
+        }
+        if let Some(p) = progress {
+            if last_tick.elapsed() >= Duration::from_millis(200) {
+                last_tick = Instant::now();
+                p.set_position(counters.lines.load(Ordering::Relaxed));
+                p.set_message(format!(
+                    "{} MB read, {} quarantined, {} partitions buffered ({} MB)",
+                    counters.bytes.load(Ordering::Relaxed) / 1_000_000,
+                    counters.quarantined.load(Ordering::Relaxed),
+                    buffers.len(),
+                    buffers.mem_bytes() >> 20
+                ));
+            }
+        }
+    }
+    for (k, p) in buffers.take_all() {
+        send(Job::Partition(k, p))?;
+    }
+    if !quarantine.is_empty() {
+        send(Job::Quarantine(quarantine))?;
+    }
+    Ok(by_reason)
+}
+
+fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, written: &Mutex<Written>) {
+    for job in rx {
+        let result: Result<(), String> = match job {
+            Job::Partition(key, buf) => buf
+                .into_records()
+                .map_err(|e| e.to_string())
+                .and_then(|recs| handle.block_on(lake.write_events(&key, recs.iter())).map_err(|e| e.to_string()))
+                .map(|file| {
+                    if let (Some(f), Ok(mut w)) = (file, written.lock()) {
+                        w.rows += f.rows;
+                        w.duplicates += f.duplicates_dropped;
+                        w.files += 1;
+                        w.bytes += f.bytes;
+                        w.partitions.insert(f.partition);
+                    }
+                }),
+            Job::Quarantine(records) => {
+                handle.block_on(lake.write_quarantine(&records)).map_err(|e| e.to_string()).map(|files| {
+                    if let Ok(mut w) = written.lock() {
+                        w.quarantine_files += files.len() as u64;
+                        w.bytes += files.iter().map(|(_, n)| n).sum::<u64>();
+                    }
+                })
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "flush failed");
+            if let Ok(mut w) = written.lock() {
+                w.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let p = indicatif::ProgressBar::new_spinner();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} lines ({per_sec}) {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    p.set_style(style);
+    p.enable_steady_tick(Duration::from_millis(200));
+    p
+}
+
+/// Prints the summary for people.
+pub fn print_human(s: &Summary) {
+    println!("ingested into {}", s.lake);
+    println!("  lines read     {:>12}", s.lines_read);
+    println!("  valid          {:>12}", s.valid);
+    println!("  quarantined    {:>12}", s.quarantined);
+    for (reason, n) in &s.quarantined_by_reason {
+        println!("    {reason:<28}{n:>10}");
+    }
+    println!(
+        "  check          valid + quarantined {} lines read ({} + {} = {})",
+        if s.balanced { "==" } else { "!=" },
+        s.valid,
+        s.quarantined,
+        s.valid + s.quarantined
+    );
+    if s.duplicates_dropped > 0 {
+        println!("  repeated ids dropped {:>6}", s.duplicates_dropped);
+    }
+    println!("  rows written   {:>12}", s.rows_written);
+    println!("  partitions     {:>12}", s.partitions_written);
+    println!("  files          {:>12} data, {} quarantine", s.files_written, s.quarantine_files);
+    println!("  bytes          {:>12} read, {} written", s.bytes_read, s.bytes_written);
+    println!("  throughput     {:>12.0} events/s, {:.1} MB/s in {:.2}s", s.events_per_s, s.mb_per_s, s.elapsed_s);
+    for e in &s.io_errors {
+        println!("  input error    {e}");
+    }
+}
