@@ -7,7 +7,8 @@
 //! - `schema`: the per-type schemas held by the lake;
 //! - `demo`: a generated sample ingested into a local lake.
 
-mod gen;
+#[path = "gen.rs"]
+mod generator;
 mod ingest;
 mod input;
 mod size;
@@ -228,10 +229,10 @@ fn run(cli: Cli) -> Result<i32> {
             let dir = std::env::temp_dir().join(format!("eventctl-demo-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let sample = dir.join("sample.ndjson.zst");
-            let opts = gen::GenOptions { events, bad_ratio: 0.01, ..gen::GenOptions::default() };
+            let opts = generator::GenOptions { events, bad_ratio: 0.01, ..generator::GenOptions::default() };
             let file = std::fs::File::create(&sample)?;
             let mut enc = zstd::Encoder::new(file, 3)?.auto_finish();
-            let g = gen::generate(&opts, &mut enc)?;
+            let g = generator::generate(&opts, &mut enc)?;
             drop(enc);
             eprintln!("generated {} events ({} invalid) into {}", g.lines, g.invalid, sample.display());
             let code = ingest(IngestArgs {
@@ -288,7 +289,7 @@ fn ingest(args: IngestArgs) -> Result<i32> {
 
 fn generate(args: GenArgs) -> Result<i32> {
     let start_ms = match &args.start {
-        None => gen::GenOptions::default().start_ms,
+        None => generator::GenOptions::default().start_ms,
         Some(s) => match s.parse::<i64>() {
             Ok(ms) => ms,
             Err(_) => chrono::DateTime::parse_from_rfc3339(s)
@@ -299,7 +300,7 @@ fn generate(args: GenArgs) -> Result<i32> {
     if !(0.0..=1.0).contains(&args.bad_ratio) {
         bail!("--bad-ratio must be within [0, 1]");
     }
-    let opts = gen::GenOptions {
+    let opts = generator::GenOptions {
         events: args.events,
         seed: args.seed,
         types: args.types,
@@ -314,7 +315,7 @@ fn generate(args: GenArgs) -> Result<i32> {
     let summary = if args.out == "-" {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let s = gen::generate(&opts, &mut out)?;
+        let s = generator::generate(&opts, &mut out)?;
         out.flush()?;
         s
     } else {
@@ -322,16 +323,16 @@ fn generate(args: GenArgs) -> Result<i32> {
         let mut buf = std::io::BufWriter::with_capacity(1 << 20, file);
         let s = if args.out.ends_with(".zst") {
             let mut enc = zstd::Encoder::new(buf, 3)?;
-            let s = gen::generate(&opts, &mut enc)?;
+            let s = generator::generate(&opts, &mut enc)?;
             enc.finish()?.flush()?;
             s
         } else if args.out.ends_with(".gz") {
             let mut enc = flate2::write::GzEncoder::new(buf, flate2::Compression::fast());
-            let s = gen::generate(&opts, &mut enc)?;
+            let s = generator::generate(&opts, &mut enc)?;
             enc.finish()?.flush()?;
             s
         } else {
-            let s = gen::generate(&opts, &mut buf)?;
+            let s = generator::generate(&opts, &mut buf)?;
             buf.flush()?;
             s
         };

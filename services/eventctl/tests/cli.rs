@@ -1,0 +1,263 @@
+//! `eventctl` as users run it: gen, ingest (files, folders, globs, stdin, .gz, .zst, local
+//! and S3 lakes), cat, compact; summaries that balance; DuckDB reading the lake.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn eventctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `eventctl gen` into a file; returns the generator's summary.
+fn generate(path: &Path, args: &[&str]) -> Value {
+    let out = ok(eventctl().args(["gen", "--out", path.to_str().expect("utf8")]).args(args).output().expect("run gen"));
+    serde_json::from_slice(&out.stderr).expect("gen prints its summary as JSON on stderr")
+}
+
+fn ingest(lake: &str, inputs: &[&str], extra: &[&str]) -> (Value, i32) {
+    let out = eventctl().args(["ingest", "--json", "--lake", lake]).args(extra).args(inputs).output().expect("run ingest");
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("ingest --json printed no JSON ({e}):\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    (summary, out.status.code().unwrap_or(-1))
+}
+
+fn cat(lake: &str) -> Vec<Value> {
+    let out = ok(eventctl().args(["cat", "--lake", lake]).output().expect("run cat"));
+    out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).expect("cat prints JSON")).collect()
+}
+
+/// JSON equality where numbers compare by value (1 == 1.0), as JSON Schema defines it.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(p), Some(q)) => p == q,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The valid events of an NDJSON file, by id (lines that parse and carry data.id + type).
+fn valid_events(path: &Path) -> HashMap<String, Value> {
+    let text = std::fs::read_to_string(path).expect("read input");
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if event_contract::validate(line.as_bytes(), &event_contract::Limits::default()).is_ok() {
+            let v: Value = serde_json::from_str(line).expect("valid line parses");
+            out.insert(v["data"]["id"].as_str().expect("id").to_owned(), v);
+        }
+    }
+    out
+}
+
+fn counts_of(map: &Value) -> BTreeMap<String, u64> {
+    map.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect()).unwrap_or_default()
+}
+
+#[test]
+fn ingest_is_lossless_balanced_and_readable_by_duckdb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("events.ndjson");
+    let g = generate(&input, &["--events", "20000", "--bad-ratio", "0.03", "--seed", "7", "--types", "60", "--hours", "6"]);
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+
+    let (s, code) = ingest(lake, &[input.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["lines_read"], 20000);
+    assert_eq!(s["valid"], g["valid"]);
+    assert_eq!(s["quarantined"], g["invalid"]);
+    assert_eq!(s["balanced"], true);
+    assert_eq!(counts_of(&s["quarantined_by_reason"]), counts_of(&g["invalid_by_kind"]));
+    assert_eq!(s["rows_written"], s["valid"], "no repeated ids in generated data");
+    assert_eq!(s["files_written"], s["partitions_written"], "one file per partition");
+
+    // Lossless: every valid input event reads back equal.
+    let want = valid_events(&input);
+    let back = cat(lake);
+    assert_eq!(back.len(), want.len());
+    for ev in &back {
+        let id = ev["data"]["id"].as_str().expect("id");
+        let w = want.get(id).unwrap_or_else(|| panic!("unknown id {id}"));
+        assert!(json_eq(w, ev), "event {id} changed:\nin:  {w}\nout: {ev}");
+    }
+
+    // DuckDB discovers the hive partitions and counts the same per type and hour.
+    let mut expected: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
+    for ev in want.values() {
+        let ms = ev["meta"]["created_at"].as_i64().expect("ms");
+        let dt = chrono::DateTime::from_timestamp_millis(ms).expect("time");
+        let key = (ev["data"]["type"].as_str().expect("type").to_owned(), dt.format("%Y-%m-%d").to_string(), i64::from(chrono::Timelike::hour(&dt)));
+        *expected.entry(key).or_default() += 1;
+    }
+    let sql = format!(
+        "SELECT type, CAST(date AS VARCHAR), CAST(hour AS BIGINT), count(*) FROM read_parquet('{lake}/events/*/*/*/*.parquet', hive_partitioning=true, union_by_name=true) GROUP BY ALL ORDER BY ALL"
+    );
+    let rows = duckdb(&sql);
+    let got: BTreeMap<(String, String, i64), u64> = rows
+        .iter()
+        .map(|r| ((r[0].as_str().expect("type").to_owned(), r[1].as_str().expect("date").to_owned(), r[2].as_i64().expect("hour")), r[3].as_u64().expect("count")))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The quarantine keeps each bad line with its reason and where it came from.
+    let q = duckdb(&format!(
+        "SELECT reason, count(*), min(line) > 0, bool_and(source LIKE '%events.ndjson') FROM read_parquet('{lake}/quarantine/*/*/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY ALL"
+    ));
+    let by_reason: BTreeMap<String, u64> = q.iter().map(|r| (r[0].as_str().expect("reason").to_owned(), r[1].as_u64().expect("n"))).collect();
+    assert_eq!(by_reason, counts_of(&g["invalid_by_kind"]));
+    assert!(q.iter().all(|r| r[2] == true && r[3] == true));
+}
+
+/// Runs SQL in DuckDB (the tools venv of scripts/services.sh); rows as JSON arrays.
+fn duckdb(sql: &str) -> Vec<Vec<Value>> {
+    let python = std::env::var("EVENTPLAT_PYTHON")
+        .unwrap_or_else(|_| panic!("EVENTPLAT_PYTHON is not set: run the tests with scripts/test.sh (it installs DuckDB)"));
+    let script = "import duckdb, json, sys, datetime\nrows = duckdb.sql(sys.argv[1]).fetchall()\nprint(json.dumps([list(r) for r in rows], default=str))";
+    let out = Command::new(python).args(["-c", script, sql]).output().expect("run python");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("duckdb rows as JSON")
+}
+
+#[test]
+fn reads_folders_globs_stdin_gz_and_zst() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(inputs.join("nested")).expect("mkdir");
+    let a = generate(&inputs.join("a.ndjson.gz"), &["--events", "3000", "--seed", "1"]);
+    let b = generate(&inputs.join("nested/b.ndjson.zst"), &["--events", "2000", "--seed", "2"]);
+    let plain = dir.path().join("c.ndjson");
+    let c = generate(&plain, &["--events", "1000", "--seed", "3", "--bad-ratio", "0.1"]);
+    let total = |v: &[&Value]| v.iter().map(|g| g["lines"].as_u64().expect("lines")).sum::<u64>();
+
+    let lake1 = dir.path().join("lake1");
+    let (s, code) = ingest(lake1.to_str().expect("utf8"), &[inputs.to_str().expect("utf8"), plain.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(s["lines_read"].as_u64(), Some(total(&[&a, &b, &c])));
+    assert_eq!(s["balanced"], true);
+    assert_eq!(s["quarantined"], c["invalid"]);
+
+    let lake2 = dir.path().join("lake2");
+    let glob = format!("{}/**/*.ndjson.*", inputs.display());
+    let (s, _) = ingest(lake2.to_str().expect("utf8"), &[&glob], &[]);
+    assert_eq!(s["lines_read"].as_u64(), Some(total(&[&a, &b])));
+
+    let lake3 = dir.path().join("lake3");
+    let mut child = eventctl()
+        .args(["ingest", "--json", "--lake", lake3.to_str().expect("utf8"), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let data = std::fs::read(&plain).expect("read");
+    child.stdin.take().expect("stdin").write_all(&data).expect("write stdin");
+    let out = ok(child.wait_with_output().expect("wait"));
+    let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(s["lines_read"], c["lines"]);
+    assert_eq!(s["valid"], c["valid"]);
+}
+
+#[test]
+fn input_errors_exit_non_zero_and_keep_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    // A missing input is refused before anything is read.
+    let out = eventctl().args(["ingest", "--lake", lake, "/nonexistent/file.ndjson"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+
+    // A corrupt .gz after a good file: the good file is ingested, the exit code says error.
+    let good = dir.path().join("good.ndjson");
+    let g = generate(&good, &["--events", "500"]);
+    let bad = dir.path().join("bad.ndjson.gz");
+    std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage that is not deflate").expect("write");
+    let (s, code) = ingest(lake, &[good.to_str().expect("utf8"), bad.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(s["valid"], g["valid"]);
+    assert_eq!(s["io_errors"].as_array().map(Vec::len), Some(1));
+    // Only invalid events: exit code zero.
+    let junk = dir.path().join("junk.ndjson");
+    std::fs::write(&junk, b"{}\nnot json\n\n").expect("write");
+    let (s, code) = ingest(lake, &[junk.to_str().expect("utf8")], &[]);
+    assert_eq!((code, s["quarantined"].as_u64()), (0, Some(3)));
+}
+
+#[test]
+fn oversized_lines_are_quarantined_without_holding_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("big.ndjson");
+    let mut f = std::fs::File::create(&input).expect("create");
+    writeln!(f, r#"{{"data":{{"id":"ok1","type":"t","attributes":{{}}}},"meta":{{"created_at":1}}}}"#).expect("write");
+    let huge = format!(r#"{{"data":{{"id":"big","type":"t","attributes":{{"x":"{}"}}}},"meta":{{"created_at":1}}}}"#, "y".repeat(5 << 20));
+    writeln!(f, "{huge}").expect("write");
+    writeln!(f, r#"{{"data":{{"id":"ok2","type":"t","attributes":{{}}}},"meta":{{"created_at":1}}}}"#).expect("write");
+    drop(f);
+    let lake = dir.path().join("lake");
+    let (s, code) = ingest(lake.to_str().expect("utf8"), &[input.to_str().expect("utf8")], &["--max-event-size", "1MiB"]);
+    assert_eq!(code, 0);
+    assert_eq!((s["lines_read"].as_u64(), s["valid"].as_u64(), s["quarantined"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!(s["quarantined_by_reason"]["too_large"], 1);
+    let q = duckdb(&format!(
+        "SELECT line, raw_len, octet_length(raw) FROM read_parquet('{}/quarantine/*/*/*.parquet')",
+        lake.display()
+    ));
+    assert_eq!(q[0][0], 2);
+    assert_eq!(q[0][1].as_u64(), Some(huge.len() as u64));
+    assert_eq!(q[0][2].as_u64(), Some(1 << 20), "the head of the line is kept, up to the limit");
+}
+
+#[test]
+fn a_small_memory_budget_still_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("events.ndjson");
+    generate(&input, &["--events", "30000", "--types", "40", "--size", "2KiB"]);
+    let lake = dir.path().join("lake");
+    let (s, code) = ingest(lake.to_str().expect("utf8"), &[input.to_str().expect("utf8")], &["--memory", "64MiB"]);
+    assert_eq!(code, 0);
+    assert_eq!(s["rows_written"], s["valid"]);
+    assert_eq!(cat(lake.to_str().expect("utf8")).len() as u64, s["valid"].as_u64().expect("valid"));
+}
+
+#[test]
+fn ingest_and_compact_on_s3() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test.sh"));
+    let bucket = format!("cli-{}", std::process::id());
+    assert!(Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")]).status().expect("curl").success());
+    let lake = format!("s3://{bucket}/prod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("e.ndjson");
+    generate(&input, &["--events", "3000", "--types", "10", "--hours", "2", "--start", "2025-01-01T00:00:00Z"]);
+    // Two ingests of the same file: the second one repeats every event in new files.
+    let (s1, _) = ingest(&lake, &[input.to_str().expect("utf8")], &[]);
+    let (s2, _) = ingest(&lake, &[input.to_str().expect("utf8")], &[]);
+    assert_eq!(s1["valid"], s2["valid"]);
+    let out = ok(eventctl().args(["compact", "--json", "--lake", &lake]).output().expect("compact"));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(r["duplicates_dropped"], s1["valid"]);
+    let back = cat(&lake);
+    assert_eq!(back.len() as u64, s1["valid"].as_u64().expect("n"));
+}
