@@ -22,14 +22,14 @@ EVENTCTL = os.environ.get("EVENTCTL", os.path.join(ROOT, "target", "release", "e
 
 DUCK_SQL = r"""
 SET threads TO {threads};
-SET memory_limit = '1GB';
+SET memory_limit = '8GB';
 SET preserve_insertion_order = false;
 COPY (
   WITH src AS (
     SELECT line FROM read_csv('{input}', columns={{'line': 'VARCHAR'}}, delim=E'\x1f', quote='', escape='',
                               header=false, auto_detect=false, max_line_size=2000000, strict_mode=false)
   ), parsed AS (
-    SELECT line FROM src WHERE octet_length(line) <= 1048576 AND json_valid(line)
+    SELECT line FROM src WHERE strlen(line) <= 1048576 AND json_valid(line)
   ), checked AS (
     SELECT line,
            json_extract_string(line, '$.data.id') AS id,

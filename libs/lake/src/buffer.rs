@@ -65,10 +65,17 @@ impl PartitionBuffer {
     /// The events, decompressed, as length-prefixed records; iterate with [`Records`].
     pub fn into_records(self) -> Result<Records, LakeError> {
         let mut data = Vec::with_capacity(self.raw_bytes + 4 * self.rows);
-        for (raw_len, frame) in &self.frames {
-            let chunk = zstd::bulk::decompress(frame, *raw_len)
-                .map_err(|e| LakeError::Internal(format!("buffer chunk does not decompress: {e}")))?;
-            data.extend_from_slice(&chunk);
+        if !self.frames.is_empty() {
+            let mut d = zstd::bulk::Decompressor::new()
+                .map_err(|e| LakeError::Internal(format!("zstd decompressor: {e}")))?;
+            for (raw_len, frame) in &self.frames {
+                let start = data.len();
+                data.resize(start + raw_len, 0);
+                let n = d
+                    .decompress_to_buffer(frame, &mut data[start..])
+                    .map_err(|e| LakeError::Internal(format!("buffer chunk does not decompress: {e}")))?;
+                data.truncate(start + n);
+            }
         }
         data.extend_from_slice(&self.open);
         Ok(Records { data })
@@ -94,10 +101,37 @@ impl Records {
     }
 }
 
+/// A reused zstd context (creating one per chunk costs more than compressing small chunks).
+struct Compressor {
+    level: i32,
+    inner: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compressor(level {})", self.level)
+    }
+}
+
+impl Compressor {
+    fn new(level: i32) -> Self {
+        Compressor { level, inner: None }
+    }
+    fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, LakeError> {
+        let err = |e: std::io::Error| LakeError::Internal(format!("buffer compression: {e}"));
+        let c = match &mut self.inner {
+            Some(c) => c,
+            None => self.inner.insert(zstd::bulk::Compressor::new(self.level).map_err(err)?),
+        };
+        c.compress(data).map_err(err)
+    }
+}
+
 /// Buffers of all open partitions.
 #[derive(Debug)]
 pub struct PartitionBuffers {
     parts: HashMap<PartitionKey, PartitionBuffer>,
+    compressor: Compressor,
     mem_bytes: usize,
     limits: BufferLimits,
 }
@@ -105,7 +139,7 @@ pub struct PartitionBuffers {
 impl PartitionBuffers {
     /// Empty buffers.
     pub fn new(limits: BufferLimits) -> Self {
-        PartitionBuffers { parts: HashMap::new(), mem_bytes: 0, limits }
+        PartitionBuffers { parts: HashMap::new(), compressor: Compressor::new(limits.level), mem_bytes: 0, limits }
     }
 
     /// Memory held, in bytes.
@@ -143,8 +177,7 @@ impl PartitionBuffers {
         part.raw_bytes += line.len();
         let mut mem = part.mem_bytes - before + part.open.capacity();
         if part.open.len() >= self.limits.chunk_bytes {
-            let frame = zstd::bulk::compress(&part.open, self.limits.level)
-                .map_err(|e| LakeError::Internal(format!("buffer compression: {e}")))?;
+            let frame = self.compressor.compress(&part.open)?;
             mem = mem - part.open.capacity() + frame.len();
             part.frames.push((part.open.len(), frame));
             part.open = Vec::new();

@@ -28,13 +28,15 @@ pub struct WriteOptions {
     pub target_file_bytes: u64,
     /// Target size of a row group (default 64 MiB): large sequential reads on S3.
     pub row_group_bytes: usize,
-    /// zstd level (default 3).
+    /// zstd level of freshly ingested files (default 1: ingest is CPU-bound).
     pub zstd_level: i32,
+    /// zstd level of compacted files (default 3: they live long and are read often).
+    pub compacted_zstd_level: i32,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { target_file_bytes: 128 << 20, row_group_bytes: 64 << 20, zstd_level: 3 }
+        WriteOptions { target_file_bytes: 128 << 20, row_group_bytes: 64 << 20, zstd_level: 1, compacted_zstd_level: 3 }
     }
 }
 
@@ -130,21 +132,22 @@ impl Lake {
 }
 
 /// Writer properties for lake files.
-pub fn writer_properties(options: &WriteOptions, schema_version: u64, compacted: bool, sorted: bool) -> WriterProperties {
-    let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
-    let mut b = WriterProperties::builder()
+pub fn writer_properties(options: &WriteOptions, schema_version: u64, compacted: bool, rows: usize) -> WriterProperties {
+    let level = if compacted { options.compacted_zstd_level } else { options.zstd_level };
+    let level = ZstdLevel::try_new(level).unwrap_or_default();
+    let b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(Some(options.row_group_bytes.max(1 << 20)))
         .set_column_bloom_filter_enabled(ColumnPath::from(ID), true)
+        // Sized for this file's rows (the default sizes for a million distinct values).
+        .set_column_bloom_filter_max_ndv(ColumnPath::from(ID), rows.max(1) as u64)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("lake.schema_version".to_owned(), schema_version.to_string()),
             KeyValue::new("lake.compacted".to_owned(), compacted.to_string()),
         ]));
-    if sorted {
-        b = b.set_sorting_columns(Some(vec![SortingColumn { column_idx: 1, descending: false, nulls_first: false }]));
-    }
+    let b = b.set_sorting_columns(Some(vec![SortingColumn { column_idx: 1, descending: false, nulls_first: false }]));
     b.build()
 }
 
@@ -157,7 +160,8 @@ pub fn encode_parquet(
     compacted: bool,
 ) -> Result<Vec<u8>, LakeError> {
     let mut data = Vec::new();
-    let props = writer_properties(options, schema_version, compacted, true);
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let props = writer_properties(options, schema_version, compacted, rows);
     let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
     for b in batches {
         writer.write(b)?;

@@ -7,7 +7,6 @@
 //! - `schema`: the per-type schemas held by the lake;
 //! - `demo`: a generated sample ingested into a local lake.
 
-#[path = "gen.rs"]
 mod generator;
 mod ingest;
 mod input;
