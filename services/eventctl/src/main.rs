@@ -5,8 +5,11 @@
 //! - `cat`: events read back from the lake as NDJSON;
 //! - `compact`: merge the small files of closed partitions and drop repeated events;
 //! - `schema`: the per-type schemas held by the lake;
-//! - `demo`: a generated sample ingested into a local lake.
+//! - `demo`: a generated sample ingested into a local lake;
+//! - `dev`: the whole platform in one process on embedded defaults (gateway and lake writer
+//!   on an in-process bus, the lake in a local folder).
 
+mod dev;
 mod generator;
 mod ingest;
 mod input;
@@ -152,7 +155,9 @@ enum Command {
         /// The event type.
         event_type: Option<String>,
     },
-    /// Generate a sample and ingest it into a local lake: the platform on embedded defaults.
+    /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
+    Dev(dev::DevArgs),
+    /// Generate a sample and ingest it into a local lake.
     Demo {
         #[command(flatten)]
         lake: LakeArgs,
@@ -182,6 +187,7 @@ fn main() {
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Ingest(args) => ingest(args),
+        Command::Dev(args) => dev::run(args),
         Command::Gen(args) => generate(args),
         Command::Cat { lake, event_type, date, hour } => cat(&lake, event_type, date, hour),
         Command::Compact { lake, event_type, grace_minutes, memory, json } => {

@@ -1,0 +1,98 @@
+//! One delivered message and its acknowledgement handle, whichever bus it came from.
+
+use std::fmt;
+
+use futures::StreamExt;
+
+use crate::error::BusError;
+use crate::inprocess::InProcessAck;
+
+/// A message delivered to a durable consumer. It must be settled with [`Delivery::ack`] (done)
+/// or [`Delivery::nak`] (redeliver soon); a delivery that is dropped unsettled, or not acked
+/// within the consumer's `ack_wait`, is redelivered with `redelivered == true`.
+pub struct Delivery {
+    /// The subject the message was published to.
+    pub subject: String,
+    /// The message body.
+    pub payload: bytes::Bytes,
+    /// True when this message was delivered before (not acked in time, nak'ed or dropped).
+    pub redelivered: bool,
+    acker: Acker,
+}
+
+pub(crate) enum Acker {
+    JetStream(async_nats::jetstream::message::Acker),
+    InProcess(InProcessAck),
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        subject: String,
+        payload: bytes::Bytes,
+        redelivered: bool,
+        acker: Acker,
+    ) -> Self {
+        Self {
+            subject,
+            payload,
+            redelivered,
+            acker,
+        }
+    }
+
+    /// Acknowledges the message: it is never delivered again. On JetStream this is a double
+    /// ack (the server confirms it), so once it returns `Ok` the message is settled.
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::JetStream(acker) => acker
+                .double_ack_with(async_nats::jetstream::AckKind::Ack)
+                .await
+                .map_err(|e| BusError::Unavailable(format!("ack failed: {e}"))),
+            Acker::InProcess(ack) => ack.ack(),
+        }
+    }
+
+    /// Negative acknowledgement: the message is redelivered soon (to any consumer replica).
+    pub async fn nak(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::JetStream(acker) => acker
+                .ack_with(async_nats::jetstream::AckKind::Nak(None))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("nak failed: {e}"))),
+            Acker::InProcess(ack) => ack.nak(),
+        }
+    }
+
+    /// Tells the bus the message is still being worked on: extends its ack deadline by the
+    /// consumer's `ack_wait`.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        match &self.acker {
+            Acker::JetStream(acker) => acker
+                .ack_with(async_nats::jetstream::AckKind::Progress)
+                .await
+                .map_err(|e| BusError::Unavailable(format!("in-progress ack failed: {e}"))),
+            Acker::InProcess(ack) => ack.in_progress(),
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("payload_len", &self.payload.len())
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Acks many deliveries concurrently (JetStream double acks are one round trip each, so
+/// acking a fetched batch one by one would be slow); one result per delivery, in order.
+pub async fn ack_all(deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
+    const CONCURRENCY: usize = 256;
+    futures::stream::iter(deliveries)
+        .map(Delivery::ack)
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
+}

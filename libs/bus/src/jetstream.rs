@@ -1,0 +1,600 @@
+//! The NATS JetStream bus, for production: one stream holding the platform's subjects,
+//! pipelined deduplicating publishes that resolve on the server's ack, and durable pull
+//! consumers with explicit (double) acks.
+//!
+//! Failure behaviour: the client is configured so that a dead server makes operations fail
+//! within `publish_timeout_ms` (request and ack timeouts, a bounded in-flight window, and a
+//! fast path that refuses a batch while the connection is down) instead of buffering
+//! forever; `connect` to a server that is down fails within a few seconds. The client keeps
+//! reconnecting in the background, so the same bus recovers when the server comes back.
+//!
+//! The stream uses `discard: new`, so when `max_bytes` (or the server's storage) is reached
+//! publishes are refused ([`BusError::Full`]) rather than old, possibly unconsumed, events
+//! being dropped; `max_age` still expires old events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State as ConnectionState;
+use async_nats::jetstream::{self, consumer, context, stream};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+use crate::delivery::{Acker, Delivery};
+use crate::error::BusError;
+use crate::subject::filter_problem;
+use crate::{OutMessage, Publisher, Subscriber};
+
+/// Settings of the JetStream bus (all fields have defaults when deserialized).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct JetStreamConfig {
+    /// Server URL(s), comma-separated; default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Stream name; default `EVENTS`.
+    pub stream: String,
+    /// Subjects the stream stores; default `["raw-event.>", "quarantine.>"]`.
+    pub subjects: Vec<String>,
+    /// Retention: messages older than this are removed; default 7 days.
+    pub max_age_secs: u64,
+    /// Stream size limit in bytes, -1 for unlimited (default). When reached, publishes fail
+    /// with [`BusError::Full`].
+    pub max_bytes: i64,
+    /// The window within which a repeated `Nats-Msg-Id` is dropped; default 120 s.
+    pub duplicate_window_secs: u64,
+    /// Stream replicas (clustered JetStream); default 1.
+    pub replicas: usize,
+    /// Bound on waiting for a publish ack (and for API requests); default 5000 ms.
+    pub publish_timeout_ms: u64,
+    /// Max un-acked async publishes at once per bus; default 4096.
+    pub max_in_flight: usize,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_string(),
+            stream: "EVENTS".to_string(),
+            subjects: vec!["raw-event.>".to_string(), "quarantine.>".to_string()],
+            max_age_secs: 7 * 24 * 3600,
+            max_bytes: -1,
+            duplicate_window_secs: 120,
+            replicas: 1,
+            publish_timeout_ms: 5000,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// The JetStream bus. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+    timeout: Duration,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("stream", &self.stream)
+            .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamBus {
+    /// Connects and creates or updates the stream idempotently (get_or_create then update
+    /// config if it differs).
+    pub async fn connect(cfg: &JetStreamConfig) -> Result<Self, BusError> {
+        validate(cfg)?;
+        let timeout = Duration::from_millis(cfg.publish_timeout_ms);
+        let connect_timeout = timeout.min(Duration::from_secs(5));
+        let urls: Vec<String> = cfg
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        let options = async_nats::ConnectOptions::new()
+            .name("event-bus")
+            .connection_timeout(connect_timeout)
+            // Bounds JetStream API requests (stream/consumer info, fetch set-up).
+            .request_timeout(Some(timeout))
+            // Keep reconnecting forever in the background once connected; publishes fail
+            // fast meanwhile (see `publish_batch`).
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        // Not `retry_on_initial_connect`: a server that is down must be reported now.
+        let client = match tokio::time::timeout(
+            connect_timeout + Duration::from_secs(1),
+            options.connect(urls),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(BusError::Unavailable(format!(
+                    "connecting to NATS at {} timed out after {:?}",
+                    cfg.url, connect_timeout
+                )));
+            }
+            Ok(Err(e)) => return Err(map_connect_error(&cfg.url, e)),
+            Ok(Ok(client)) => client,
+        };
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .ack_timeout(timeout)
+            .max_ack_inflight(cfg.max_in_flight)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let bus = Self {
+            client,
+            js,
+            stream: cfg.stream.clone(),
+            timeout,
+            max_in_flight: cfg.max_in_flight,
+        };
+        bus.ensure_stream(cfg).await?;
+        tracing::info!(url = %cfg.url, stream = %cfg.stream, subjects = ?cfg.subjects, "JetStream bus ready");
+        Ok(bus)
+    }
+
+    async fn ensure_stream(&self, cfg: &JetStreamConfig) -> Result<(), BusError> {
+        let desired = stream::Config {
+            name: cfg.stream.clone(),
+            subjects: cfg.subjects.clone(),
+            max_age: Duration::from_secs(cfg.max_age_secs),
+            max_bytes: normalize_limit(cfg.max_bytes),
+            max_messages: -1,
+            duplicate_window: Duration::from_secs(cfg.duplicate_window_secs),
+            num_replicas: cfg.replicas.max(1),
+            discard: stream::DiscardPolicy::New,
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let stream = self
+            .js
+            .get_or_create_stream(desired.clone())
+            .await
+            .map_err(|e| map_stream_error("creating the stream", e))?;
+        let current = &stream.cached_info().config;
+        if !same_managed_fields(current, &desired) {
+            // Keep what the server (or an operator) set beyond the fields we manage.
+            let mut updated = current.clone();
+            updated.subjects = desired.subjects.clone();
+            updated.max_age = desired.max_age;
+            updated.max_bytes = desired.max_bytes;
+            updated.duplicate_window = desired.duplicate_window;
+            updated.num_replicas = desired.num_replicas;
+            updated.discard = desired.discard;
+            self.js
+                .update_stream(&updated)
+                .await
+                .map_err(|e| map_stream_error("updating the stream", e))?;
+            tracing::info!(stream = %cfg.stream, "updated the stream configuration");
+        }
+        Ok(())
+    }
+
+    /// A durable pull consumer (created or reused idempotently) on `filter_subject` (ONE
+    /// filter subject: the local NATS 2.9 ignores multiple filter subjects), explicit ack,
+    /// ack_wait, max_ack_pending (bounded memory), max_deliver unlimited.
+    ///
+    /// An existing consumer whose filter, ack wait or max ack pending differ is updated (an
+    /// update the server refuses, such as a new filter on NATS 2.9, is `Rejected`).
+    pub async fn subscriber(
+        &self,
+        durable: &str,
+        filter_subject: &str,
+        ack_wait: Duration,
+        max_ack_pending: i64,
+    ) -> Result<JetStreamSubscriber, BusError> {
+        if durable.is_empty()
+            || durable
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(BusError::Rejected(format!(
+                "invalid durable name {durable:?}"
+            )));
+        }
+        if let Some(problem) = filter_problem(filter_subject) {
+            return Err(BusError::Rejected(format!("{problem}: {filter_subject:?}")));
+        }
+        let desired = consumer::pull::Config {
+            durable_name: Some(durable.to_string()),
+            filter_subject: filter_subject.to_string(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            max_ack_pending,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| BusError::Rejected(format!("stream {:?}: {e}", self.stream)))?;
+        let mut consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(durable, desired.clone())
+            .await
+            .map_err(|e| map_consumer_error(durable, e))?;
+        let current = &consumer.cached_info().config;
+        let differs = current.filter_subject != desired.filter_subject
+            || current.ack_policy != desired.ack_policy
+            || current.ack_wait != desired.ack_wait
+            || current.max_ack_pending != desired.max_ack_pending;
+        if differs {
+            tracing::info!(
+                durable,
+                filter_subject,
+                "updating the durable consumer configuration"
+            );
+            consumer =
+                stream.create_consumer(desired).await.map_err(|e| {
+                    match map_consumer_error(durable, e) {
+                        BusError::Unavailable(m) => BusError::Unavailable(m),
+                        other => {
+                            BusError::Rejected(format!("updating consumer {durable:?}: {other}"))
+                        }
+                    }
+                })?;
+        }
+        tracing::debug!(durable, filter_subject, stream = %self.stream, "JetStream subscriber ready");
+        Ok(JetStreamSubscriber {
+            client: self.client.clone(),
+            consumer,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Publishes one message and waits for its ack.
+    async fn publish_one(&self, msg: OutMessage, abort: &AtomicBool) -> Result<(), BusError> {
+        if abort.load(Ordering::Relaxed) {
+            return Err(BusError::Unavailable(
+                "not sent: the bus failed earlier in this batch".to_string(),
+            ));
+        }
+        let mut publish = jetstream::message::PublishMessage::build().payload(msg.payload);
+        if !msg.id.is_empty() {
+            publish = publish.message_id(&msg.id);
+        }
+        // Waiting for an in-flight permit and for room in the client's command channel is
+        // bounded too: both stall when the server is gone.
+        let ack =
+            match tokio::time::timeout(self.timeout, self.js.send_publish(msg.subject, publish))
+                .await
+            {
+                Err(_) => Err(BusError::Unavailable(format!(
+                    "publish not sent within {:?}",
+                    self.timeout
+                ))),
+                Ok(Err(e)) => Err(map_publish_error(e)),
+                Ok(Ok(ack_future)) => ack_future.await.map_err(map_publish_error),
+            };
+        match ack {
+            Ok(ack) => {
+                if ack.duplicate {
+                    tracing::trace!(id = %msg.id, "duplicate publish (already stored)");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, BusError::Unavailable(_)) {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Publisher for JetStreamBus {
+    fn publish_batch(&self, msgs: Vec<OutMessage>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
+        Box::pin(async move {
+            let total = msgs.len();
+            if total == 0 {
+                return Vec::new();
+            }
+            let state = self.client.connection_state();
+            if state != ConnectionState::Connected {
+                tracing::warn!(total, ?state, "publish refused: not connected to NATS");
+                return (0..total)
+                    .map(|_| {
+                        Err(BusError::Unavailable(format!(
+                            "not connected to NATS ({state:?})"
+                        )))
+                    })
+                    .collect();
+            }
+            let abort = AtomicBool::new(false);
+            // All publishes are issued without waiting for earlier acks; the window is
+            // bounded by `max_in_flight` (here per batch, and across batches by the
+            // context's in-flight semaphore).
+            let results: Vec<Result<(), BusError>> = futures::stream::iter(msgs)
+                .map(|m| self.publish_one(m, &abort))
+                .buffered(self.max_in_flight.min(total))
+                .collect()
+                .await;
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                let first = results.iter().find_map(|r| r.as_ref().err());
+                tracing::warn!(total, failed, first_error = ?first.map(ToString::to_string), "JetStream publish failures");
+            } else {
+                tracing::trace!(total, "JetStream batch published");
+            }
+            results
+        })
+    }
+
+    fn is_ready(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            if self.client.connection_state() != ConnectionState::Connected {
+                return false;
+            }
+            let probe = self.js.get_stream(&self.stream);
+            match tokio::time::timeout(self.timeout.min(Duration::from_secs(2)), probe).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "readiness: stream info failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!("readiness: stream info timed out");
+                    false
+                }
+            }
+        })
+    }
+}
+
+/// A durable pull consumer on the JetStream bus.
+pub struct JetStreamSubscriber {
+    client: async_nats::Client,
+    consumer: consumer::PullConsumer,
+    timeout: Duration,
+}
+
+impl Subscriber for JetStreamSubscriber {
+    fn fetch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, BusError>> {
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let start = tokio::time::Instant::now();
+            // The server answers within `wait`; the margin covers the round trip.
+            let deadline = start + wait + self.timeout;
+            let mut request = self.consumer.fetch().max_messages(max);
+            if !wait.is_zero() {
+                // With `no_wait` (what fetch sends) and `expires`, the server returns as soon
+                // as it has any message, and waits up to `expires` for the first.
+                request = request.expires(wait);
+            }
+            let mut batch = match tokio::time::timeout_at(deadline, request.messages()).await {
+                Err(_) => {
+                    return Err(BusError::Unavailable(
+                        "pull request not sent in time".to_string(),
+                    ));
+                }
+                Ok(Err(e)) => return Err(BusError::Unavailable(format!("pull request: {e}"))),
+                Ok(Ok(batch)) => batch,
+            };
+            let mut out = Vec::with_capacity(max.min(1024));
+            loop {
+                match tokio::time::timeout_at(deadline, batch.next()).await {
+                    Err(_) => {
+                        if out.is_empty()
+                            && self.client.connection_state() != ConnectionState::Connected
+                        {
+                            return Err(BusError::Unavailable(
+                                "no answer to the pull request: not connected to NATS".to_string(),
+                            ));
+                        }
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Ok(msg))) => out.push(to_delivery(msg)),
+                    Ok(Some(Err(e))) => {
+                        let text = e.to_string();
+                        if !out.is_empty() {
+                            tracing::debug!(error = %text, "pull ended early");
+                            break;
+                        }
+                        if text.contains("409") && !text.contains("Consumer Deleted") {
+                            // e.g. max ack pending reached: nothing can be delivered now.
+                            tracing::debug!(error = %text, "nothing deliverable now");
+                            tokio::time::sleep_until(start + wait).await;
+                            return Ok(Vec::new());
+                        }
+                        return Err(BusError::Unavailable(format!("pull failed: {text}")));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn to_delivery(msg: jetstream::Message) -> Delivery {
+    let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
+    let (message, acker) = msg.split();
+    Delivery::new(
+        message.subject.to_string(),
+        message.payload,
+        redelivered,
+        Acker::JetStream(acker),
+    )
+}
+
+fn validate(cfg: &JetStreamConfig) -> Result<(), BusError> {
+    let bad = |m: String| {
+        Err(BusError::Rejected(format!(
+            "invalid bus configuration: {m}"
+        )))
+    };
+    if cfg.url.trim().is_empty() {
+        return bad("empty url".to_string());
+    }
+    if cfg.stream.is_empty()
+        || cfg
+            .stream
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+    {
+        return bad(format!("invalid stream name {:?}", cfg.stream));
+    }
+    if cfg.subjects.is_empty() {
+        return bad("no subjects".to_string());
+    }
+    for s in &cfg.subjects {
+        if let Some(problem) = filter_problem(s) {
+            return bad(format!("{problem}: {s:?}"));
+        }
+    }
+    if cfg.publish_timeout_ms == 0 {
+        return bad("publish_timeout_ms must be > 0".to_string());
+    }
+    if cfg.max_in_flight == 0 {
+        return bad("max_in_flight must be > 0".to_string());
+    }
+    Ok(())
+}
+
+/// The server stores "unlimited" as -1.
+fn normalize_limit(v: i64) -> i64 {
+    if v <= 0 { -1 } else { v }
+}
+
+fn same_managed_fields(current: &stream::Config, desired: &stream::Config) -> bool {
+    let mut a = current.subjects.clone();
+    let mut b = desired.subjects.clone();
+    a.sort();
+    b.sort();
+    a == b
+        && current.max_age == desired.max_age
+        && normalize_limit(current.max_bytes) == desired.max_bytes
+        && current.duplicate_window == desired.duplicate_window
+        && current.num_replicas.max(1) == desired.num_replicas
+        && current.discard == desired.discard
+}
+
+fn map_connect_error(url: &str, e: async_nats::ConnectError) -> BusError {
+    use async_nats::ConnectErrorKind as K;
+    match e.kind() {
+        K::ServerParse => BusError::Rejected(format!("invalid NATS url {url:?}: {e}")),
+        _ => BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")),
+    }
+}
+
+fn map_stream_error(what: &str, e: context::CreateStreamError) -> BusError {
+    use context::CreateStreamErrorKind as K;
+    let text = format!("{what}: {e}");
+    match e.kind() {
+        K::JetStreamUnavailable | K::TimedOut | K::Response | K::ResponseParse => {
+            BusError::Unavailable(text)
+        }
+        K::JetStream(js) if js.code() == 503 => BusError::Unavailable(text),
+        _ => BusError::Rejected(text),
+    }
+}
+
+fn map_consumer_error(durable: &str, e: jetstream::stream::ConsumerError) -> BusError {
+    use jetstream::stream::ConsumerErrorKind as K;
+    let text = format!("consumer {durable:?}: {e}");
+    match e.kind() {
+        K::TimedOut | K::Request => BusError::Unavailable(text),
+        K::JetStream(js) if js.code() == 503 => BusError::Unavailable(text),
+        K::JetStream(js) if js.code() == 404 => BusError::Unavailable(text), // stream gone
+        _ => BusError::Rejected(text),
+    }
+}
+
+fn map_publish_error(e: context::PublishError) -> BusError {
+    use context::PublishErrorKind as K;
+    let text = e.to_string();
+    match e.kind() {
+        K::TimedOut | K::BrokenPipe | K::StreamNotFound => BusError::Unavailable(text),
+        K::MaxAckPending => BusError::Full(text),
+        K::MaxPayloadExceeded | K::WrongLastMessageId | K::WrongLastSequence => {
+            BusError::Rejected(text)
+        }
+        _ => {
+            let js = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .cloned();
+            match js {
+                Some(js) => classify_jetstream_error(&js, text),
+                // Client-side failures (closed channel, ...): the connection is the problem.
+                None => BusError::Unavailable(text),
+            }
+        }
+    }
+}
+
+/// Server-side publish errors: limits are backpressure, message-specific ones permanent.
+fn classify_jetstream_error(js: &jetstream::Error, text: String) -> BusError {
+    use jetstream::ErrorCode as C;
+    let code = js.error_code();
+    if code == C::STREAM_MESSAGE_EXCEEDS_MAXIMUM || code == C::STREAM_HEADER_EXCEEDS_MAXIMUM {
+        return BusError::Rejected(text);
+    }
+    if code == C::STREAM_STORE_FAILED
+        || code == C::STORAGE_RESOURCES_EXCEEDED
+        || code == C::MEMORY_RESOURCES_EXCEEDED
+        || code == C::ACCOUNT_RESOURCES_EXCEEDED
+        || code == C::INSUFFICIENT_RESOURCES
+        || code == C::STREAM_LIMITS
+    {
+        return BusError::Full(text);
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("maximum") || lower.contains("exceeded") || lower.contains("insufficient") {
+        return BusError::Full(text);
+    }
+    if js.code() == 503 {
+        return BusError::Unavailable(text);
+    }
+    BusError::Rejected(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_partial_deserialization() {
+        let cfg: JetStreamConfig =
+            serde_json::from_str(r#"{"url":"nats://10.0.0.1:4222","max_bytes":1000}"#).unwrap();
+        assert_eq!(cfg.url, "nats://10.0.0.1:4222");
+        assert_eq!(cfg.stream, "EVENTS");
+        assert_eq!(cfg.subjects, vec!["raw-event.>", "quarantine.>"]);
+        assert_eq!(cfg.max_age_secs, 604_800);
+        assert_eq!(cfg.max_bytes, 1000);
+        assert_eq!(cfg.duplicate_window_secs, 120);
+        assert_eq!(cfg.replicas, 1);
+        assert_eq!(cfg.publish_timeout_ms, 5000);
+        assert_eq!(cfg.max_in_flight, 4096);
+        assert!(validate(&cfg).is_ok());
+        let bad = JetStreamConfig {
+            stream: "a.b".into(),
+            ..Default::default()
+        };
+        assert!(matches!(validate(&bad), Err(BusError::Rejected(_))));
+    }
+}

@@ -1,0 +1,49 @@
+//! Typed, layered configuration: defaults, then an optional TOML file, then environment
+//! variables (`<PREFIX>_<FIELD>`, nested with `__`), validated at start with a readable
+//! message. Secrets come only from the environment.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value has the wrong type or an unknown key is present.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A value is out of its bounds.
+    #[error("invalid configuration: {field}: {reason}")]
+    Value {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A configuration that can check itself after loading.
+pub trait Validate {
+    /// Checks bounds and relations between fields.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Loads `T`: defaults, then the TOML file (when given and present), then `<prefix>_*`
+/// environment variables (e.g. `GATEWAY_LISTEN`, `GATEWAY_BUS__URL`).
+pub fn load<T>(prefix: &str, file: Option<&std::path::Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Invalid(format!("config file {} does not exist", path.display())));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed(&format!("{prefix}_")).split("__"));
+    let config: T = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    config.validate()?;
+    Ok(config)
+}

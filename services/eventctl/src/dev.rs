@@ -1,0 +1,89 @@
+//! `eventctl dev`: the platform in one process on embedded defaults. The gateway and the
+//! lake writer run on a bounded in-process bus, the lake is a local folder; no server is
+//! needed. It prints where it listens, the API key to use and where the lake is; Ctrl-C
+//! flushes what is buffered and exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use event_bus::InProcessBus;
+use event_contract::Limits;
+use event_lake::{Lake, WriteOptions};
+use gateway::auth::{ApiKeys, hash_key};
+use gateway::{AppState, router};
+use lake_writer::{EventWriter, QuarantineWriter};
+
+/// Options of `eventctl dev`.
+#[derive(Args, Clone)]
+pub struct DevArgs {
+    /// Lake root (local folder or s3://bucket/prefix).
+    #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// Address of the gateway.
+    #[arg(long, env = "EVENTCTL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// API key to accept (default: a random one, printed at start).
+    #[arg(long, env = "EVENTCTL_API_KEY")]
+    pub api_key: Option<String>,
+    /// Seconds an event may wait in a buffer before its partition is written.
+    #[arg(long, default_value_t = 5)]
+    pub max_age_secs: u64,
+    /// Memory for buffered events.
+    #[arg(long, default_value = "256MiB", value_parser = crate::size::parse)]
+    pub memory: u64,
+    /// Messages the in-process bus holds (beyond: 429 with Retry-After).
+    #[arg(long, default_value_t = 200_000)]
+    pub bus_capacity: usize,
+}
+
+/// Runs until Ctrl-C / SIGTERM.
+pub fn run(args: DevArgs) -> Result<i32> {
+    service_kit::telemetry::init_logging("info");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(serve(args))?;
+    Ok(0)
+}
+
+async fn serve(args: DevArgs) -> Result<()> {
+    let _ = service_kit::telemetry::prometheus();
+    let lake = Arc::new(Lake::open(&args.lake, WriteOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?);
+    let bus = InProcessBus::new(args.bus_capacity, 1 << 30);
+    let ack_wait = Duration::from_secs(args.max_age_secs * 2 + 60);
+    let events = bus.subscriber("lake-writer", "raw-event.>", ack_wait);
+    let quarantine = bus.subscriber("lake-writer-quarantine", "quarantine.>", ack_wait);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let max_age = Duration::from_secs(args.max_age_secs.max(1));
+    let writer = EventWriter::new(lake.clone(), usize::try_from(args.memory).unwrap_or(usize::MAX), max_age, 1000);
+    let events_task = tokio::spawn(writer.run(events, stop_rx.clone()));
+    let quarantine_task = tokio::spawn(QuarantineWriter::new(lake.clone(), max_age, 10_000).run(quarantine, stop_rx));
+
+    let key = args.api_key.clone().unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
+    let state = Arc::new(AppState {
+        publisher: Arc::new(bus.clone()),
+        limits: Limits::default(),
+        keys: ApiKeys::new(&[hash_key(&key)], &[]),
+        max_body_bytes: 10 << 20,
+        retry_after_secs: 1,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("eventctl dev: the platform on embedded defaults");
+    println!("  gateway    http://{addr}/v1/events   (OpenAPI at /openapi.json, health at /healthz /readyz, metrics at /metrics)");
+    println!("  API key    {key}");
+    println!("  lake       {}", lake.root.url);
+    println!("  try        eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
+    println!("  events are in the lake within {}s; Ctrl-C flushes and stops", args.max_age_secs);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            service_kit::shutdown::signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    let stats = events_task.await?;
+    quarantine_task.await?;
+    println!("stopped: {} events received, {} rows in {} files", stats.received, stats.rows_written, stats.files_written);
+    Ok(())
+}

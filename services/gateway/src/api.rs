@@ -1,0 +1,236 @@
+//! The HTTP API: `POST /v1/events`, its errors, its limits, and the router with health,
+//! metrics and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use event_bus::{BusError, OutMessage, Publisher};
+use event_contract::{Limits, validate};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use utoipa::ToSchema;
+
+use crate::auth::{ApiKeys, AuthResult};
+use crate::body::{self, BodyError};
+
+/// Subject of events rejected by the gateway.
+pub const QUARANTINE_SUBJECT: &str = "quarantine.gateway";
+
+/// What the handlers share.
+pub struct AppState {
+    /// The bus.
+    pub publisher: Arc<dyn Publisher>,
+    /// The contract's limits.
+    pub limits: Limits,
+    /// Accepted and revoked keys.
+    pub keys: ApiKeys,
+    /// Largest body, before and after decoding.
+    pub max_body_bytes: usize,
+    /// Retry-After for 429/503.
+    pub retry_after_secs: u64,
+    /// Requests in flight.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// 202: the events were accepted (durable on the bus), with the ones that were rejected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Events acknowledged by the bus.
+    pub accepted: usize,
+    /// Events refused by the contract (also quarantined), by position in the request.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// One refused event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedEvent {
+    /// Position in the request (0-based; the line for NDJSON, blank lines not counted).
+    pub index: usize,
+    /// Reason code (see the README's table).
+    pub reason: String,
+    /// What exactly is wrong.
+    pub detail: String,
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable error code.
+    pub error: String,
+    /// For people.
+    pub message: String,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    metrics::counter!("gateway_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response()
+}
+
+fn retry_later(status: StatusCode, code: &str, message: impl Into<String>, secs: u64) -> Response {
+    let mut r = error(status, code, message);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The router: the API, health and metrics, the OpenAPI document.
+pub fn router(state: Arc<AppState>) -> Router {
+    let ready_bus = state.publisher.clone();
+    let ready: service_kit::health::ReadinessCheck = Arc::new(move || {
+        let bus = ready_bus.clone();
+        Box::pin(async move { if bus.is_ready().await { Ok(()) } else { Err("the bus does not answer".into()) } })
+    });
+    let api = Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
+        .with_state(state);
+    api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .merge(service_kit::health::routes(ready))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Refuses requests beyond `max_in_flight_requests` with 503 instead of queueing them.
+async fn limit_in_flight(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry later",
+            state.retry_after_secs,
+        ),
+    }
+}
+
+/// Ingest events.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        description = "One event (a JSON object), a JSON array of events (`application/json`), or one event per line (`application/x-ndjson`). `Content-Encoding: gzip` or `zstd` accepted.",
+        content(
+            (String = "application/json"),
+            (String = "application/x-ndjson")
+        )
+    ),
+    responses(
+        (status = 202, description = "Every valid event is durable on the bus; invalid ones are listed and quarantined", body = Accepted),
+        (status = 400, description = "The body cannot be read (corrupt compression, not JSON events, empty)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Revoked API key", body = ErrorBody),
+        (status = 413, description = "Body larger than the limit (also after decompression)", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = ErrorBody),
+        (status = 422, description = "Every event of the request was rejected (listed and quarantined)", body = Accepted),
+        (status = 429, description = "The bus is full; retry after Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "Overloaded or the bus is unavailable; nothing unacknowledged was accepted; retry after Retry-After seconds", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match state.keys.check(text(header::AUTHORIZATION)) {
+        AuthResult::Allowed => {}
+        AuthResult::Unauthenticated => {
+            return error(StatusCode::UNAUTHORIZED, "unauthenticated", "send Authorization: Bearer <API key>");
+        }
+        AuthResult::Revoked => return error(StatusCode::FORBIDDEN, "revoked_key", "this API key is revoked"),
+    }
+    let layout = match body::layout(text(header::CONTENT_TYPE)) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.to_string()),
+    };
+    let decoded = match body::decode(body, text(header::CONTENT_ENCODING), state.max_body_bytes) {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        Err(e @ BodyError::UnsupportedEncoding(_)) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string());
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "unreadable_body", e.to_string()),
+    };
+    let events = match body::split(&decoded, layout) {
+        Ok(ev) => ev,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "unreadable_body", e.to_string()),
+    };
+
+    let received_at = chrono::Utc::now().timestamp_millis();
+    let mut messages = Vec::with_capacity(events.len());
+    let mut rejected = Vec::new();
+    let mut valid = 0usize;
+    for (index, raw) in events.iter().enumerate() {
+        match validate(raw, &state.limits) {
+            Ok(ev) => {
+                valid += 1;
+                messages.push(OutMessage {
+                    subject: format!("raw-event.{}", ev.event_type),
+                    id: ev.id.into_owned(),
+                    payload: raw.clone(),
+                });
+            }
+            Err(r) => {
+                metrics::counter!("gateway_events_rejected_total", "reason" => r.reason.code()).increment(1);
+                messages.push(OutMessage {
+                    subject: QUARANTINE_SUBJECT.to_owned(),
+                    id: uuid::Uuid::now_v7().to_string(),
+                    payload: quarantine_payload(raw, &r, index, received_at),
+                });
+                rejected.push(RejectedEvent { index, reason: r.reason.code().to_owned(), detail: r.detail });
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let results = state.publisher.publish_batch(messages).await;
+    metrics::histogram!("gateway_publish_seconds").record(started.elapsed().as_secs_f64());
+    let mut full = false;
+    let mut failure = None;
+    for r in &results {
+        match r {
+            Ok(()) => {}
+            Err(BusError::Full(m)) => {
+                full = true;
+                failure.get_or_insert_with(|| m.clone());
+            }
+            Err(e) => {
+                failure.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    if let Some(why) = failure {
+        tracing::warn!(error = %why, "publish failed; the client will retry");
+        let (status, code) = if full {
+            (StatusCode::TOO_MANY_REQUESTS, "bus_full")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable")
+        };
+        return retry_later(status, code, format!("events not durable, retry the request: {why}"), state.retry_after_secs);
+    }
+    metrics::counter!("gateway_events_accepted_total").increment(valid as u64);
+    let status = if valid == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };
+    metrics::counter!("gateway_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    (status, Json(Accepted { accepted: valid, rejected })).into_response()
+}
+
+/// The quarantine message of a rejected event: the bytes as received (base64) and why.
+fn quarantine_payload(raw: &[u8], r: &event_contract::Rejection, index: usize, received_at: i64) -> Bytes {
+    let v = serde_json::json!({
+        "reason": r.reason.code(),
+        "detail": r.detail,
+        "source": "gateway",
+        "index": index,
+        "received_at": received_at,
+        "raw_b64": base64::engine::general_purpose::STANDARD.encode(raw),
+    });
+    Bytes::from(v.to_string())
+}

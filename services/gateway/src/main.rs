@@ -1,0 +1,41 @@
+//! The gateway binary: loads its configuration (defaults, `--config FILE`, `GATEWAY_*`
+//! environment), connects to NATS JetStream, serves until SIGTERM, then drains in-flight
+//! requests. `gateway --print-openapi` prints the OpenAPI document.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use event_bus::JetStreamBus;
+use event_contract::Limits;
+use gateway::auth::ApiKeys;
+use gateway::{AppState, GatewayConfig, router};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--print-openapi") {
+        print!("{}", gateway::openapi::pretty_json());
+        return Ok(());
+    }
+    service_kit::telemetry::init_logging("info");
+    let file = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from);
+    let config: GatewayConfig = service_kit::config::load("GATEWAY", file.as_deref())?;
+    let _ = service_kit::telemetry::prometheus();
+    let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;
+    let state = Arc::new(AppState {
+        publisher: Arc::new(bus),
+        limits: Limits {
+            max_event_bytes: config.max_event_bytes,
+            min_created_at: config.min_created_at,
+            max_created_at: config.max_created_at,
+        },
+        keys: ApiKeys::new(&config.api_key_hashes, &config.revoked_key_hashes),
+        max_body_bytes: config.max_body_bytes,
+        retry_after_secs: config.retry_after_secs,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "gateway listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(service_kit::shutdown::signal()).await?;
+    Ok(())
+}
