@@ -20,6 +20,8 @@ mod error;
 mod inprocess;
 mod jetstream;
 mod subject;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 

@@ -28,6 +28,9 @@ pub struct WriterConfig {
     pub quarantine_filter: String,
     /// Unacked deliveries the bus lets this consumer hold (bounds memory).
     pub max_ack_pending: i64,
+    /// Seconds the bus waits for an ack before redelivering (default: 2 x max_age + 120;
+    /// must exceed max_age, since events are acked only once their file is committed).
+    pub ack_wait_secs: Option<u64>,
     /// Run compaction of closed partitions this often (0: never; or run `eventctl compact`).
     pub compact_every_secs: u64,
     /// The bus.
@@ -47,6 +50,7 @@ impl Default for WriterConfig {
             quarantine_durable: "lake-writer-quarantine".into(),
             quarantine_filter: "quarantine.>".into(),
             max_ack_pending: 200_000,
+            ack_wait_secs: None,
             compact_every_secs: 3600,
             bus: JetStreamConfig::default(),
         }
@@ -57,7 +61,7 @@ impl WriterConfig {
     /// How long the bus waits for an ack before redelivering: longer than a buffered event
     /// can wait plus a flush.
     pub fn ack_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.max_age_secs * 2 + 120)
+        std::time::Duration::from_secs(self.ack_wait_secs.unwrap_or(self.max_age_secs * 2 + 120))
     }
 }
 
@@ -72,6 +76,9 @@ impl Validate for WriterConfig {
         }
         if self.max_age_secs == 0 || self.fetch_batch == 0 || self.max_ack_pending <= 0 {
             return bad("max_age_secs", "max_age_secs, fetch_batch and max_ack_pending must be positive");
+        }
+        if self.ack_wait_secs.is_some_and(|a| a <= self.max_age_secs) {
+            return bad("ack_wait_secs", "must exceed max_age_secs (events are acked after their file is committed)");
         }
         Ok(())
     }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# scripts/bench-gateway.sh — gateway benchmark (not a test). wrk posts batches of 500 events of
+# ~1 KB (unique ids) for BENCH_SECONDS (default 20) through:
+#   1. `eventctl dev` (gateway + lake writer on the in-process bus, local lake);
+#   2. the gateway binary publishing to a private NATS JetStream (file store);
+# and, in the same run, `eventctl ingest` of 200,000 events of ~1 KB as the batch baseline.
+# Prints events/s, p50/p99 per request, peak RSS, non-2xx answers and the ratios.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECS="${BENCH_SECONDS:-20}"
+CONNS="${BENCH_CONNECTIONS:-8}"
+OUT="${BENCH_DIR:-/tmp/eventplat-bench-gw}"
+rm -rf "$OUT"; mkdir -p "$OUT"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v nats-server >/dev/null || bash scripts/services.sh up nats
+cargo build --release -q -p eventctl -p gateway
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+KEY=bench
+HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+run_wrk() { # url label pid
+  local line
+  line=$(BENCH_API_KEY=$KEY wrk -t2 -c"$CONNS" -d"${SECS}s" --timeout 10s -s scripts/bench/post-events.lua "$1" | grep '^BENCH')
+  eval "$(echo "$line" | sed 's/^BENCH //')"
+  local eps=$((requests * batch * 1000000 / duration_us))
+  printf '%-22s %10s events/s  p50 %6.1f ms  p99 %6.1f ms  non-2xx %s  peak RSS %s MiB\n' \
+    "$2" "$eps" "$(echo "$p50_us/1000" | bc -l)" "$(echo "$p99_us/1000" | bc -l)" "$errors_status" "$(peak_rss_mb "$3")"
+  echo "$eps"
+}
+
+echo "== baseline: eventctl ingest (200,000 events of ~1 KiB)"
+"$BIN/eventctl" gen -n 200000 --size 1KiB --out "$OUT/base.ndjson" 2>/dev/null
+base=$("$BIN/eventctl" ingest --json --no-progress --lake "$OUT/lake-batch" "$OUT/base.ndjson" | awk -F': ' '/events_per_s/ {gsub(",","",$2); printf "%.0f", $2}')
+echo "eventctl ingest         $base events/s"
+
+echo "== in-process bus: eventctl dev"
+"$BIN/eventctl" dev --lake "$OUT/lake-dev" --listen 127.0.0.1:18080 --api-key "$KEY" --max-age-secs 5 >"$OUT/dev.log" 2>&1 &
+pids+=($!); dev_pid=$!
+wait_port 18080
+dev=$(run_wrk http://127.0.0.1:18080 "in-process (dev)" "$dev_pid" | tee /dev/stderr | tail -1)
+
+echo "== NATS JetStream: gateway binary"
+nats-server -js -a 127.0.0.1 -p 14222 -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
+pids+=($!)
+wait_port 14222
+GATEWAY_LISTEN=127.0.0.1:18081 GATEWAY_API_KEY_HASHES=$HASH GATEWAY_BUS__URL=nats://127.0.0.1:14222 RUST_LOG=warn \
+  "$BIN/gateway" >"$OUT/gateway.log" 2>&1 &
+pids+=($!); gw_pid=$!
+wait_port 18081
+js=$(run_wrk http://127.0.0.1:18081 "JetStream (gateway)" "$gw_pid" | tee /dev/stderr | tail -1)
+
+echo "== overload: 256 connections against the JetStream gateway"
+CONNS=256 run_wrk http://127.0.0.1:18081 "JetStream, 256 conns" "$gw_pid" | head -1 || true
+echo "gateway peak RSS after overload: $(peak_rss_mb "$gw_pid") MiB"
+
+printf 'ratios to eventctl ingest: in-process %.2f, JetStream %.2f\n' "$(echo "$dev/$base" | bc -l)" "$(echo "$js/$base" | bc -l)"

@@ -1,0 +1,217 @@
+//! The gateway over HTTP as producers use it: auth, content types and encodings, limits,
+//! per-event rejections, backpressure, the OpenAPI document; on the in-process bus and on a
+//! real NATS JetStream (including one that goes away).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_bus::testing::NatsServer;
+use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, Publisher, Subscriber};
+use event_contract::Limits;
+use gateway::auth::{ApiKeys, hash_key};
+use gateway::{AppState, router};
+use serde_json::{Value, json};
+
+const KEY: &str = "test-key";
+const REVOKED: &str = "old-key";
+
+async fn serve(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize) -> String {
+    let state = Arc::new(AppState {
+        publisher,
+        limits: Limits::default(),
+        keys: ApiKeys::new(&[hash_key(KEY)], &[hash_key(REVOKED)]),
+        max_body_bytes: max_body,
+        retry_after_secs: 2,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state)).await;
+    });
+    format!("http://{addr}")
+}
+
+fn event(id: &str) -> Value {
+    json!({"data": {"id": id, "type": "product_viewed", "attributes": {"user_id": "u1"}}, "meta": {"created_at": 1_795_392_000_000i64}})
+}
+
+fn ndjson(ids: &[String]) -> String {
+    ids.iter().map(|id| event(id).to_string() + "\n").collect()
+}
+
+async fn post(base: &str, key: Option<&str>, ctype: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, Value, Option<String>) {
+    let mut req = reqwest::Client::new().post(format!("{base}/v1/events")).header("Content-Type", ctype).body(body);
+    if let Some(k) = key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    if let Some(e) = encoding {
+        req = req.header("Content-Encoding", e);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body, retry)
+}
+
+async fn drain(sub: &mut impl Subscriber) -> Vec<event_bus::Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let batch = sub.fetch(1000, Duration::from_millis(300)).await.expect("fetch");
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+#[tokio::test]
+async fn auth_is_required_and_revoked_keys_are_refused() {
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let body = ndjson(&["a".into()]).into_bytes();
+    assert_eq!(post(&base, None, "application/x-ndjson", None, body.clone()).await.0, 401);
+    assert_eq!(post(&base, Some("wrong"), "application/x-ndjson", None, body.clone()).await.0, 401);
+    assert_eq!(post(&base, Some(REVOKED), "application/x-ndjson", None, body.clone()).await.0, 403);
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, body).await.0, 202);
+    // Health and metrics are open.
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn one_bad_event_never_fails_the_others_and_is_quarantined() {
+    let bus = InProcessBus::new(10_000, 64 << 20);
+    let mut events = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+
+    // A JSON array of 1000 events, one of them broken.
+    let mut arr: Vec<Value> = (0..1000).map(|i| event(&format!("e{i}"))).collect();
+    arr[500]["meta"]["created_at"] = json!(1.5);
+    let (status, body, _) = post(&base, Some(KEY), "application/json", None, serde_json::to_vec(&arr).expect("json")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 999);
+    assert_eq!(body["rejected"], json!([{"index": 500, "reason": "invalid_created_at", "detail": body["rejected"][0]["detail"]}]));
+    let delivered = drain(&mut events).await;
+    assert_eq!(delivered.len(), 999);
+    assert!(delivered.iter().all(|d| d.subject == "raw-event.product_viewed"));
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 1);
+    let qv: Value = serde_json::from_slice(&q[0].payload).expect("quarantine message");
+    assert_eq!(qv["reason"], "invalid_created_at");
+    assert_eq!(qv["index"], 500);
+
+    // A single object; NDJSON with a malformed line; all invalid -> 422.
+    assert_eq!(post(&base, Some(KEY), "application/json", None, event("single").to_string().into_bytes()).await.0, 202);
+    let body = format!("{}not json\n{}", ndjson(&["n1".into()]), ndjson(&["n2".into()])).into_bytes();
+    let (status, b, _) = post(&base, Some(KEY), "application/x-ndjson; charset=utf-8", None, body).await;
+    assert_eq!((status, b["accepted"].as_u64(), b["rejected"][0]["index"].as_u64()), (202, Some(2), Some(1)));
+    let (status, b, _) = post(&base, Some(KEY), "application/x-ndjson", None, b"{}\n[1]\n".to_vec()).await;
+    assert_eq!(status, 422);
+    assert_eq!(b["rejected"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn bad_bodies_types_encodings_and_sizes() {
+    let bus = InProcessBus::new(100_000, 256 << 20);
+    let _sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 256 << 10, 16).await;
+    let ok = ndjson(&["a".into()]).into_bytes();
+    assert_eq!(post(&base, Some(KEY), "text/plain", None, ok.clone()).await.0, 415);
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", Some("br"), ok.clone()).await.0, 415);
+    let (s, b, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), b"not gzip".to_vec()).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("unreadable_body")));
+    assert_eq!(post(&base, Some(KEY), "application/json", None, b"[{\"a\":1},".to_vec()).await.0, 400);
+    assert_eq!(post(&base, Some(KEY), "application/json", None, b"   ".to_vec()).await.0, 400);
+    // Too large as sent.
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, vec![b' '; 300 << 10]).await.0, 413);
+    // A decompression bomb: 64 KiB of gzip inflating to 64 MiB; refused, not inflated.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![b'\n'; 64 << 20]).expect("gzip");
+    let bomb = enc.finish().expect("gzip");
+    assert!(bomb.len() < 256 << 10);
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await.0, 413);
+    // gzip and zstd bodies within the limit are read.
+    let ids: Vec<String> = (0..100).map(|i| format!("z{i}")).collect();
+    let plain = ndjson(&ids).into_bytes();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).expect("gzip");
+    let (s, b, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), gz.finish().expect("gzip")).await;
+    assert_eq!((s, b["accepted"].as_u64()), (202, Some(100)));
+    let zst = zstd::encode_all(&plain[..], 3).expect("zstd");
+    let (s, b, _) = post(&base, Some(KEY), "application/x-ndjson", Some("zstd"), zst).await;
+    assert_eq!((s, b["accepted"].as_u64()), (202, Some(100)));
+}
+
+#[tokio::test]
+async fn a_full_bus_answers_429_with_retry_after_and_accepts_nothing_unacked() {
+    let bus = InProcessBus::new(50, 64 << 20);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&ids).into_bytes()).await.0, 202);
+    let more: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&more).into_bytes()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("2"));
+    // Once the consumer catches up, the retry succeeds.
+    let got = drain(&mut sub).await;
+    event_bus::ack_all(got).await;
+    let (status, _, _) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&more).into_bytes()).await;
+    assert_eq!(status, 202);
+}
+
+#[test]
+fn the_checked_in_openapi_document_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/gateway.json");
+    let current = gateway::openapi::pretty_json();
+    if std::env::var("UPDATE_OPENAPI").is_ok() {
+        std::fs::write(&path, &current).expect("write openapi/gateway.json");
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == current,
+        "openapi/gateway.json is stale: run `UPDATE_OPENAPI=1 cargo test -p gateway --test api` and commit it"
+    );
+    let doc: Value = serde_json::from_str(&current).expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/events"]["post"]["responses"]["202"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jetstream_down_the_gateway_answers_503_and_loses_nothing_it_acked() {
+    let mut nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), publish_timeout_ms: 1000, ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let base = serve(Arc::new(bus.clone()), 1 << 20, 64).await;
+
+    let first: Vec<String> = (0..500).map(|i| format!("before-{i}")).collect();
+    let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&first).into_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+
+    nats.kill();
+    let during: Vec<String> = (0..10).map(|i| format!("during-{i}")).collect();
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&during).into_bytes()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry.is_some());
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+
+    // The server comes back with its store: everything acked before is there.
+    nats.restart();
+    let bus = JetStreamBus::connect(&cfg).await.expect("reconnect");
+    let mut sub = bus.subscriber("check", "raw-event.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let mut ids = std::collections::BTreeSet::new();
+    for d in drain(&mut sub).await {
+        let v: Value = serde_json::from_slice(&d.payload).expect("event");
+        ids.insert(v["data"]["id"].as_str().expect("id").to_owned());
+    }
+    for id in &first {
+        assert!(ids.contains(id), "acked event {id} lost");
+    }
+}
