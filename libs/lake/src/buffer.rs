@@ -123,7 +123,11 @@ impl Compressor {
             Some(c) => c,
             None => self.inner.insert(zstd::bulk::Compressor::new(self.level).map_err(err)?),
         };
-        c.compress(data).map_err(err)
+        let mut frame = c.compress(data).map_err(err)?;
+        // The output is allocated for the worst case (about the input size): give back the
+        // rest, or the buffers would hold several times what they account for.
+        frame.shrink_to_fit();
+        Ok(frame)
     }
 }
 

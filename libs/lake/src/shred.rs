@@ -12,7 +12,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
-use arrow_schema::{DataType, Field};
+use arrow_schema::Field;
 use serde_json::{Map, Value};
 
 use crate::LakeError;
@@ -468,7 +468,18 @@ fn set_pointer(root: &mut Value, pointer: &str, v: Value) -> Result<(), LakeErro
     Ok(())
 }
 
-/// Is the data type of an Arrow column the one a DType maps to? (Used by readers.)
-pub fn matches_type(t: &DType, dt: &DataType) -> bool {
-    &t.arrow() == dt
+/// The equality the lake's read-back keeps: JSON values equal with numbers compared by
+/// value (`1 == 1.0`), as JSON Schema defines it; object key order does not matter.
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(p), Some(q)) => p == q,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
 }

@@ -13,20 +13,6 @@ use serde_json::{Value, json};
 
 const T0: i64 = 1_763_856_000_000; // 2025-11-23T00:00:00Z
 
-/// JSON equality where numbers compare by value (1 == 1.0), as JSON Schema defines it.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(p), Some(q)) => p == q,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
-    }
-}
 
 async fn read_all(lake: &Lake, t: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -80,7 +66,7 @@ async fn round_trip(lake: &Lake) {
     assert_eq!(back.len(), lines.len());
     for (line, got) in lines.iter().zip(&back) {
         let want: Value = serde_json::from_slice(line).expect("json");
-        assert!(json_eq(&want, got), "\nwant {want}\n got {got}");
+        assert!(event_lake::shred::json_equal(&want, got), "\nwant {want}\n got {got}");
     }
 
     let schema = lake.registry.load("t").await.expect("schema");

@@ -34,7 +34,7 @@ pub struct DevArgs {
     #[arg(long, default_value = "256MiB", value_parser = crate::size::parse)]
     pub memory: u64,
     /// Messages the in-process bus holds (beyond: 429 with Retry-After).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub bus_capacity: usize,
 }
 
@@ -49,7 +49,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
 async fn serve(args: DevArgs) -> Result<()> {
     let _ = service_kit::telemetry::prometheus();
     let lake = Arc::new(Lake::open(&args.lake, WriteOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?);
-    let bus = InProcessBus::new(args.bus_capacity, 1 << 30);
+    let bus = InProcessBus::new(args.bus_capacity, 256 << 20);
     let ack_wait = Duration::from_secs(args.max_age_secs * 2 + 60);
     let events = bus.subscriber("lake-writer", "raw-event.>", ack_wait);
     let quarantine = bus.subscriber("lake-writer-quarantine", "quarantine.>", ack_wait);
@@ -66,7 +66,7 @@ async fn serve(args: DevArgs) -> Result<()> {
         keys: ApiKeys::new(&[hash_key(&key)], &[]),
         max_body_bytes: 10 << 20,
         retry_after_secs: 1,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
     });
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;

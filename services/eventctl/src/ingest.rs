@@ -124,12 +124,12 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         .context("starting the I/O runtime")?;
     let handle = runtime.handle().clone();
 
-    // Budget: 35% buffers (compressed), per flush in flight 1/64 raw (about 4x that once
-    // parsed), the rest for queues, Parquet encoding and the allocator's slack.
+    // Budget: half for buffers (compressed), per flush in flight 1/64 raw (about 4x that
+    // once parsed), the rest for queues, Parquet encoding and the allocator's slack.
     let budget = opts.memory_bytes.max(64 << 20) as usize;
     let chunk_bytes = (budget / 256).clamp(256 << 10, 4 << 20);
     let buffer_limits = BufferLimits {
-        max_bytes: budget * 7 / 20,
+        max_bytes: budget / 2,
         max_partition_raw_bytes: (budget / 64).max(1 << 20),
         chunk_bytes: 16 << 10,
         ..BufferLimits::default()

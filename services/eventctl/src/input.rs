@@ -140,7 +140,8 @@ pub fn read_pieces(
 ) -> io::Result<()> {
     let mut r = BufReader::with_capacity(1 << 20, reader);
     let mut line_no: u64 = 1;
-    let mut chunk = Chunk { source: source.clone(), first_line: 1, data: Vec::with_capacity(chunk_bytes + 4096) };
+    let fresh = |first_line| Chunk { source: source.clone(), first_line, data: Vec::with_capacity(chunk_bytes + 4096) };
+    let mut chunk = fresh(1);
     let mut lines_in_chunk = 0u64;
     loop {
         let buf = r.fill_buf()?;
@@ -159,12 +160,8 @@ pub fn read_pieces(
                 line_no += 1;
                 // Take more whole lines from the buffer at once.
                 if chunk.data.len() >= chunk_bytes {
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        Chunk { source: source.clone(), first_line: line_no, data: Vec::with_capacity(chunk_bytes + 4096) },
-                    );
                     lines_in_chunk = 0;
-                    if !emit(Piece::Lines(full)) {
+                    if !emit(Piece::Lines(std::mem::replace(&mut chunk, fresh(line_no)))) {
                         return Ok(());
                     }
                 }
@@ -201,12 +198,8 @@ pub fn read_pieces(
                 } else {
                     // Lines already in the chunk keep their numbers; send them now so the
                     // next line's number starts a new chunk.
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        Chunk { source: source.clone(), first_line: line_no, data: Vec::with_capacity(chunk_bytes + 4096) },
-                    );
                     lines_in_chunk = 0;
-                    if !emit(Piece::Lines(full)) {
+                    if !emit(Piece::Lines(std::mem::replace(&mut chunk, fresh(line_no)))) {
                         return Ok(());
                     }
                 }

@@ -44,20 +44,6 @@ fn cat(lake: &str) -> Vec<Value> {
     out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).expect("cat prints JSON")).collect()
 }
 
-/// JSON equality where numbers compare by value (1 == 1.0), as JSON Schema defines it.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(p), Some(q)) => p == q,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
-    }
-}
 
 /// The valid events of an NDJSON file, by id (lines that parse and carry data.id + type).
 fn valid_events(path: &Path) -> HashMap<String, Value> {
@@ -101,7 +87,7 @@ fn ingest_is_lossless_balanced_and_readable_by_duckdb() {
     for ev in &back {
         let id = ev["data"]["id"].as_str().expect("id");
         let w = want.get(id).unwrap_or_else(|| panic!("unknown id {id}"));
-        assert!(json_eq(w, ev), "event {id} changed:\nin:  {w}\nout: {ev}");
+        assert!(event_lake::shred::json_equal(w, ev), "event {id} changed:\nin:  {w}\nout: {ev}");
     }
 
     // DuckDB discovers the hive partitions and counts the same per type and hour.

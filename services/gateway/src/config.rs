@@ -20,7 +20,8 @@ pub struct GatewayConfig {
     pub min_created_at: i64,
     /// Bound of `meta.created_at` (epoch ms, exclusive).
     pub max_created_at: i64,
-    /// Requests processed at once; more are answered 503 with Retry-After.
+    /// Requests processed at once; more are answered 503 with Retry-After. Memory is bounded
+    /// by about this times (max_body_bytes x 3).
     pub max_in_flight_requests: usize,
     /// Retry-After seconds sent with 429 and 503.
     pub retry_after_secs: u64,
@@ -42,7 +43,7 @@ impl Default for GatewayConfig {
             max_event_bytes: 1 << 20,
             min_created_at: 0,
             max_created_at: 4_102_444_800_000,
-            max_in_flight_requests: 256,
+            max_in_flight_requests: 64,
             retry_after_secs: 1,
             api_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
