@@ -247,3 +247,50 @@ fn ingest_and_compact_on_s3() {
     let back = cat(&lake);
     assert_eq!(back.len() as u64, s1["valid"].as_u64().expect("n"));
 }
+
+/// `eventctl dev`: POST to its gateway, the events and the quarantined lines are in the lake
+/// within a few seconds; Ctrl-C flushes and exits 0.
+#[test]
+fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let mut child = eventctl()
+        .args(["dev", "--lake", lake.to_str().expect("utf8"), "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--max-age-secs", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start eventctl dev");
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up, "eventctl dev did not listen");
+    let input = dir.path().join("e.ndjson");
+    let g = generate(&input, &["--events", "2000", "--bad-ratio", "0.05"]);
+    let out = Command::new("curl")
+        .args(["-sf", "-H", "Authorization: Bearer k", "-H", "Content-Type: application/x-ndjson", "--data-binary"])
+        .arg(format!("@{}", input.display()))
+        .arg(format!("http://127.0.0.1:{port}/v1/events"))
+        .output()
+        .expect("curl");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("202 body");
+    assert_eq!(answer["accepted"], g["valid"]);
+    assert_eq!(answer["rejected"].as_array().map(|a| a.len() as u64), g["invalid"].as_u64());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let want = g["valid"].as_u64().expect("valid") as usize;
+    while cat(lake.to_str().expect("utf8")).len() < want {
+        assert!(std::time::Instant::now() < deadline, "events did not reach the lake");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Ctrl-C: flush (the quarantine too) and exit cleanly.
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let q = duckdb(&format!("SELECT count(*), min(source) FROM read_parquet('{}/quarantine/*/*/*.parquet')", lake.display()));
+    assert_eq!(q[0][0], g["invalid"]);
+    assert_eq!(q[0][1], "gateway");
+}

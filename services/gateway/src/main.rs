@@ -11,7 +11,14 @@ use gateway::auth::ApiKeys;
 use gateway::{AppState, GatewayConfig, router};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("gateway: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--print-openapi") {
         print!("{}", gateway::openapi::pretty_json());

@@ -12,7 +12,14 @@ use event_lake::{Lake, WriteOptions};
 use lake_writer::{EventWriter, QuarantineWriter, WriterConfig};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("lake-writer: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
     let args: Vec<String> = std::env::args().collect();
     let file = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from);
