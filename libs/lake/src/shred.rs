@@ -109,7 +109,7 @@ enum Builder {
     Str(StringBuilder),
     Json(StringBuilder),
     List { field: Arc<Field>, item: Box<Builder>, offsets: Vec<i32>, nulls: NullBufferBuilder },
-    Struct { fields: Vec<StructField>, children: Vec<Builder>, nulls: NullBufferBuilder, len: usize },
+    Struct { fields: Vec<StructField>, children: Vec<Builder>, nulls: NullBufferBuilder },
 }
 
 impl Builder {
@@ -130,7 +130,6 @@ impl Builder {
                 fields: fields.clone(),
                 children: fields.iter().map(|f| Builder::new(&f.dtype)).collect(),
                 nulls: NullBufferBuilder::new(0),
-                len: 0,
             },
         }
     }
@@ -146,12 +145,11 @@ impl Builder {
                 offsets.push(last);
                 nulls.append_null();
             }
-            Builder::Struct { children, nulls, len, .. } => {
+            Builder::Struct { children, nulls, .. } => {
                 for c in children {
                     c.append_null();
                 }
                 nulls.append_null();
-                *len += 1;
             }
         }
     }
@@ -213,7 +211,7 @@ impl Builder {
                 offsets.push(last + items.len() as i32);
                 nulls.append_non_null();
             }
-            Builder::Struct { fields, children, nulls, len } => {
+            Builder::Struct { fields, children, nulls } => {
                 let Value::Object(obj) = v else { return conflict(self, ptr, v, left) };
                 let base = ptr.len();
                 for (f, child) in fields.iter().zip(children.iter_mut()) {
@@ -231,7 +229,6 @@ impl Builder {
                     }
                 }
                 nulls.append_non_null();
-                *len += 1;
             }
         }
     }
@@ -263,9 +260,8 @@ impl Builder {
                 let values = item.finish()?;
                 Arc::new(ListArray::try_new(field, OffsetBuffer::new(offsets.into()), values, nulls.finish())?)
             }
-            Builder::Struct { fields, children, mut nulls, len } => {
+            Builder::Struct { fields, children, mut nulls } => {
                 let arrays = children.into_iter().map(Builder::finish).collect::<Result<Vec<_>, _>>()?;
-                let _ = len;
                 Arc::new(StructArray::try_new(struct_fields(&fields), arrays, nulls.finish())?)
             }
         })

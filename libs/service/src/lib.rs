@@ -6,3 +6,12 @@ pub mod config;
 pub mod health;
 pub mod shutdown;
 pub mod telemetry;
+
+/// Ends a service binary: on error, one readable line on stderr and exit code 1 (no
+/// backtrace dump for a bad configuration).
+pub fn exit_on_error<E: std::fmt::Display>(service: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        eprintln!("{service}: error: {e:#}");
+        std::process::exit(1);
+    }
+}

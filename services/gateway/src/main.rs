@@ -12,10 +12,7 @@ use gateway::{AppState, GatewayConfig, router};
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("gateway: error: {e:#}");
-        std::process::exit(1);
-    }
+    service_kit::exit_on_error("gateway", run().await);
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -25,7 +22,7 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     service_kit::telemetry::init_logging("info");
-    let file = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from);
+    let file = service_kit::config::file_from_args();
     let config: GatewayConfig = service_kit::config::load("GATEWAY", file.as_deref())?;
     let _ = service_kit::telemetry::prometheus();
     let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;

@@ -13,16 +13,12 @@ use lake_writer::{EventWriter, QuarantineWriter, WriterConfig};
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("lake-writer: error: {e:#}");
-        std::process::exit(1);
-    }
+    service_kit::exit_on_error("lake-writer", run().await);
 }
 
 async fn run() -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
-    let args: Vec<String> = std::env::args().collect();
-    let file = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from);
+    let file = service_kit::config::file_from_args();
     let config: WriterConfig = service_kit::config::load("LAKE_WRITER", file.as_deref())?;
     let _ = service_kit::telemetry::prometheus();
     let lake = Arc::new(Lake::open(&config.lake, WriteOptions::default()).context("opening the lake")?);
