@@ -36,6 +36,7 @@ impl Default for BufferLimits {
 pub struct PartitionBuffer {
     frames: Vec<(usize, Vec<u8>)>,
     open: Vec<u8>,
+    open_rows: usize,
     rows: usize,
     raw_bytes: usize,
     mem_bytes: usize,
@@ -44,7 +45,7 @@ pub struct PartitionBuffer {
 
 impl PartitionBuffer {
     fn new() -> Self {
-        PartitionBuffer { frames: Vec::new(), open: Vec::new(), rows: 0, raw_bytes: 0, mem_bytes: 0, opened_at: Instant::now() }
+        PartitionBuffer { frames: Vec::new(), open: Vec::new(), open_rows: 0, rows: 0, raw_bytes: 0, mem_bytes: 0, opened_at: Instant::now() }
     }
 
     /// Number of events.
@@ -105,6 +106,7 @@ impl Records {
 struct Compressor {
     level: i32,
     inner: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Compressor {
@@ -115,7 +117,7 @@ impl std::fmt::Debug for Compressor {
 
 impl Compressor {
     fn new(level: i32) -> Self {
-        Compressor { level, inner: None }
+        Compressor { level, inner: None, scratch: Vec::new() }
     }
     fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, LakeError> {
         let err = |e: std::io::Error| LakeError::Internal(format!("buffer compression: {e}"));
@@ -123,11 +125,13 @@ impl Compressor {
             Some(c) => c,
             None => self.inner.insert(zstd::bulk::Compressor::new(self.level).map_err(err)?),
         };
-        let mut frame = c.compress(data).map_err(err)?;
-        // The output is allocated for the worst case (about the input size): give back the
-        // rest, or the buffers would hold several times what they account for.
-        frame.shrink_to_fit();
-        Ok(frame)
+        // Compress into a reused scratch buffer sized for the worst case, then keep an
+        // exact-size copy: the buffers hold what they account for, without fragmenting the heap
+        // with shrunk worst-case allocations.
+        self.scratch.clear();
+        self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        c.compress_to_buffer(data, &mut self.scratch).map_err(err)?;
+        Ok(self.scratch.clone())
     }
 }
 
@@ -170,6 +174,7 @@ impl PartitionBuffers {
     pub fn push(&mut self, key: &PartitionKey, line: &[u8]) -> Result<Option<(PartitionKey, PartitionBuffer)>, LakeError> {
         let len = u32::try_from(line.len())
             .map_err(|_| LakeError::Internal(format!("event of {} bytes is too large to buffer", line.len())))?;
+        let pressure = self.mem_bytes > self.limits.max_bytes / 2;
         let part = match self.parts.get_mut(key) {
             Some(p) => p,
             None => self.parts.entry(key.clone()).or_insert_with(PartitionBuffer::new),
@@ -180,11 +185,17 @@ impl PartitionBuffers {
         part.rows += 1;
         part.raw_bytes += line.len();
         let mut mem = part.mem_bytes - before + part.open.capacity();
-        if part.open.len() >= self.limits.chunk_bytes {
+        part.open_rows += 1;
+        // Compress once a chunk holds enough bytes and enough events for zstd to find the
+        // repetition between events (large events alone compress poorly).
+        // Under memory pressure, compress whatever reached the chunk size.
+        let chunk = self.limits.chunk_bytes;
+        if part.open.len() >= chunk && (part.open_rows >= 8 || pressure) || part.open.len() >= 16 * chunk {
             let frame = self.compressor.compress(&part.open)?;
             mem = mem - part.open.capacity() + frame.len();
             part.frames.push((part.open.len(), frame));
             part.open = Vec::new();
+            part.open_rows = 0;
         }
         let frames_mem: usize = mem;
         self.mem_bytes = self.mem_bytes - part.mem_bytes + frames_mem;
