@@ -120,7 +120,9 @@ impl<'de> KeySet<'de> {
         KeySet { small: Vec::new(), large: None }
     }
 
-    /// Returns false when the key was already present.
+    /// Returns false when the key was already present. Takes the `Cow` to keep a borrowed
+    /// key borrowed when it is stored.
+    #[allow(clippy::ptr_arg)]
     fn insert(&mut self, key: &Cow<'de, str>) -> bool {
         if let Some(set) = &mut self.large {
             return set.insert(key.clone());
@@ -227,6 +229,7 @@ impl<'de> Visitor<'de> for Any<'_, '_> {
     }
 }
 
+#[allow(clippy::ptr_arg)] // the Cow is stored by KeySet::insert
 fn check_unique<'de>(ctx: &Ctx, keys: &mut KeySet<'de>, key: &Cow<'de, str>, path: &Path<'_>) {
     if !keys.insert(key) {
         ctx.fail(Reason::DuplicateKey, || format!("key {key:?} appears twice in {}", path.describe()));

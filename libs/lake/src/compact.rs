@@ -187,7 +187,7 @@ impl Lake {
             let sorted = take_record_batch(&merged, &order)?;
             drop(merged);
             let path = Path::from(format!("{}/{}", key.dir(), new_file_name("c")));
-            let bytes = self.put_parquet(&path, &[sorted.clone()], schema.version, true).await?;
+            let bytes = self.put_parquet(&path, std::slice::from_ref(&sorted), schema.version, true).await?;
             report.files_out += 1;
             report.bytes_out += bytes;
             report.rows_in += rows_in;

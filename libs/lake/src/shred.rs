@@ -420,11 +420,10 @@ fn to_json(t: &DType, array: &dyn Array, row: usize) -> Result<Option<Value>, La
             let st = array.as_struct_opt().ok_or_else(bad)?;
             let mut obj = Map::new();
             for f in fields {
-                if let Some(child) = st.column_by_name(&f.name) {
-                    if let Some(v) = to_json(&f.dtype, child.as_ref(), row)? {
+                if let Some(child) = st.column_by_name(&f.name)
+                    && let Some(v) = to_json(&f.dtype, child.as_ref(), row)? {
                         obj.insert(f.name.clone(), v);
                     }
-                }
             }
             Value::Object(obj)
         }

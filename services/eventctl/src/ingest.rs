@@ -331,8 +331,8 @@ fn router(
             send(Job::Quarantine(std::mem::take(&mut quarantine)))?;
             quarantine_bytes = 0;
         }
-        if let Some(p) = progress {
-            if last_tick.elapsed() >= Duration::from_millis(200) {
+        if let Some(p) = progress
+            && last_tick.elapsed() >= Duration::from_millis(200) {
                 last_tick = Instant::now();
                 p.set_position(counters.lines.load(Ordering::Relaxed));
                 p.set_message(format!(
@@ -343,7 +343,6 @@ fn router(
                     buffers.mem_bytes() >> 20
                 ));
             }
-        }
     }
     for (k, p) in buffers.take_all() {
         send(Job::Partition(k, p))?;

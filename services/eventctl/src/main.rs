@@ -326,7 +326,8 @@ fn generate(args: GenArgs) -> Result<i32> {
     } else {
         let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out))?;
         let mut buf = std::io::BufWriter::with_capacity(1 << 20, file);
-        let s = if args.out.ends_with(".zst") {
+        
+        if args.out.ends_with(".zst") {
             let mut enc = zstd::Encoder::new(buf, 3)?;
             let s = generator::generate(&opts, &mut enc)?;
             enc.finish()?.flush()?;
@@ -340,8 +341,7 @@ fn generate(args: GenArgs) -> Result<i32> {
             let s = generator::generate(&opts, &mut buf)?;
             buf.flush()?;
             s
-        };
-        s
+        }
     };
     eprintln!("{}", serde_json::to_string(&summary)?);
     Ok(0)
