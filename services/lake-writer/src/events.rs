@@ -7,8 +7,9 @@ use std::time::Duration;
 use event_bus::{Delivery, Subscriber, ack_all};
 use event_contract::{Limits, validate};
 use event_lake::buffer::{BufferLimits, PartitionBuffer, PartitionBuffers};
-use event_lake::{Lake, PartitionKey, QuarantineRecord};
+use event_lake::{Lake, LakeError, PartitionKey, QuarantineRecord, WrittenFile};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// What the writer did since it started.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -34,7 +35,12 @@ pub struct EventWriter {
     fetch_batch: usize,
     limits: Limits,
     stats: WriterStats,
+    /// Flushes running on the blocking pool, with the deliveries each one settles.
+    flushing: JoinSet<(PartitionKey, Vec<Delivery>, Result<Option<WrittenFile>, LakeError>)>,
 }
+
+/// Flushes running at once (shredding and Parquet encoding use a core each).
+const MAX_CONCURRENT_FLUSHES: usize = 2;
 
 impl EventWriter {
     /// A writer over a lake with a memory budget for its buffers.
@@ -53,6 +59,7 @@ impl EventWriter {
             fetch_batch,
             limits: Limits::default(),
             stats: WriterStats::default(),
+            flushing: JoinSet::new(),
         }
     }
 
@@ -82,15 +89,21 @@ impl EventWriter {
             for (k, p) in self.buffers.take_older_than(self.max_age) {
                 self.flush(k, p).await;
             }
+            while let Some(done) = self.flushing.try_join_next() {
+                self.settle(done).await;
+            }
         }
         for (k, p) in self.buffers.take_all() {
             self.flush(k, p).await;
+        }
+        while let Some(done) = self.flushing.join_next().await {
+            self.settle(done).await;
         }
         tracing::info!(?self.stats, "lake writer stopped");
         self.stats
     }
 
-    async fn accept(&mut self, deliveries: Vec<Delivery>) -> Result<(), event_lake::LakeError> {
+    async fn accept(&mut self, deliveries: Vec<Delivery>) -> Result<(), LakeError> {
         let mut invalid = Vec::new();
         for mut d in deliveries {
             self.stats.received += 1;
@@ -132,18 +145,32 @@ impl EventWriter {
         Ok(())
     }
 
+    /// Starts writing a partition's file on the blocking pool (waiting for a running flush
+    /// to finish first when `MAX_CONCURRENT_FLUSHES` are running). Its deliveries are acked
+    /// when the file is committed, nak'ed when it fails.
     async fn flush(&mut self, key: PartitionKey, buf: PartitionBuffer) {
+        while self.flushing.len() >= MAX_CONCURRENT_FLUSHES {
+            match self.flushing.join_next().await {
+                Some(done) => self.settle(done).await,
+                None => break,
+            }
+        }
         let deliveries = self.pending.remove(&key).unwrap_or_default();
         let lake = self.lake.clone();
-        let k = key.clone();
-        // Shredding and Parquet encoding are CPU work: off the async workers.
-        let written = tokio::task::spawn_blocking(move || {
-            let records = buf.into_records()?;
-            tokio::runtime::Handle::current().block_on(lake.write_events(&k, records.iter()))
-        })
-        .await;
-        match written {
-            Ok(Ok(file)) => {
+        let handle = tokio::runtime::Handle::current();
+        self.flushing.spawn_blocking(move || {
+            let written = buf.into_records().and_then(|records| handle.block_on(lake.write_events(&key, records.iter())));
+            (key, deliveries, written)
+        });
+    }
+
+    /// Acks or naks the deliveries of a finished flush.
+    async fn settle(
+        &mut self,
+        done: Result<(PartitionKey, Vec<Delivery>, Result<Option<WrittenFile>, LakeError>), tokio::task::JoinError>,
+    ) {
+        match done {
+            Ok((key, deliveries, Ok(file))) => {
                 if let Some(f) = file {
                     self.stats.rows_written += f.rows;
                     self.stats.files_written += 1;
@@ -153,14 +180,15 @@ impl EventWriter {
                 }
                 self.ack(deliveries).await;
             }
-            Ok(Err(e)) => {
+            Ok((key, deliveries, Err(e))) => {
                 tracing::error!(partition = %key.dir(), error = %e, "flush failed; its events will be redelivered");
                 for d in deliveries {
                     let _ = d.nak().await;
                 }
             }
             Err(e) => {
-                tracing::error!(partition = %key.dir(), error = %e, "flush task failed; its events will be redelivered");
+                // The deliveries were dropped with the task: they are redelivered.
+                tracing::error!(error = %e, "flush task failed; its events will be redelivered");
             }
         }
     }
