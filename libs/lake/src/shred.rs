@@ -109,7 +109,7 @@ enum Builder {
     Str(StringBuilder),
     Json(StringBuilder),
     List { field: Arc<Field>, item: Box<Builder>, offsets: Vec<i32>, nulls: NullBufferBuilder },
-    Struct { fields: Vec<StructField>, children: Vec<Builder>, nulls: NullBufferBuilder },
+    Struct { fields: Vec<StructField>, escaped: Vec<String>, children: Vec<Builder>, nulls: NullBufferBuilder },
 }
 
 impl Builder {
@@ -128,6 +128,7 @@ impl Builder {
             },
             DType::Struct { fields } => Builder::Struct {
                 fields: fields.clone(),
+                escaped: fields.iter().map(|f| escape_pointer(&f.name)).collect(),
                 children: fields.iter().map(|f| Builder::new(&f.dtype)).collect(),
                 nulls: NullBufferBuilder::new(0),
             },
@@ -211,12 +212,12 @@ impl Builder {
                 offsets.push(last + items.len() as i32);
                 nulls.append_non_null();
             }
-            Builder::Struct { fields, children, nulls } => {
+            Builder::Struct { fields, escaped, children, nulls } => {
                 let Value::Object(obj) = v else { return conflict(self, ptr, v, left) };
                 let base = ptr.len();
-                for (f, child) in fields.iter().zip(children.iter_mut()) {
+                for ((f, name), child) in fields.iter().zip(escaped.iter()).zip(children.iter_mut()) {
                     ptr.push('/');
-                    ptr.push_str(&escape_pointer(&f.name));
+                    ptr.push_str(name);
                     child.append(obj.get(&f.name), ptr, left, false);
                     ptr.truncate(base);
                 }
@@ -260,7 +261,7 @@ impl Builder {
                 let values = item.finish()?;
                 Arc::new(ListArray::try_new(field, OffsetBuffer::new(offsets.into()), values, nulls.finish())?)
             }
-            Builder::Struct { fields, children, mut nulls } => {
+            Builder::Struct { fields, children, mut nulls, .. } => {
                 let arrays = children.into_iter().map(Builder::finish).collect::<Result<Vec<_>, _>>()?;
                 Arc::new(StructArray::try_new(struct_fields(&fields), arrays, nulls.finish())?)
             }
@@ -281,6 +282,8 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
     let mut leftovers = StringBuilder::new();
     let mut left = Leftovers::new();
     let mut ptr = String::with_capacity(64);
+    let pointers: Vec<String> =
+        schema.columns.iter().map(|c| format!("{}/{}", c.section.pointer(), escape_pointer(&c.key))).collect();
 
     for ev in events {
         ids.append_value(&ev.id);
@@ -314,12 +317,10 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
                 }
             }
         }
-        for (c, b) in schema.columns.iter().zip(builders.iter_mut()) {
+        for ((c, b), p) in schema.columns.iter().zip(builders.iter_mut()).zip(&pointers) {
             let obj = ev.section(c.section);
             ptr.clear();
-            ptr.push_str(c.section.pointer());
-            ptr.push('/');
-            ptr.push_str(&escape_pointer(&c.key));
+            ptr.push_str(p);
             b.append(obj.and_then(|o| o.get(&c.key)), &mut ptr, &mut left, false);
         }
         match left.take() {
