@@ -1,9 +1,9 @@
 //! Per-partition buffers of validated events, bounded in memory.
 //!
-//! Events wait here until their partition is flushed as one file. Each partition keeps a
-//! small open chunk and zstd-compressed closed chunks (JSON compresses 4-10x), so the memory
-//! budget holds several times more events than raw buffering would, and fewer, larger files
-//! come out. Callers flush a partition when it is full (`push` returns it), the largest one
+//! Events wait here until their partition is flushed as one file. Each partition keeps an
+//! open chunk and, once the buffers are past half their budget, zstd-compressed closed chunks
+//! (JSON compresses 4-10x), so the memory budget holds several times more events than raw
+//! buffering would, and fewer, larger files come out. Callers flush a partition when it is full (`push` returns it), the largest one
 //! when the whole buffer is over budget, old ones by age, and all of them at the end.
 
 use std::collections::HashMap;
@@ -36,7 +36,6 @@ impl Default for BufferLimits {
 pub struct PartitionBuffer {
     frames: Vec<(usize, Vec<u8>)>,
     open: Vec<u8>,
-    open_rows: usize,
     rows: usize,
     raw_bytes: usize,
     mem_bytes: usize,
@@ -45,7 +44,7 @@ pub struct PartitionBuffer {
 
 impl PartitionBuffer {
     fn new() -> Self {
-        PartitionBuffer { frames: Vec::new(), open: Vec::new(), open_rows: 0, rows: 0, raw_bytes: 0, mem_bytes: 0, opened_at: Instant::now() }
+        PartitionBuffer { frames: Vec::new(), open: Vec::new(), rows: 0, raw_bytes: 0, mem_bytes: 0, opened_at: Instant::now() }
     }
 
     /// Number of events.
@@ -185,17 +184,14 @@ impl PartitionBuffers {
         part.rows += 1;
         part.raw_bytes += line.len();
         let mut mem = part.mem_bytes - before + part.open.capacity();
-        part.open_rows += 1;
-        // Compress once a chunk holds enough bytes and enough events for zstd to find the
-        // repetition between events (large events alone compress poorly).
-        // Under memory pressure, compress whatever reached the chunk size.
+        // Compression costs CPU: chunks are compressed only once the buffers are past half
+        // their budget (or a chunk grew very large), so small ingests never pay for it.
         let chunk = self.limits.chunk_bytes;
-        if part.open.len() >= chunk && (part.open_rows >= 8 || pressure) || part.open.len() >= 16 * chunk {
+        if part.open.len() >= chunk && pressure || part.open.len() >= 16 * chunk {
             let frame = self.compressor.compress(&part.open)?;
             mem = mem - part.open.capacity() + frame.len();
             part.frames.push((part.open.len(), frame));
             part.open = Vec::new();
-            part.open_rows = 0;
         }
         let frames_mem: usize = mem;
         self.mem_bytes = self.mem_bytes - part.mem_bytes + frames_mem;
@@ -240,15 +236,24 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn buffers_compress_and_give_back_every_event() {
-        let limits = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1 };
-        let mut b = PartitionBuffers::new(limits);
-        let key = PartitionKey { event_type: Arc::from("t"), hour: 1 };
+    fn buffers_compress_under_pressure_and_give_back_every_event() {
         let lines: Vec<String> = (0..1000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(50))).collect();
+        let raw: usize = lines.iter().map(String::len).sum();
+        let key = PartitionKey { event_type: Arc::from("t"), hour: 1 };
+        // A roomy budget: nothing is compressed (no CPU spent).
+        let roomy = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 1 << 30, chunk_bytes: 64 << 10, level: 1 };
+        let mut b = PartitionBuffers::new(roomy);
         for l in &lines {
             assert!(b.push(&key, l.as_bytes()).unwrap().is_none());
         }
-        assert!(b.mem_bytes() < 60_000, "compressed {}", b.mem_bytes());
+        assert!(b.mem_bytes() >= raw, "uncompressed {} < raw {raw}", b.mem_bytes());
+        // A tight budget: past half of it, chunks are compressed and memory stays under it.
+        let tight = BufferLimits { max_bytes: 40_000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1 };
+        let mut b = PartitionBuffers::new(tight);
+        for l in &lines {
+            assert!(b.push(&key, l.as_bytes()).unwrap().is_none());
+        }
+        assert!(!b.over_budget(), "compressed {} for {raw} raw", b.mem_bytes());
         let (_, part) = b.take_largest().unwrap();
         assert_eq!(b.mem_bytes(), 0);
         let recs = part.into_records().unwrap();
