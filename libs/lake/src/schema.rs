@@ -309,7 +309,9 @@ pub fn struct_fields(fields: &[StructField]) -> Fields {
 #[derive(Debug, Default)]
 pub struct Needs {
     order: Vec<(Section, String, DType)>,
-    index: std::collections::HashMap<(Section, String), usize>,
+    /// Position in `order` by key, one map per section (looked up by `&str`, no allocation).
+    meta: std::collections::HashMap<String, usize>,
+    attributes: std::collections::HashMap<String, usize>,
 }
 
 impl Needs {
@@ -320,7 +322,11 @@ impl Needs {
                 continue;
             }
             let Some(t) = DType::infer(v, 0) else { continue };
-            match self.index.get(&(section, k.clone())) {
+            let index = match section {
+                Section::Meta => &mut self.meta,
+                Section::Attributes => &mut self.attributes,
+            };
+            match index.get(k.as_str()) {
                 Some(&i) => {
                     if let Some(u) = self.order[i].2.unify(&t) {
                         // A Json column is only chosen when the first values disagree within
@@ -331,22 +337,11 @@ impl Needs {
                     }
                 }
                 None => {
-                    self.index.insert((section, k.clone()), self.order.len());
+                    index.insert(k.clone(), self.order.len());
                     self.order.push((section, k.clone(), t));
                 }
             }
         }
-    }
-
-    /// True when the schema already covers every need.
-    pub fn covered_by(&self, schema: &TypeSchema, max_columns: usize) -> bool {
-        let mut probe = schema.clone();
-        !probe.extend(&self.order, max_columns)
-    }
-
-    /// The needs, in first-seen order.
-    pub fn into_vec(self) -> Vec<(Section, String, DType)> {
-        self.order
     }
 
     /// The needs, borrowed.

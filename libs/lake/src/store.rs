@@ -21,8 +21,6 @@ pub struct LakeStore {
     pub store: Arc<dyn ObjectStore>,
     /// The URL as given, for messages.
     pub url: String,
-    /// The local folder, when the lake is local.
-    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl LakeStore {
@@ -48,7 +46,7 @@ impl LakeStore {
             let prefix = prefix.trim_matches('/');
             let store: Arc<dyn ObjectStore> =
                 if prefix.is_empty() { s3 } else { Arc::new(PrefixStore::new(s3, prefix)) };
-            return Ok(LakeStore { store, url: url.to_owned(), local_root: None });
+            return Ok(LakeStore { store, url: url.to_owned() });
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(invalid("use a local folder or s3://bucket/prefix"));
@@ -57,6 +55,6 @@ impl LakeStore {
         std::fs::create_dir_all(&path)?;
         let path = path.canonicalize()?;
         let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(&e.to_string()))?;
-        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), local_root: Some(path) })
+        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned() })
     }
 }
