@@ -39,6 +39,8 @@ NATS_PORT=4222
 REQUIREMENTS=(
   "moto[server]==5.2.5"
   "duckdb==2.0.1"
+  "kubernetes-validate==1.37.0"
+  "check-jsonschema==0.39.0"
 )
 STAMP="$VENV/.eventplat-requirements.txt"
 

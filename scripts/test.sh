@@ -5,6 +5,8 @@
 # export their addresses (scripts/services.sh env), then run the whole
 # workspace's tests with the locked dependency set. Extra arguments go to
 # cargo test, e.g.  scripts/test.sh -p event-lake -- --nocapture
+# Without arguments it first validates the deployment files offline
+# (scripts/validate-deploy.sh: k8s/ and docker-compose.yml).
 #
 # Environment:
 #   CARGO_TARGET_DIR    build directory to use (CI points it at a cache outside
@@ -31,6 +33,14 @@ fi
 output="$(mktemp "${TMPDIR:-/tmp}/eventplat-test.XXXXXX")"
 trap 'rm -f "$output"' EXIT
 
+# The deployment files (k8s/, docker-compose.yml) are checked offline first, unless a
+# subset of the tests was asked for.
+deploy_rc=0
+if (($# == 0)); then
+  log "validating k8s/ and docker-compose.yml"
+  bash scripts/validate-deploy.sh || deploy_rc=$?
+fi
+
 log "cargo test --workspace --locked $*"
 start=$SECONDS
 set +e
@@ -52,6 +62,10 @@ read -r passed failed ignored runs < <(
        END { printf "%d %d %d %d\n", p, f, g, n }' "$output"
 )
 
+if ((rc == 0 && deploy_rc != 0)); then
+  echo "test.sh: the deployment files failed validation (scripts/validate-deploy.sh)"
+  rc=$deploy_rc
+fi
 echo
 if ((runs > 0)); then
   echo "tests: $passed passed, $failed failed, $ignored skipped"

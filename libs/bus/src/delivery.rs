@@ -17,6 +17,10 @@ pub struct Delivery {
     pub payload: bytes::Bytes,
     /// True when this message was delivered before (not acked in time, nak'ed or dropped).
     pub redelivered: bool,
+    /// The message's position: the JetStream stream sequence (in-process: its sequence in the
+    /// durable). Increases with publish order; a redelivery carries the same value, so a
+    /// consumer that stores the last position it applied can skip what it already counted.
+    pub seq: u64,
     acker: Acker,
 }
 
@@ -30,12 +34,14 @@ impl Delivery {
         subject: String,
         payload: bytes::Bytes,
         redelivered: bool,
+        seq: u64,
         acker: Acker,
     ) -> Self {
         Self {
             subject,
             payload,
             redelivered,
+            seq,
             acker,
         }
     }
@@ -82,6 +88,7 @@ impl fmt::Debug for Delivery {
             .field("subject", &self.subject)
             .field("payload_len", &self.payload.len())
             .field("redelivered", &self.redelivered)
+            .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
 }

@@ -409,6 +409,7 @@ impl InProcessSubscriber {
                 slot.subject.clone(),
                 slot.payload.clone(),
                 slot.deliveries > 1,
+                seq + 1,
                 Acker::InProcess(InProcessAck {
                     inner: self.inner.clone(),
                     durable: self.durable.clone(),

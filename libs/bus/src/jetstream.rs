@@ -432,12 +432,16 @@ impl Subscriber for JetStreamSubscriber {
 }
 
 fn to_delivery(msg: jetstream::Message) -> Delivery {
-    let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
+    let (redelivered, seq) = msg
+        .info()
+        .map(|i| (i.delivered > 1, i.stream_sequence))
+        .unwrap_or((false, 0));
     let (message, acker) = msg.split();
     Delivery::new(
         message.subject.to_string(),
         message.payload,
         redelivered,
+        seq,
         Acker::JetStream(acker),
     )
 }

@@ -8,12 +8,18 @@
 //! - `demo`: a generated sample ingested into a local lake;
 //! - `dev`: the whole platform in one process on embedded defaults (gateway and lake writer
 //!   on an in-process bus, the lake in a local folder).
+//! - `timeline`: the per-user history table (`timeline init`);
+//! - `stats`: per-user daily statistics (`stats backfill`);
+//! - `query` / `kpi`: SQL and daily KPIs straight from the lake.
 
 mod dev;
 mod generator;
 mod ingest;
 mod input;
+mod kpi_cmd;
 mod size;
+mod stats_cmd;
+mod timeline_cmd;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -157,6 +163,16 @@ enum Command {
     },
     /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
     Dev(dev::DevArgs),
+    /// The per-user event history (DynamoDB table).
+    #[command(subcommand)]
+    Timeline(timeline_cmd::TimelineCommand),
+    /// Per-user daily statistics.
+    #[command(subcommand)]
+    Stats(stats_cmd::StatsCommand),
+    /// SQL over the lake: each event type a table.
+    Query(kpi_cmd::QueryArgs),
+    /// Daily KPIs from the lake (shards and merge for several machines).
+    Kpi(kpi_cmd::KpiArgs),
     /// Generate a sample and ingest it into a local lake.
     Demo {
         #[command(flatten)]
@@ -188,6 +204,10 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Ingest(args) => ingest(args),
         Command::Dev(args) => dev::run(args),
+        Command::Timeline(cmd) => timeline_cmd::run(cmd),
+        Command::Stats(cmd) => stats_cmd::run(cmd),
+        Command::Query(args) => kpi_cmd::query(args),
+        Command::Kpi(args) => kpi_cmd::kpi(args),
         Command::Gen(args) => generate(args),
         Command::Cat { lake, event_type, date, hour } => cat(&lake, event_type, date, hour),
         Command::Compact { lake, event_type, grace_minutes, memory, json } => {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
-use crate::auth::{ApiKeys, AuthResult};
+use service_kit::auth::{ApiKeys, AuthResult};
 use crate::body::{self, BodyError};
 
 /// Subject of events rejected by the gateway.

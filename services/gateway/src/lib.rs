@@ -4,10 +4,11 @@
 //! event of the request is acknowledged by the bus.
 
 pub mod api;
-pub mod auth;
 pub mod body;
 pub mod config;
 pub mod openapi;
 
 pub use api::{AppState, router};
+/// API keys live in `service-kit` (every service checks them the same way).
+pub use service_kit::auth;
 pub use config::GatewayConfig;

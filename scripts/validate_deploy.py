@@ -1,0 +1,142 @@
+"""Offline validation of the deployment files (run by scripts/validate-deploy.sh).
+
+- every manifest under k8s/ against the Kubernetes OpenAPI schemas (kubernetes-validate,
+  strict: unknown fields are errors), for the Kubernetes version given;
+- the platform's own rules on top: probes on /readyz and /healthz, resource requests and
+  limits, non-root pods, a PodDisruptionBudget per Deployment, HPAs for the gateway and the
+  writers, migrations as a Job, and no literal secret anywhere;
+- docker-compose.yml against the Compose specification's JSON schema (as vendored by PyPI's
+  check-jsonschema, pinned in scripts/services.sh).
+
+Exit code 0 when everything passes; every problem is printed with its file and resource.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import pathlib
+
+import jsonschema
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SECRETISH = re.compile(r"(SECRET|PASSWORD|TOKEN|PRIVATE|API_KEY(?!_HASHES)|ACCESS_KEY)", re.I)
+problems = []
+
+
+def problem(where, what):
+    problems.append(f"{where}: {what}")
+
+
+def containers(pod_spec):
+    return pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+
+
+def check_env(where, c):
+    for e in c.get("env", []) or []:
+        if "value" in e and SECRETISH.search(e["name"]):
+            problem(where, f"env {e['name']} has a literal value: secrets come from secretKeyRef")
+
+
+def check_pod(where, pod_spec, long_running):
+    sc = pod_spec.get("securityContext", {})
+    if not sc.get("runAsNonRoot"):
+        problem(where, "pod securityContext.runAsNonRoot must be true")
+    for c in containers(pod_spec):
+        cw = f"{where} container {c.get('name')}"
+        res = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if r not in res.get(kind, {}):
+                    problem(cw, f"resources.{kind}.{r} missing")
+        if c.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+            problem(cw, "securityContext.allowPrivilegeEscalation must be false")
+        check_env(cw, c)
+        if long_running:
+            rp = c.get("readinessProbe", {}).get("httpGet", {}).get("path")
+            lp = c.get("livenessProbe", {}).get("httpGet", {}).get("path")
+            if rp != "/readyz":
+                problem(cw, f"readinessProbe must GET /readyz (has {rp!r})")
+            if lp != "/healthz":
+                problem(cw, f"livenessProbe must GET /healthz (has {lp!r})")
+
+
+def check_k8s(version):
+    files = sorted((ROOT / "k8s").glob("*.yaml"))
+    if not files:
+        problem("k8s/", "no manifests")
+        return
+    r = subprocess.run(
+        [str(pathlib.Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--quiet", "-k", version]
+        + [str(f) for f in files],
+        capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        problem("kubernetes-validate", (r.stdout + r.stderr).strip())
+    docs = []
+    for f in files:
+        for d in yaml.safe_load_all(f.read_text()):
+            if d:
+                docs.append((f.name, d))
+    deployments, pdb_selectors, hpa_targets, jobs = {}, [], set(), []
+    for fname, d in docs:
+        kind, name = d.get("kind"), d.get("metadata", {}).get("name")
+        where = f"{fname} {kind}/{name}"
+        if kind == "Secret" and (d.get("data") or d.get("stringData")):
+            problem(where, "literal Secret: reference secrets created outside the repo instead")
+        if kind == "ConfigMap":
+            for k in (d.get("data") or {}):
+                if SECRETISH.search(k):
+                    problem(where, f"key {k} looks like a secret: use a Secret reference")
+        if kind in ("Deployment", "StatefulSet"):
+            deployments[name] = d["spec"]["template"]["metadata"].get("labels", {})
+            check_pod(where, d["spec"]["template"]["spec"], long_running=True)
+        if kind == "Job":
+            jobs.append(name)
+            check_pod(where, d["spec"]["template"]["spec"], long_running=False)
+        if kind == "CronJob":
+            check_pod(where, d["spec"]["jobTemplate"]["spec"]["template"]["spec"], long_running=False)
+        if kind == "PodDisruptionBudget":
+            pdb_selectors.append(d["spec"]["selector"].get("matchLabels", {}))
+        if kind == "HorizontalPodAutoscaler":
+            hpa_targets.add(d["spec"]["scaleTargetRef"]["name"])
+    for name, labels in deployments.items():
+        if not any(sel and all(labels.get(k) == v for k, v in sel.items()) for sel in pdb_selectors):
+            problem(f"Deployment/{name}", "no PodDisruptionBudget selects its pods")
+    for name in ("gateway", "lake-writer", "timeline-writer"):
+        if name in deployments and name not in hpa_targets:
+            problem(f"Deployment/{name}", "needs a HorizontalPodAutoscaler")
+    for name in ("gateway", "lake-writer"):
+        if name not in deployments:
+            problem("k8s/", f"no Deployment {name}")
+    if not any("migrat" in j for j in jobs):
+        problem("k8s/", "the database migrations must run as a Job")
+    print(f"k8s: {len(files)} files, {len(docs)} resources checked against Kubernetes {version}")
+
+
+def check_compose():
+    import check_jsonschema
+    schema_path = pathlib.Path(check_jsonschema.__file__).parent / "builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(schema_path.read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    for e in errors:
+        problem("docker-compose.yml", f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}")
+    for name, svc in (compose.get("services") or {}).items():
+        for k, v in (svc.get("environment") or {}).items() if isinstance(svc.get("environment"), dict) else []:
+            if SECRETISH.search(k) and v not in (None, "") and not str(v).startswith("${"):
+                if name in ("moto", "postgres") or str(v) in ("test", "postgres"):
+                    continue  # local stand-ins' throwaway credentials
+                problem(f"docker-compose.yml {name}", f"{k} has a literal value: take it from the environment")
+    print(f"compose: {len(compose.get('services', {}))} services checked against the Compose specification")
+
+
+if __name__ == "__main__":
+    check_k8s(sys.argv[1])
+    check_compose()
+    if problems:
+        print("\n".join(f"FAIL {p}" for p in problems))
+        sys.exit(1)
+    print("deployment files: all checks passed")
