@@ -1,0 +1,303 @@
+//! Metric definitions (configuration) and the extraction of counts from an event.
+//!
+//! A metric has a name, the event types that count, the attribute naming the credited user
+//! (a favorite counts for the product's owner: `owner_id`) and an optional filter on another
+//! attribute. An event is parsed only as far as needed: its type, `meta.created_at` and the
+//! attributes as raw (unparsed) JSON slices; only the credited and filtered fields are read.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// One metric: which events count, for whom.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDef {
+    /// Its name in the API (`[a-z0-9_]`).
+    pub name: String,
+    /// Event types (`data.type`) that count.
+    pub event_types: Vec<String>,
+    /// The attribute holding the id of the user credited with the event.
+    pub credit: String,
+    /// Only events whose attribute `field` equals `equals` count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+}
+
+/// An equality filter on a top-level attribute.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// The attribute.
+    pub field: String,
+    /// The JSON value it must equal (string, number, boolean).
+    pub equals: serde_json::Value,
+}
+
+fn metric(name: &str, event_type: &str, credit: &str) -> MetricDef {
+    MetricDef { name: name.into(), event_types: vec![event_type.into()], credit: credit.into(), filter: None }
+}
+
+/// The shipped metrics, matching the business events of the platform (`eventctl gen`).
+pub fn default_metrics() -> Vec<MetricDef> {
+    vec![
+        // The user contacted a product (the contacting user).
+        metric("products_contacted", "product_contacted", "user_id"),
+        // Someone favorited one of the user's products (the owner).
+        metric("favorites_received", "product_favorited", "owner_id"),
+        // Someone viewed one of the user's products (the owner).
+        metric("views_received", "product_viewed", "owner_id"),
+        // The user started a conversation about a product.
+        metric("conversations_started", "conversation_started", "user_id"),
+        // One of the user's products was sold (the seller, `owner_id`; `user_id` is the buyer).
+        metric("products_sold", "product_sold", "owner_id"),
+    ]
+}
+
+/// Checks names (unique, `[a-z0-9_]`, at most 64) and that every metric counts something.
+pub fn validate_metrics(metrics: &[MetricDef]) -> Result<(), String> {
+    if metrics.is_empty() {
+        return Err("at least one metric is needed".into());
+    }
+    if metrics.len() > 64 {
+        return Err("at most 64 metrics".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in metrics {
+        if m.name.is_empty() || m.name.len() > 64 || !m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(format!("metric name {:?} must be 1-64 characters of [a-z0-9_]", m.name));
+        }
+        if !seen.insert(m.name.as_str()) {
+            return Err(format!("metric {:?} is defined twice", m.name));
+        }
+        if m.event_types.is_empty() || m.event_types.iter().any(String::is_empty) {
+            return Err(format!("metric {:?}: event_types must list at least one type", m.name));
+        }
+        if m.credit.is_empty() {
+            return Err(format!("metric {:?}: credit (the attribute naming the user) is empty", m.name));
+        }
+        if let Some(f) = &m.filter {
+            if f.field.is_empty() || !(f.equals.is_string() || f.equals.is_number() || f.equals.is_boolean()) {
+                return Err(format!("metric {:?}: filter needs a field and a string, number or boolean", m.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why an event could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable event: {0}")]
+pub struct ParseError(String);
+
+/// The few fields of an event the statistics need; the rest is skipped unparsed.
+#[derive(Deserialize)]
+struct LeanEvent<'a> {
+    #[serde(borrow)]
+    data: LeanData<'a>,
+    meta: LeanMeta,
+}
+
+#[derive(Deserialize)]
+struct LeanData<'a> {
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    event_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    attributes: Attrs<'a>,
+}
+
+#[derive(Deserialize)]
+struct LeanMeta {
+    created_at: i64,
+}
+
+/// Top-level attributes as raw JSON slices, in document order.
+#[derive(Default)]
+struct Attrs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Attrs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Attrs<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attributes object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attrs<'a>, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Attrs(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// What one event contributes.
+pub struct Counted<'a> {
+    /// The event id (`data.id`).
+    pub id: Cow<'a, str>,
+    /// The UTC day (days since 1970-01-01) of `meta.created_at`.
+    pub day: i32,
+}
+
+/// Extracts (user, day, metric) counts from events, for the users of one shard.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    metrics: Vec<MetricDef>,
+    by_type: HashMap<String, Vec<usize>>,
+    shard: u32,
+    shards: u32,
+}
+
+impl Extractor {
+    /// For all users (one shard).
+    pub fn new(metrics: Vec<MetricDef>) -> Self {
+        Self::sharded(metrics, 0, 1)
+    }
+
+    /// For the users with `user_shard(user, shards) == shard`.
+    pub fn sharded(metrics: Vec<MetricDef>, shard: u32, shards: u32) -> Self {
+        let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, m) in metrics.iter().enumerate() {
+            for t in &m.event_types {
+                by_type.entry(t.clone()).or_default().push(i);
+            }
+        }
+        Extractor { metrics, by_type, shard, shards: shards.max(1) }
+    }
+
+    /// The metrics, by index.
+    pub fn metrics(&self) -> &[MetricDef] {
+        &self.metrics
+    }
+
+    /// True when an event of this type may count (cheap pre-check on the bus subject).
+    pub fn counts_type(&self, event_type: &str) -> bool {
+        self.by_type.contains_key(event_type)
+    }
+
+    /// Calls `credit(user, metric_index)` for each metric the event counts for (in this
+    /// shard) and returns its id and day; `Ok(None)` when it counts for nothing.
+    pub fn extract<'a>(&self, payload: &'a [u8], mut credit: impl FnMut(&str, usize)) -> Result<Option<Counted<'a>>, ParseError> {
+        let ev: LeanEvent<'a> = serde_json::from_slice(payload).map_err(|e| ParseError(e.to_string()))?;
+        let Some(indexes) = self.by_type.get(ev.data.event_type.as_ref()) else {
+            return Ok(None);
+        };
+        let mut any = false;
+        for &i in indexes {
+            let m = &self.metrics[i];
+            if let Some(f) = &m.filter {
+                let matches = ev
+                    .data
+                    .attributes
+                    .get(&f.field)
+                    .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+                    .is_some_and(|v| v == f.equals);
+                if !matches {
+                    continue;
+                }
+            }
+            let Some(raw) = ev.data.attributes.get(&m.credit) else { continue };
+            let Ok(user) = serde_json::from_str::<Cow<'_, str>>(raw.get()) else { continue };
+            if user.is_empty() || user.len() > 256 || user_shard(&user, self.shards) != self.shard {
+                continue;
+            }
+            credit(&user, i);
+            any = true;
+        }
+        if !any {
+            return Ok(None);
+        }
+        let day = i32::try_from(ev.meta.created_at.div_euclid(DAY_MS)).map_err(|_| ParseError("created_at out of range".into()))?;
+        Ok(Some(Counted { id: ev.data.id, day }))
+    }
+}
+
+/// The shard of a user: FNV-1a of the id modulo `shards` (stable across releases).
+pub fn user_shard(user: &str, shards: u32) -> u32 {
+    if shards <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards)) as u32
+}
+
+/// Days since 1970-01-01 of a date.
+pub fn day_number(d: chrono::NaiveDate) -> i32 {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    (d - epoch).num_days() as i32
+}
+
+/// The date of a day number.
+pub fn day_date(day: i32) -> chrono::NaiveDate {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    epoch + chrono::Days::new(u64::try_from(day.max(0)).unwrap_or(0))
+}
+
+/// Today's UTC day number.
+pub fn today() -> i32 {
+    chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_the_configured_field_and_applies_filters() {
+        let mut metrics = default_metrics();
+        metrics.push(MetricDef {
+            name: "big_sales".into(),
+            event_types: vec!["product_sold".into()],
+            credit: "owner_id".into(),
+            filter: Some(Filter { field: "price".into(), equals: serde_json::json!(100.5) }),
+        });
+        let x = Extractor::new(metrics);
+        let ev = br#"{"data":{"id":"e1","type":"product_sold","attributes":{"user_id":"u1","product_id":"p1","owner_id":"u2","price":100.5,"big":{"a":[1,2]}}},"meta":{"created_at":86400001}}"#;
+        let mut got = Vec::new();
+        let c = x.extract(ev, |u, m| got.push((u.to_owned(), x.metrics()[m].name.clone()))).unwrap().unwrap();
+        assert_eq!(c.day, 1);
+        assert_eq!(c.id, "e1");
+        assert_eq!(got, vec![("u2".to_owned(), "products_sold".to_owned()), ("u2".to_owned(), "big_sales".to_owned())]);
+        let other = br#"{"data":{"id":"e2","type":"user_created","attributes":{"user_id":"u1"}},"meta":{"created_at":1}}"#;
+        assert!(x.extract(other, |_, _| panic!("no metric")).unwrap().is_none());
+        assert!(x.extract(b"{not json", |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn shards_partition_users() {
+        let x0 = Extractor::sharded(default_metrics(), 0, 2);
+        let x1 = Extractor::sharded(default_metrics(), 1, 2);
+        let mut n = [0, 0];
+        for i in 0..100 {
+            let ev = format!(r#"{{"data":{{"id":"e","type":"product_contacted","attributes":{{"user_id":"u{i}"}}}},"meta":{{"created_at":0}}}}"#);
+            let a = x0.extract(ev.as_bytes(), |_, _| n[0] += 1).unwrap().is_some();
+            let b = x1.extract(ev.as_bytes(), |_, _| n[1] += 1).unwrap().is_some();
+            assert!(a ^ b);
+        }
+        assert_eq!(n[0] + n[1], 100);
+        assert!(n[0] > 20 && n[1] > 20);
+    }
+}

@@ -1,0 +1,77 @@
+//! The embedded default (`eventctl dev`): SQLite and the in-process cache, the aggregator on
+//! an [`InProcessBus`] under its own durable name, the same API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_bus::InProcessBus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::aggregator::{Aggregator, AggregatorError, AggregatorOptions, AggregatorStats};
+use crate::api::AppState;
+use crate::auth::Authenticator;
+use crate::cache::{CacheSettings, StatsCache};
+use crate::definitions::{Extractor, default_metrics};
+use crate::query::StatsReader;
+use crate::store::{Store, StoreError};
+
+/// Durable consumer of the embedded aggregator.
+pub const EMBEDDED_DURABLE: &str = "stats-aggregator";
+
+/// What the embedded stats need.
+pub struct EmbeddedOptions {
+    /// `sqlite://path` of the database file.
+    pub database_url: String,
+    /// HS256 secret for the mobile JWTs.
+    pub jwt_secret: String,
+    /// SHA-256 hashes of accepted service keys.
+    pub service_key_hashes: Vec<String>,
+}
+
+/// The running embedded stats: the API state to serve, and the aggregator task.
+pub struct Embedded {
+    /// Serve it with [`crate::router`].
+    pub state: Arc<AppState>,
+    /// Ends when `stop` turns true.
+    pub aggregator: JoinHandle<Result<AggregatorStats, AggregatorError>>,
+}
+
+/// Why the embedded stats could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Credentials.
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// Opens the SQLite store, subscribes to the bus and starts the aggregator.
+pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Receiver<bool>) -> Result<Embedded, EmbeddedError> {
+    let store = Store::open(&opts.database_url, "public", 4, true).await?;
+    let settings = CacheSettings { closed_ttl: Duration::from_secs(60), ..CacheSettings::default() };
+    let cache = Arc::new(StatsCache::in_process(settings));
+    let metrics = default_metrics();
+    let names = metrics.iter().map(|m| m.name.clone()).collect();
+    let sub = bus.subscriber(EMBEDDED_DURABLE, "raw-event.>", Duration::from_secs(60));
+    let opts_agg = AggregatorOptions {
+        consumer: EMBEDDED_DURABLE.into(),
+        fetch_batch: 2000,
+        startup_wait: Duration::ZERO,
+        reset_position: true,
+        retention_days: 400,
+        ahead_days: 3,
+    };
+    let aggregator = Aggregator::new(store.clone(), cache.clone(), Extractor::new(metrics), opts_agg);
+    let task = tokio::spawn(aggregator.run(sub, stop));
+    let auth = Authenticator::new(&opts.service_key_hashes, &[], &opts.jwt_secret).map_err(EmbeddedError::Auth)?;
+    let state = Arc::new(AppState {
+        reader: StatsReader::new(store, cache, names),
+        auth,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
+        retry_after_secs: 1,
+    });
+    Ok(Embedded { state, aggregator: task })
+}

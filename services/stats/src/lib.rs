@@ -1,0 +1,29 @@
+//! Per-user daily statistics for the mobile app.
+//!
+//! An [`aggregator`] consumes `raw-event.>` from the bus and counts, per (user, UTC day,
+//! metric), the events the configured [`definitions`] name (a favorite counts for the
+//! product's owner...), committing each batch's counts and the bus position in one
+//! transaction (exactly once). The [`api`] serves `GET /v1/users/{user_id}/stats?days=N`
+//! through a [`cache`] (Redis or in-process, single flight, ETag/304) to mobile clients (a JWT
+//! whose subject is the user) and internal callers (service keys). The [`store`] is Postgres
+//! (daily partitions, retention) or SQLite (embedded); [`backfill`] recomputes a day from the
+//! lake.
+
+pub mod aggregator;
+pub mod api;
+pub mod auth;
+pub mod backfill;
+pub mod cache;
+pub mod config;
+pub mod definitions;
+pub mod embedded;
+pub mod openapi;
+pub mod query;
+pub mod store;
+
+pub use aggregator::{Aggregator, AggregatorOptions, AggregatorStats};
+pub use api::{AppState, router};
+pub use config::StatsConfig;
+pub use definitions::{Extractor, MetricDef, default_metrics};
+pub use query::StatsReader;
+pub use store::Store;
