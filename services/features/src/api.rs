@@ -1,0 +1,144 @@
+//! The HTTP API: `POST /v1/features` (a batch of product ids -> their window counters), the
+//! OpenAPI document, and health / metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::query::{Answer, FeatureReader, QueryError};
+
+/// The request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesRequest {
+    /// 1..=1000 product ids (`attributes.product_id` of the events).
+    pub product_ids: Vec<String>,
+}
+
+/// The answer: one entry per requested id, in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct FeaturesResponse {
+    /// Column names `<counter>_<window>`, the order of every `values`.
+    pub columns: Vec<String>,
+    /// Per product.
+    pub products: Vec<ProductFeatures>,
+    /// The windows are exact as of this instant (epoch ms, the updater's last expiry pass).
+    pub as_of_ms: i64,
+}
+
+/// One product's counters.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ProductFeatures {
+    /// The id as requested.
+    pub product_id: String,
+    /// One value per column (zeros for an unknown product).
+    pub values: Vec<i64>,
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code: `invalid_request`, `too_many_ids`, `body_too_large`, `overloaded`,
+    /// `store_unavailable`.
+    pub error: String,
+    /// For people.
+    pub message: String,
+}
+
+impl From<Answer> for FeaturesResponse {
+    fn from(a: Answer) -> Self {
+        FeaturesResponse {
+            columns: a.columns,
+            products: a.products.into_iter().map(|(product_id, values)| ProductFeatures { product_id, values }).collect(),
+            as_of_ms: a.as_of_ms,
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>, retry_after: Option<u64>) -> Response {
+    metrics::counter!("features_http_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    let mut r = (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response();
+    if let Some(secs) = retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+/// Counters of a batch of products.
+#[utoipa::path(
+    post,
+    path = "/v1/features",
+    tag = "features",
+    request_body(content = FeaturesRequest, description = "Up to 1,000 product ids", content_type = "application/json",
+        example = json!({"product_ids": ["p1", "p42"]})),
+    responses(
+        (status = 200, description = "Counters per product (unknown products: zeros)", body = FeaturesResponse,
+            example = json!({"columns": ["impressions_1h", "impressions_1d", "impressions_7d", "likes_1h", "likes_1d", "likes_7d", "conversations_1h", "conversations_1d", "conversations_7d"],
+                "products": [{"product_id": "p1", "values": [12, 340, 2210, 1, 25, 130, 0, 3, 21]}, {"product_id": "p42", "values": [0, 0, 0, 0, 0, 0, 0, 0, 0]}],
+                "as_of_ms": 1767225600000_i64})),
+        (status = 400, description = "Not JSON, no ids, or an empty / too long id", body = ErrorBody),
+        (status = 413, description = "More ids than allowed (1,000) or body too large", body = ErrorBody),
+        (status = 503, description = "Overloaded or the store does not answer (Retry-After)", body = ErrorBody),
+    )
+)]
+pub async fn post_features(State(reader): State<Arc<FeatureReader>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text(), None),
+    };
+    let req: FeaturesRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", format!("expected {{\"product_ids\": [\"...\"]}}: {e}"), None),
+    };
+    match reader.features(req.product_ids).await {
+        Ok(answer) => {
+            metrics::counter!("features_http_requests_total", "status" => "200").increment(1);
+            Json(FeaturesResponse::from(answer)).into_response()
+        }
+        Err(e) => {
+            let retry = Some(reader.retry_after_secs);
+            match e {
+                QueryError::Empty { .. } | QueryError::BadId { .. } => error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string(), None),
+                QueryError::TooMany { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_ids", e.to_string(), None),
+                QueryError::Overloaded => error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string(), retry),
+                QueryError::Store(s) => {
+                    tracing::warn!(error = %s, "feature read failed");
+                    error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", s.to_string(), retry)
+                }
+            }
+        }
+    }
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::pretty_json())
+}
+
+/// The features API, `/openapi.json`, and `/healthz` `/readyz` `/metrics` (ready when the
+/// store answers).
+pub fn router(reader: Arc<FeatureReader>) -> Router {
+    // 1,000 ids of up to 256 bytes, JSON-escaped, fit in well under 2 MiB.
+    let body_limit = (reader.max_ids() * 600).max(64 << 10);
+    let store = reader.store().clone();
+    let ready: service_kit::health::ReadinessCheck = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ready().await.map_err(|e| e.to_string()) })
+    });
+    Router::new()
+        .route("/v1/features", post(post_features))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(reader)
+        .route("/openapi.json", get(openapi_json))
+        .merge(service_kit::health::routes(ready))
+}

@@ -1,0 +1,201 @@
+//! Features service configuration: defaults, an optional TOML file, then `FEATURES_*`
+//! environment variables (nested with `__`, e.g. `FEATURES_BUS__URL`). Counters (which event
+//! types count as what) and windows (length and bucket size) are configuration.
+
+use event_bus::JetStreamConfig;
+use serde::{Deserialize, Serialize};
+use service_kit::config::{ConfigError, Validate};
+
+/// A counter: the event types it counts (each event of these types adds one for its
+/// `attributes.product_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterSpec {
+    /// Name used in columns (`<name>_<window>`), e.g. `impressions`.
+    pub name: String,
+    /// Event types (`data.type`) counted, e.g. `["product_viewed"]`.
+    pub event_types: Vec<String>,
+}
+
+/// A sliding window: its length and the bucket size that bounds its error at the old edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Name used in columns, e.g. `1h`.
+    pub name: String,
+    /// Length in seconds (a multiple of `bucket_secs`).
+    pub length_secs: u64,
+    /// Bucket size in seconds: the window counts whole buckets (see the README).
+    pub bucket_secs: u64,
+}
+
+/// Everything the features service needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// HTTP address (`POST /v1/features`, `/openapi.json`, health, metrics).
+    pub listen: String,
+    /// gRPC address (`features.v1.Features`).
+    pub grpc_listen: String,
+    /// Redis URL (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Prefix of every Redis key this service writes (several deployments can share a Redis).
+    pub key_prefix: String,
+    /// Counters.
+    pub counters: Vec<CounterSpec>,
+    /// Windows.
+    pub windows: Vec<WindowSpec>,
+    /// Run the updater (bus -> Redis) in this process.
+    pub updater: bool,
+    /// Durable consumer names are `<durable_prefix>-<event type>` (one per counted type, so
+    /// the bus only sends those types).
+    pub durable_prefix: String,
+    /// The updater writes what it aggregated at least this often (freshness), milliseconds.
+    pub flush_interval_ms: u64,
+    /// ... or as soon as this many events are aggregated (bounds memory).
+    pub max_batch_events: usize,
+    /// Deliveries fetched at once per consumer.
+    pub fetch_batch: usize,
+    /// Unacked deliveries the bus lets each consumer hold.
+    pub max_ack_pending: i64,
+    /// Seconds before the bus redelivers an unacked message.
+    pub ack_wait_secs: u64,
+    /// Expiry work per Redis call (products whose bucket leaves a window), bounds how long
+    /// one call blocks Redis.
+    pub expire_budget: usize,
+    /// Product keys expire this long after their last event leaves the longest window, and
+    /// schedules of due expirations are kept this long beyond their window (an updater down
+    /// longer than this leaves some sums too high until the product's key expires), seconds.
+    pub retention_margin_secs: u64,
+    /// How long applied bus positions are remembered for exactly-once (a redelivery later
+    /// than this after its first application would count twice), seconds.
+    pub dedup_ttl_secs: u64,
+    /// Largest batch of product ids per request.
+    pub max_batch_ids: usize,
+    /// Longest product id, bytes.
+    pub max_id_bytes: usize,
+    /// Reads in flight at once (HTTP + gRPC); more are answered 503 / RESOURCE_EXHAUSTED.
+    pub max_in_flight_reads: usize,
+    /// Retry-After seconds sent with 503.
+    pub retry_after_secs: u64,
+    /// Redis response timeout, milliseconds.
+    pub redis_timeout_ms: u64,
+    /// The bus.
+    pub bus: JetStreamConfig,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            listen: "0.0.0.0:8084".into(),
+            grpc_listen: "0.0.0.0:50051".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "features:".into(),
+            counters: default_counters(),
+            windows: default_windows(),
+            updater: true,
+            durable_prefix: "features".into(),
+            flush_interval_ms: 150,
+            max_batch_events: 200_000,
+            fetch_batch: 2000,
+            max_ack_pending: 100_000,
+            ack_wait_secs: 30,
+            expire_budget: 5000,
+            retention_margin_secs: 7 * 86_400,
+            dedup_ttl_secs: 86_400,
+            max_batch_ids: 1000,
+            max_id_bytes: 256,
+            max_in_flight_reads: 256,
+            retry_after_secs: 1,
+            redis_timeout_ms: 2000,
+            bus: JetStreamConfig::default(),
+        }
+    }
+}
+
+/// `product_viewed` -> impressions, `product_liked`/`product_favorited` -> likes,
+/// `conversation_started` -> conversations.
+pub fn default_counters() -> Vec<CounterSpec> {
+    let c = |name: &str, types: &[&str]| CounterSpec {
+        name: name.into(),
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    vec![
+        c("impressions", &["product_viewed"]),
+        c("likes", &["product_liked", "product_favorited"]),
+        c("conversations", &["conversation_started"]),
+    ]
+}
+
+/// 1h in 1-minute buckets, 1d and 7d in 1-hour buckets.
+pub fn default_windows() -> Vec<WindowSpec> {
+    let w = |name: &str, length_secs, bucket_secs| WindowSpec { name: name.into(), length_secs, bucket_secs };
+    vec![w("1h", 3600, 60), w("1d", 86_400, 3600), w("7d", 7 * 86_400, 3600)]
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Validate for FeaturesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: String| Err(ConfigError::Value { field, reason });
+        for (field, addr) in [("listen", &self.listen), ("grpc_listen", &self.grpc_listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(field, format!("{addr:?} must be an address like 0.0.0.0:8084"));
+            }
+        }
+        if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+            return bad("redis_url", format!("{e}"));
+        }
+        if self.counters.is_empty() || self.windows.is_empty() {
+            return bad("counters", "at least one counter and one window are needed".into());
+        }
+        let mut seen_types = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for c in &self.counters {
+            if !name_ok(&c.name) || !names.insert(c.name.clone()) {
+                return bad("counters", format!("counter name {:?} must be unique, 1-32 of [A-Za-z0-9_]", c.name));
+            }
+            if c.event_types.is_empty() {
+                return bad("counters", format!("counter {:?} counts no event type", c.name));
+            }
+            for t in &c.event_types {
+                if t.is_empty() || t.contains(['.', '*', '>', ' ']) || !seen_types.insert(t.clone()) {
+                    return bad("counters", format!("event type {t:?} is invalid or mapped twice"));
+                }
+            }
+        }
+        names.clear();
+        for w in &self.windows {
+            if !name_ok(&w.name) || !names.insert(w.name.clone()) {
+                return bad("windows", format!("window name {:?} must be unique, 1-32 of [A-Za-z0-9_]", w.name));
+            }
+            if w.bucket_secs == 0 || w.length_secs == 0 || w.length_secs % w.bucket_secs != 0 {
+                return bad("windows", format!("window {:?}: length_secs must be a positive multiple of bucket_secs", w.name));
+            }
+            if w.length_secs / w.bucket_secs > 10_000 {
+                return bad("windows", format!("window {:?}: at most 10,000 buckets", w.name));
+            }
+        }
+        if self.key_prefix.is_empty() || self.durable_prefix.is_empty() {
+            return bad("key_prefix", "key_prefix and durable_prefix must not be empty".into());
+        }
+        if self.flush_interval_ms == 0 || self.flush_interval_ms > 60_000 {
+            return bad("flush_interval_ms", "must be in 1..=60000".into());
+        }
+        if self.max_batch_events == 0 || self.fetch_batch == 0 || self.max_ack_pending <= 0 || self.expire_budget == 0 {
+            return bad("max_batch_events", "max_batch_events, fetch_batch, max_ack_pending and expire_budget must be positive".into());
+        }
+        if self.ack_wait_secs * 1000 <= self.flush_interval_ms * 2 {
+            return bad("ack_wait_secs", "must exceed two flush intervals".into());
+        }
+        if self.max_batch_ids == 0 || self.max_batch_ids > 10_000 || self.max_id_bytes == 0 {
+            return bad("max_batch_ids", "must be in 1..=10000 (and max_id_bytes positive)".into());
+        }
+        if self.max_in_flight_reads == 0 || self.redis_timeout_ms == 0 {
+            return bad("max_in_flight_reads", "max_in_flight_reads and redis_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+}

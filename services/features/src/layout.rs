@@ -1,0 +1,273 @@
+//! The counters and windows compiled from the configuration, the bucket arithmetic both
+//! stores share, the parsing of a bus message into a hit, and the aggregation of hits into
+//! per-product increments.
+//!
+//! Semantics (also in the README): an event counts at its event time `meta.created_at`,
+//! clamped to its arrival time at the updater (`t = min(created_at, arrival)`, so a producer
+//! clock running ahead cannot keep an event in the windows longer). Window `w` with bucket
+//! size `g` and `n = length / g` buckets holds, at time `now`, the events whose bucket
+//! `floor(t / g)` is one of the last `n` buckets, the current one included:
+//! `t >= (floor(now / g) - n + 1) * g`. It therefore covers between `length - g` and `length`
+//! of time: compared with an exact sliding window `(now - length, now]` it misses at most
+//! the events of one bucket span at the old edge, and never counts an older one.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::config::{CounterSpec, WindowSpec};
+
+/// One window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Name (`1h`).
+    pub name: String,
+    /// Bucket size, ms.
+    pub bucket_ms: i64,
+    /// Buckets in the window.
+    pub buckets: i64,
+}
+
+impl Window {
+    /// The bucket of an instant.
+    pub fn bucket(&self, t_ms: i64) -> i64 {
+        t_ms.div_euclid(self.bucket_ms)
+    }
+
+    /// Bucket `b` is inside the window while the current bucket is below `b + buckets` (the
+    /// bucket "falls due" at `b + buckets`).
+    pub fn due(&self, bucket: i64) -> i64 {
+        bucket + self.buckets
+    }
+
+    /// Length, ms.
+    pub fn length_ms(&self) -> i64 {
+        self.bucket_ms * self.buckets
+    }
+
+    /// Oldest event time the window counts at `now` (inclusive).
+    pub fn start_ms(&self, now_ms: i64) -> i64 {
+        (self.bucket(now_ms) - self.buckets + 1) * self.bucket_ms
+    }
+}
+
+/// Counters and windows.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Counter names, in column order.
+    pub counters: Vec<String>,
+    /// Windows, in column order.
+    pub windows: Vec<Window>,
+    types: HashMap<String, usize>,
+    columns: Vec<String>,
+}
+
+impl Layout {
+    /// From the (validated) configuration.
+    pub fn new(counters: &[CounterSpec], windows: &[WindowSpec]) -> Layout {
+        let mut types = HashMap::new();
+        for (i, c) in counters.iter().enumerate() {
+            for t in &c.event_types {
+                types.insert(t.clone(), i);
+            }
+        }
+        let windows: Vec<Window> = windows
+            .iter()
+            .map(|w| Window {
+                name: w.name.clone(),
+                bucket_ms: (w.bucket_secs * 1000) as i64,
+                buckets: (w.length_secs / w.bucket_secs.max(1)) as i64,
+            })
+            .collect();
+        let counters: Vec<String> = counters.iter().map(|c| c.name.clone()).collect();
+        let columns = counters
+            .iter()
+            .flat_map(|c| windows.iter().map(move |w| format!("{c}_{}", w.name)))
+            .collect();
+        Layout { counters, windows, types, columns }
+    }
+
+    /// The default counters and windows.
+    pub fn default_layout() -> Layout {
+        Layout::new(&crate::config::default_counters(), &crate::config::default_windows())
+    }
+
+    /// Column names `<counter>_<window>`, counter-major (the order of the values).
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Column index of (counter, window).
+    pub fn column(&self, counter: usize, window: usize) -> usize {
+        counter * self.windows.len() + window
+    }
+
+    /// The counter an event type feeds, if any.
+    pub fn counter_of(&self, event_type: &str) -> Option<usize> {
+        self.types.get(event_type).copied()
+    }
+
+    /// The event types counted (one bus consumer each).
+    pub fn event_types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.types.keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    /// The longest window, ms.
+    pub fn longest_ms(&self) -> i64 {
+        self.windows.iter().map(Window::length_ms).max().unwrap_or(0)
+    }
+
+    /// Parses a bus message (`raw-event.<type>`) into a hit: `None` for a type no counter
+    /// counts, or an event without a product id or a usable `meta.created_at` (such events
+    /// are skipped and counted in `features_events_skipped_total`).
+    pub fn hit_of(&self, subject: &str, payload: &[u8], arrival_ms: i64) -> Option<(String, usize, i64)> {
+        let event_type = subject.strip_prefix("raw-event.").unwrap_or(subject);
+        let counter = self.counter_of(event_type)?;
+        let ev: EventView<'_> = serde_json::from_slice(payload).ok()?;
+        let product = product_id(ev.data.attributes.product_id?)?;
+        let created = ev.meta.created_at;
+        if product.is_empty() || !created.is_finite() || created < 0.0 {
+            return None;
+        }
+        Some((product, counter, (created as i64).min(arrival_ms)))
+    }
+}
+
+/// `attributes.product_id` as a string (a JSON string, or the text of a JSON integer).
+fn product_id(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<Cow<'_, str>>(text).ok().map(Cow::into_owned)
+    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        Some(text.to_owned())
+    } else {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct EventView<'a> {
+    #[serde(borrow)]
+    data: DataView<'a>,
+    meta: MetaView,
+}
+
+#[derive(Deserialize)]
+struct DataView<'a> {
+    #[serde(borrow)]
+    attributes: AttributesView<'a>,
+}
+
+#[derive(Deserialize)]
+struct AttributesView<'a> {
+    #[serde(borrow, default)]
+    product_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MetaView {
+    created_at: f64,
+}
+
+/// One counted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// `attributes.product_id`.
+    pub product: String,
+    /// Counter index.
+    pub counter: usize,
+    /// Event time (already clamped to arrival), ms.
+    pub t_ms: i64,
+    /// Index of the bus source (consumer) in [`Batch::sources`].
+    pub source: usize,
+    /// Bus position within that source.
+    pub seq: u64,
+}
+
+/// What the updater writes at once: hits plus the bus positions they advance.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// The updater's clock when it writes, ms (decides which windows a late event still
+    /// enters).
+    pub now_ms: i64,
+    /// Names of the bus sources (positions are per source).
+    pub sources: Vec<String>,
+    /// Counted events.
+    pub hits: Vec<Hit>,
+    /// Highest position delivered per source in this batch (counted or not).
+    pub positions: Vec<(usize, u64)>,
+}
+
+/// One increment of one window bucket (and of the window's sum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Increment {
+    /// Window index.
+    pub window: usize,
+    /// Counter index.
+    pub counter: usize,
+    /// Bucket of that window.
+    pub bucket: i64,
+    /// Events.
+    pub delta: i64,
+}
+
+/// Hits summed per product and (window, counter, bucket), skipping what is already outside a
+/// window at `now` (late events). Sorted by product for a deterministic write.
+pub fn aggregate<'h>(layout: &Layout, hits: impl IntoIterator<Item = &'h Hit>, now_ms: i64) -> Vec<(String, Vec<Increment>)> {
+    let mut per: HashMap<&str, HashMap<(usize, usize, i64), i64>> = HashMap::new();
+    for h in hits {
+        let t = h.t_ms.min(now_ms);
+        for (wi, w) in layout.windows.iter().enumerate() {
+            let b = w.bucket(t);
+            if w.due(b) > w.bucket(now_ms) {
+                *per.entry(h.product.as_str()).or_default().entry((wi, h.counter, b)).or_default() += 1;
+            }
+        }
+    }
+    let mut out: Vec<(String, Vec<Increment>)> = per
+        .into_iter()
+        .map(|(p, m)| {
+            let mut incs: Vec<Increment> = m
+                .into_iter()
+                .map(|((window, counter, bucket), delta)| Increment { window, counter, bucket, delta })
+                .collect();
+            incs.sort_by_key(|i| (i.window, i.counter, i.bucket));
+            (p.to_owned(), incs)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_generator_shape_and_clamps_future_times() {
+        let l = Layout::default_layout();
+        let ev = br#"{"data":{"id":"x","type":"product_viewed","attributes":{"user_id":"u1","product_id":"p42"}},"meta":{"created_at":5000,"source":"web"}}"#;
+        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 9000), Some(("p42".into(), 0, 5000)));
+        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 4000), Some(("p42".into(), 0, 4000)));
+        assert_eq!(l.hit_of("raw-event.product_sold", ev, 9000), None);
+        let num = br#"{"data":{"attributes":{"product_id":17}},"meta":{"created_at":1}}"#;
+        assert_eq!(l.hit_of("raw-event.product_liked", num, 9), Some(("17".into(), 1, 1)));
+        let none = br#"{"data":{"attributes":{}},"meta":{"created_at":1}}"#;
+        assert_eq!(l.hit_of("raw-event.product_liked", none, 9), None);
+        assert_eq!(l.columns()[0], "impressions_1h");
+        assert_eq!(l.columns()[8], "conversations_7d");
+    }
+
+    #[test]
+    fn window_start_is_bucket_aligned_and_within_one_bucket_of_exact() {
+        let w = Window { name: "1h".into(), bucket_ms: 60_000, buckets: 60 };
+        let now = 10 * 3_600_000 + 90_500;
+        let start = w.start_ms(now);
+        assert_eq!(start % 60_000, 0);
+        assert!(start > now - w.length_ms() && start <= now - w.length_ms() + 60_000);
+    }
+}

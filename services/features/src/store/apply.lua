@@ -1,0 +1,109 @@
+-- Applies one batch of the features updater atomically: exactly-once check of the bus
+-- positions, window bucket and sum increments, due schedules, positions.
+-- ARGV: prefix, key_ttl, due_ttl, dedup_ttl,
+--   ncounters, counter names...,
+--   nwindows, (name, buckets, current bucket)...,
+--   nsources, (name, highest position in the batch)...,
+--   nmarks, (source index, position)...            -- one per hit
+--   nproducts, (product, nincrements, (window, counter, bucket, delta)...)...
+-- Returns {} when applied, else the flat list {source index, position, ...} of marks that
+-- were applied before (nothing is written then; the caller drops those hits and retries).
+local p = ARGV[1]
+local key_ttl, due_ttl, dedup_ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local meta = p .. 'meta'
+local i = 5
+local counters = {}
+for k = 1, tonumber(ARGV[i]) do counters[k] = ARGV[i + k] end
+i = i + #counters + 1
+local wname, wn, wlimit = {}, {}, {}
+local nw = tonumber(ARGV[i]); i = i + 1
+for k = 1, nw do
+  wname[k] = ARGV[i]; wn[k] = tonumber(ARGV[i + 1])
+  local cur = tonumber(ARGV[i + 2]); i = i + 3
+  redis.call('HSETNX', meta, 'closed:' .. wname[k], cur)
+  redis.call('HSETNX', meta, 'done:' .. wname[k], cur)
+  local closed = tonumber(redis.call('HGET', meta, 'closed:' .. wname[k]))
+  if closed > cur then wlimit[k] = closed else wlimit[k] = cur end
+end
+local sname, spos, smax = {}, {}, {}
+local ns = tonumber(ARGV[i]); i = i + 1
+for k = 1, ns do
+  sname[k] = ARGV[i]; smax[k] = tonumber(ARGV[i + 1]); i = i + 2
+  spos[k] = tonumber(redis.call('HGET', meta, 'pos:' .. sname[k]) or '0')
+end
+local nmarks = tonumber(ARGV[i]); i = i + 1
+local marks = i
+i = i + 2 * nmarks
+-- Exactly-once: a position at or below the stored one may have been applied: look it up.
+local dups = {}
+for k = 0, nmarks - 1 do
+  local s = tonumber(ARGV[marks + 2 * k]) + 1
+  local q = tonumber(ARGV[marks + 2 * k + 1])
+  if q <= spos[s] then
+    if redis.call('GETBIT', p .. 'seen:' .. sname[s] .. ':' .. math.floor(q / 65536), q % 65536) == 1 then
+      dups[#dups + 1] = ARGV[marks + 2 * k]
+      dups[#dups + 1] = ARGV[marks + 2 * k + 1]
+    end
+  end
+end
+if #dups > 0 then return dups end
+-- Remember the applied positions (bitmaps of 65536 positions, BITFIELD in chunks).
+local ops = {}
+local function flush_ops(key)
+  if #ops > 0 then
+    redis.call('BITFIELD', key, unpack(ops))
+    redis.call('EXPIRE', key, dedup_ttl)
+    ops = {}
+  end
+end
+local cur_key = nil
+for k = 0, nmarks - 1 do
+  local s = tonumber(ARGV[marks + 2 * k]) + 1
+  local q = tonumber(ARGV[marks + 2 * k + 1])
+  local key = p .. 'seen:' .. sname[s] .. ':' .. math.floor(q / 65536)
+  if key ~= cur_key or #ops >= 4000 then
+    if cur_key then flush_ops(cur_key) end
+    cur_key = key
+  end
+  ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = q % 65536; ops[#ops + 1] = 1
+end
+if cur_key then flush_ops(cur_key) end
+-- Increments.
+local due_seen = {}
+local nprod = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nprod do
+  local prod = ARGV[i]
+  local ninc = tonumber(ARGV[i + 1]); i = i + 2
+  local key = p .. 'p:' .. prod
+  local touched = false
+  for _ = 1, ninc do
+    local w = tonumber(ARGV[i]) + 1
+    local c = tonumber(ARGV[i + 1]) + 1
+    local bs = ARGV[i + 2]
+    local b = tonumber(bs)
+    local delta = ARGV[i + 3]
+    i = i + 4
+    local due = b + wn[w]
+    if due > wlimit[w] then
+      local sum = counters[c] .. ':' .. wname[w]
+      redis.call('HINCRBY', key, sum, delta)
+      redis.call('HINCRBY', key, sum .. ':' .. bs, delta)
+      local dk = p .. 'due:' .. wname[w] .. ':' .. string.format('%d', due)
+      local tag = dk .. '|' .. prod
+      if not due_seen[tag] then
+        due_seen[tag] = true
+        redis.call('SADD', dk, prod)
+        if not due_seen[dk] then
+          due_seen[dk] = true
+          redis.call('EXPIRE', dk, due_ttl)
+        end
+      end
+      touched = true
+    end
+  end
+  if touched then redis.call('EXPIRE', key, key_ttl) end
+end
+for k = 1, ns do
+  if smax[k] > spos[k] then redis.call('HSET', meta, 'pos:' .. sname[k], string.format('%d', smax[k])) end
+end
+return {}

@@ -1,0 +1,230 @@
+//! The Redis store. Key layout (every key starts with the configured prefix):
+//!
+//! - `p:<product>`: a hash per product: window sums `<counter>:<window>` (what reads return)
+//!   and bucket counts `<counter>:<window>:<bucket>`; expires `longest window + margin` after
+//!   its last increment; emptied fields are deleted, an empty hash disappears.
+//! - `due:<window>:<bucket>`: the set of products whose bucket `bucket - n` leaves the window
+//!   at `bucket` (the expiry schedule); expires `window + margin` after its last addition.
+//! - `meta`: a hash with `closed:<window>`, `done:<window>` (expiry markers), `pos:<source>`
+//!   (highest applied bus position per source) and `as_of` (last complete expiry pass).
+//! - `seen:<source>:<position / 65536>`: bitmaps of applied positions (exactly-once across
+//!   redeliveries), 8 KiB each, expiring `dedup_ttl` after their last write.
+//!
+//! Writes are two Lua scripts (`apply.lua`, `expire.lua`), each atomic, so a crash at any
+//! point leaves either all or none of a batch; a read is one pipeline of `HMGET`s (one round
+//! trip per batch).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::{ApplyReport, ExpireReport, StoreError, Sums, WindowStore};
+use crate::layout::{Batch, Layout, aggregate};
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisStoreOptions {
+    /// Redis URL.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Retention margin beyond the windows, seconds.
+    pub retention_margin_secs: u64,
+    /// Dedup memory, seconds.
+    pub dedup_ttl_secs: u64,
+    /// Expiry work per call.
+    pub expire_budget: usize,
+    /// Response timeout.
+    pub timeout: Duration,
+    /// Connections used for reads (reads are spread over them).
+    pub read_connections: usize,
+}
+
+/// Windows in Redis.
+pub struct RedisStore {
+    layout: Layout,
+    opts: RedisStoreOptions,
+    writer: ConnectionManager,
+    readers: Vec<ConnectionManager>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    apply_script: Script,
+    expire_script: Script,
+    /// `counters x windows` sum field names, column order.
+    sum_fields: Vec<String>,
+    key_ttl: u64,
+    due_ttl: u64,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects (fails if Redis does not answer).
+    pub async fn connect(layout: Layout, opts: RedisStoreOptions) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.timeout))
+            .set_connection_timeout(Some(opts.timeout))
+            .set_number_of_retries(2);
+        let writer = client.get_connection_manager_with_config(config.clone()).await.map_err(unavailable)?;
+        let mut readers = Vec::new();
+        for _ in 0..opts.read_connections.max(1) {
+            readers.push(client.get_connection_manager_with_config(config.clone()).await.map_err(unavailable)?);
+        }
+        let sum_fields = layout
+            .counters
+            .iter()
+            .flat_map(|c| layout.windows.iter().map(move |w| format!("{c}:{}", w.name)))
+            .collect();
+        let longest_secs = (layout.longest_ms() / 1000).max(1) as u64;
+        let max_bucket_secs = layout.windows.iter().map(|w| w.bucket_ms / 1000).max().unwrap_or(0) as u64;
+        let key_ttl = longest_secs + max_bucket_secs + opts.retention_margin_secs;
+        Ok(RedisStore {
+            sum_fields,
+            key_ttl,
+            due_ttl: key_ttl,
+            layout,
+            opts,
+            writer,
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+            apply_script: Script::new(include_str!("apply.lua")),
+            expire_script: Script::new(include_str!("expire.lua")),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.opts.prefix
+    }
+
+    fn windows_args(&self, inv: &mut redis::ScriptInvocation<'_>, now_ms: i64) {
+        inv.arg(self.layout.counters.len());
+        for c in &self.layout.counters {
+            inv.arg(c);
+        }
+        inv.arg(self.layout.windows.len());
+        for w in &self.layout.windows {
+            inv.arg(&w.name).arg(w.buckets).arg(w.bucket(now_ms));
+        }
+    }
+
+    async fn apply_now(&self, batch: &Batch) -> Result<ApplyReport, StoreError> {
+        let mut skip: std::collections::HashSet<(usize, u64)> = std::collections::HashSet::new();
+        loop {
+            let hits: Vec<_> = batch.hits.iter().filter(|h| !skip.contains(&(h.source, h.seq))).collect();
+            let incs = aggregate(&self.layout, hits.iter().copied(), batch.now_ms);
+            let mut inv = self.apply_script.prepare_invoke();
+            inv.arg(&self.opts.prefix).arg(self.key_ttl).arg(self.due_ttl).arg(self.opts.dedup_ttl_secs);
+            self.windows_args(&mut inv, batch.now_ms);
+            inv.arg(batch.sources.len());
+            for (i, s) in batch.sources.iter().enumerate() {
+                let max = batch.positions.iter().filter(|(si, _)| *si == i).map(|(_, q)| *q).max().unwrap_or(0);
+                inv.arg(s).arg(max);
+            }
+            inv.arg(hits.len());
+            for h in &hits {
+                inv.arg(h.source).arg(h.seq);
+            }
+            inv.arg(incs.len());
+            for (product, list) in &incs {
+                inv.arg(product).arg(list.len());
+                for i in list {
+                    inv.arg(i.window).arg(i.counter).arg(i.bucket).arg(i.delta);
+                }
+            }
+            let mut conn = self.writer.clone();
+            let dups: Vec<u64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if dups.is_empty() {
+                return Ok(ApplyReport { applied: hits.len(), duplicates: batch.hits.len() - hits.len() });
+            }
+            for pair in dups.chunks(2) {
+                if let [s, q] = pair {
+                    skip.insert((*s as usize, *q));
+                }
+            }
+        }
+    }
+
+    async fn expire_now(&self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+        let mut inv = self.expire_script.prepare_invoke();
+        inv.arg(&self.opts.prefix).arg(self.opts.expire_budget).arg(now_ms);
+        self.windows_args(&mut inv, now_ms);
+        let mut conn = self.writer.clone();
+        let (expired, complete): (usize, i64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(ExpireReport { expired, complete: complete == 1 })
+    }
+
+    async fn read_now(&self, products: &[String]) -> Result<Sums, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(format!("{}meta", self.opts.prefix)).arg("as_of");
+        let mut key = String::with_capacity(self.opts.prefix.len() + 40);
+        for p in products {
+            key.clear();
+            key.push_str(&self.opts.prefix);
+            key.push_str("p:");
+            key.push_str(p);
+            pipe.cmd("HMGET").arg(&key).arg(&self.sum_fields);
+        }
+        let n = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        let mut conn = self.readers[n].clone();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut it = replies.into_iter();
+        let as_of_ms = it.next().map_or(0, |v| int_of(&v));
+        let cols = self.sum_fields.len();
+        let values = it
+            .map(|v| match v {
+                Value::Array(items) => items.iter().map(int_of).collect(),
+                _ => vec![0; cols],
+            })
+            .collect();
+        Ok(Sums { as_of_ms, values })
+    }
+}
+
+/// An integer reply or a bulk string holding one; anything else (nil) is 0.
+fn int_of(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl WindowStore for RedisStore {
+    fn apply<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<ApplyReport, StoreError>> {
+        Box::pin(self.apply_now(batch))
+    }
+
+    fn expire(&self, now_ms: i64) -> BoxFuture<'_, Result<ExpireReport, StoreError>> {
+        Box::pin(self.expire_now(now_ms))
+    }
+
+    fn read<'a>(&'a self, products: &'a [String]) -> BoxFuture<'a, Result<Sums, StoreError>> {
+        Box::pin(self.read_now(products))
+    }
+
+    fn position<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let v: Option<u64> = redis::cmd("HGET")
+                .arg(format!("{}meta", self.opts.prefix))
+                .arg(format!("pos:{source}"))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(v.unwrap_or(0))
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Window semantics, against an exact computation over the same events, for both stores
+//! (Redis under a unique prefix, and memory): bucket-aligned window edges, late and future
+//! events, bounded expiry passes, entries leaving the windows, TTLs on the Redis keys, and
+//! exactly-once of repeated positions.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Lcg, cleanup, hit, keys, redis_conn, redis_store, unique_prefix};
+use features::layout::{Batch, Hit};
+use features::{Layout, MemoryStore, WindowStore};
+
+const HOUR: i64 = 3_600_000;
+const PRODUCTS: u64 = 12;
+
+fn products() -> Vec<String> {
+    (0..PRODUCTS).map(|i| format!("p{i}")).chain(["unknown".to_string()]).collect()
+}
+
+/// The count the store must return: events (time clamped to when they were written) whose
+/// bucket is one of the window's last `n` buckets at `now`.
+fn bucketed(layout: &Layout, events: &[(Hit, i64)], product: &str, counter: usize, window: usize, now: i64) -> i64 {
+    let w = &layout.windows[window];
+    let start = w.start_ms(now);
+    events.iter().filter(|(h, _)| h.product == product && h.counter == counter && h.t_ms >= start && h.t_ms <= now).count() as i64
+}
+
+/// Events in the half-open time range [from, to).
+fn in_range(events: &[(Hit, i64)], product: &str, counter: usize, from: i64, to: i64) -> i64 {
+    events.iter().filter(|(h, _)| h.product == product && h.counter == counter && h.t_ms >= from && h.t_ms < to).count() as i64
+}
+
+async fn drive_expiry(store: &dyn WindowStore, now: i64) {
+    for _ in 0..10_000 {
+        if store.expire(now).await.expect("expire").complete {
+            return;
+        }
+    }
+    panic!("expiry never completed");
+}
+
+/// Ten days of random events (late, on time and a few from the future), checked after every
+/// batch against the exact computation, then everything leaves the windows.
+async fn windows_match_the_exact_computation(store: &dyn WindowStore) {
+    let layout = Layout::default_layout();
+    let mut rng = Lcg(7);
+    // Not aligned on any bucket.
+    let mut now: i64 = 1_767_225_600_000 + 12_345_678;
+    let mut written: Vec<(Hit, i64)> = Vec::new();
+    let mut seq = 0u64;
+    let ids = products();
+    for step in 0..160 {
+        // Steps from one second to three hours cross minute, hour and day edges.
+        now += [1_000, 59_000, 61_000, 600_000, HOUR, 3 * HOUR][rng.below(6) as usize] + rng.below(1000) as i64;
+        let mut hits = Vec::new();
+        for _ in 0..rng.below(40) {
+            seq += 1;
+            let age = match rng.below(10) {
+                0 => rng.below(9 * 24 * HOUR as u64) as i64, // anything up to 9 days late
+                1 => -(rng.below(60_000) as i64),            // from the future
+                _ => rng.below(2 * HOUR as u64) as i64,
+            };
+            let product = format!("p{}", rng.below(PRODUCTS));
+            hits.push(hit(&product, rng.below(3) as usize, now - age, seq));
+        }
+        let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, seq)], hits: hits.clone() };
+        let r = store.apply(&batch).await.expect("apply");
+        assert_eq!(r.applied, hits.len());
+        for mut h in hits {
+            h.t_ms = h.t_ms.min(now);
+            written.push((h, now));
+        }
+        drive_expiry(store, now).await;
+        let sums = store.read(&ids).await.expect("read");
+        assert_eq!(sums.as_of_ms, now);
+        for (pi, p) in ids.iter().enumerate() {
+            for c in 0..3 {
+                for (wi, w) in layout.windows.iter().enumerate() {
+                    let got = sums.values[pi][layout.column(c, wi)];
+                    let want = bucketed(&layout, &written, p, c, wi, now);
+                    assert_eq!(got, want, "step {step} product {p} counter {c} window {}", w.name);
+                    // Error bound against an exact sliding window (now - length, now]: the
+                    // store never counts older events and misses at most the part of one
+                    // bucket at the old edge.
+                    let exact = in_range(&written, p, c, now - w.length_ms() + 1, now + 1);
+                    let start = w.start_ms(now);
+                    assert!(got <= exact);
+                    assert!(exact - got <= in_range(&written, p, c, start - w.bucket_ms, start));
+                }
+            }
+        }
+    }
+    // A week and a bit later everything has left every window.
+    now += 8 * 24 * HOUR;
+    drive_expiry(store, now).await;
+    let sums = store.read(&ids).await.expect("read");
+    assert!(sums.values.iter().all(|v| v.iter().all(|&x| x == 0)), "{:?}", sums.values);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_windows_match_the_exact_computation_and_empty_out() {
+    let prefix = unique_prefix("windows");
+    // A small expiry budget: passes are bounded and resumed.
+    let store = redis_store(Layout::default_layout(), &prefix, 7).await;
+    windows_match_the_exact_computation(&store).await;
+    // Product hashes and schedules are gone once their buckets left the windows; only the
+    // markers and the exactly-once bitmap remain.
+    let left: Vec<String> = keys(&prefix).await.into_iter().filter(|k| !k.ends_with("meta") && !k.contains(":seen:")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_windows_match_the_exact_computation_and_empty_out() {
+    let store = MemoryStore::new(Layout::default_layout(), 1000, 7);
+    windows_match_the_exact_computation(&store).await;
+    assert_eq!(store.products(), 0);
+}
+
+/// Keys carry expiries; a repeated position is not counted twice; a partly repeated batch
+/// counts only its new hits.
+async fn exactly_once_and_edges(store: &dyn WindowStore) {
+    let now = 1_767_225_600_000 + 30 * 60_000 + 500; // 00:30:00.5
+    let b = |hits: Vec<Hit>, pos| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    // Exactly at the edges of the 1h window (1-minute buckets): 23:31:00.000 is in, 23:30:59.999 is out.
+    let in_edge = now - 500 - 59 * 60_000;
+    let r = store.apply(&b(vec![hit("e", 0, in_edge, 1), hit("e", 0, in_edge - 1, 2), hit("e", 0, now, 3)], 3)).await.unwrap();
+    assert_eq!(r.applied, 3);
+    let r = store.apply(&b(vec![hit("e", 0, now, 2), hit("e", 0, now, 3), hit("e", 0, now, 4)], 4)).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (1, 2));
+    assert_eq!(store.position("s").await.unwrap(), 4);
+    drive_expiry(store, now).await;
+    let v = store.read(&["e".to_string()]).await.unwrap().values.remove(0);
+    // 1h: the in-edge event and two at `now`; 1d and 7d: all four.
+    assert_eq!(&v[0..3], &[3, 4, 4]);
+    // One minute later the in-edge bucket has left the hour.
+    drive_expiry(store, now + 60_000).await;
+    let v = store.read(&["e".to_string()]).await.unwrap().values.remove(0);
+    assert_eq!(&v[0..3], &[2, 4, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_exactly_once_edges_and_ttls() {
+    let prefix = unique_prefix("edges");
+    let store = redis_store(Layout::default_layout(), &prefix, 100).await;
+    exactly_once_and_edges(&store).await;
+    let mut c = redis_conn().await;
+    for k in keys(&prefix).await {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
+        if k.ends_with("meta") {
+            assert_eq!(ttl, -1, "{k}");
+        } else {
+            // Product hash: 7d + 1h bucket + 1h margin; schedules and bitmaps: shorter.
+            assert!(ttl > 0 && ttl <= 7 * 86_400 + 7200, "{k}: {ttl}");
+        }
+    }
+    let product_ttl: i64 = redis::cmd("TTL").arg(format!("{prefix}p:e")).query_async(&mut c).await.unwrap();
+    assert!(product_ttl > 7 * 86_400, "{product_ttl}");
+    cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_exactly_once_and_edges() {
+    let store = MemoryStore::new(Layout::default_layout(), 1000, 100);
+    exactly_once_and_edges(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_refuses_products_beyond_its_bound() {
+    let store = Arc::new(MemoryStore::new(Layout::default_layout(), 2, 100));
+    let now = 1_767_225_600_000;
+    let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, 3)], hits: vec![hit("a", 0, now, 1), hit("b", 0, now, 2), hit("c", 0, now, 3)] };
+    assert!(matches!(store.apply(&batch).await, Err(features::store::StoreError::Full(_))));
+    assert_eq!(store.products(), 0);
+}
