@@ -1,0 +1,249 @@
+//! Timeline configuration: defaults, an optional TOML file, then `TIMELINE_*` environment
+//! variables (nested with `__`, e.g. `TIMELINE_BUS__URL`, `TIMELINE_USER_PATHS__PRODUCT_SOLD`).
+//! The DynamoDB region, credentials and endpoint come from the standard AWS environment
+//! (`AWS_REGION`, `AWS_ACCESS_KEY_ID`..., `AWS_ENDPOINT_URL`). API keys are configured as
+//! SHA-256 hashes, only from the environment (`TIMELINE_API_KEY_HASHES=hash1,hash2`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use event_bus::JetStreamConfig;
+use serde::{Deserialize, Deserializer, Serialize};
+use service_kit::config::{ConfigError, Validate};
+
+use crate::item::ItemOptions;
+use crate::user::UserPaths;
+
+/// Where the items live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// DynamoDB (production).
+    Dynamodb,
+    /// A local SQLite file (embedded mode, tests).
+    Sqlite,
+}
+
+/// Everything the timeline service needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimelineConfig {
+    /// Address of the API (and `/healthz`, `/readyz`, `/metrics`).
+    pub listen: String,
+    /// `dynamodb` (default) or `sqlite`.
+    pub backend: Backend,
+    /// DynamoDB settings (table name, retries).
+    pub dynamodb: DynamoConfig,
+    /// SQLite file of the `sqlite` backend.
+    pub sqlite_path: String,
+    /// Lake root read by `include=payload` (local folder or `s3://bucket/prefix`).
+    pub lake: String,
+    /// Days an item stays in the table after its event time (the hot window; the lake keeps
+    /// everything). Events already older than this are not written.
+    pub hot_window_days: u32,
+    /// JSON paths (dotted) naming the user, for types without their own entry.
+    #[serde(deserialize_with = "list")]
+    pub default_user_paths: Vec<String>,
+    /// Per event type: the JSON paths naming the user(s) (replaces the default list).
+    #[serde(deserialize_with = "list_map")]
+    pub user_paths: BTreeMap<String, Vec<String>>,
+    /// An item is kept within this many bytes (DynamoDB item size): the attributes are
+    /// stored inline only when the item fits (1024 = one write request unit).
+    pub item_budget_bytes: usize,
+    /// Attributes at least this large are zstd-compressed when that makes them smaller.
+    pub compress_min_bytes: usize,
+    /// Deliveries fetched from the bus at once.
+    pub fetch_batch: usize,
+    /// Durable consumer name (replicas share it).
+    pub durable: String,
+    /// Subject filter.
+    pub filter: String,
+    /// Seconds the bus waits for an ack before redelivering (longer than a write with retries).
+    pub ack_wait_secs: u64,
+    /// Unacked deliveries the bus lets this consumer hold.
+    pub max_ack_pending: i64,
+    /// Default `limit` of a page.
+    pub default_limit: usize,
+    /// Largest `limit` of a page.
+    pub max_limit: usize,
+    /// Largest `limit` with `include=payload` (each event is read from the lake).
+    pub max_payload_limit: usize,
+    /// Requests processed at once; more are answered 503 with Retry-After.
+    pub max_in_flight_requests: usize,
+    /// Retry-After seconds sent with 503.
+    pub retry_after_secs: u64,
+    /// SHA-256 (hex) of the accepted API keys.
+    #[serde(deserialize_with = "list")]
+    pub api_key_hashes: Vec<String>,
+    /// SHA-256 (hex) of revoked API keys (answered 403).
+    #[serde(deserialize_with = "list")]
+    pub revoked_key_hashes: Vec<String>,
+    /// The bus.
+    pub bus: JetStreamConfig,
+}
+
+/// DynamoDB settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamoConfig {
+    /// Table name.
+    pub table: String,
+    /// Endpoint override (default: `AWS_ENDPOINT_URL` or the AWS endpoint of the region).
+    pub endpoint_url: Option<String>,
+    /// Attempts of one BatchWriteItem chunk (throttling and unprocessed items), then the
+    /// write fails and the deliveries are redelivered.
+    pub max_write_attempts: u32,
+    /// First backoff, milliseconds (doubles each attempt, full jitter).
+    pub backoff_base_ms: u64,
+    /// Largest backoff, milliseconds.
+    pub backoff_max_ms: u64,
+    /// BatchWriteItem calls in flight at once per write.
+    pub write_concurrency: usize,
+    /// Items a single API request may read (with a type filter DynamoDB reads items that
+    /// it then filters out): past this, the page is returned short with a cursor.
+    pub max_scanned_per_request: usize,
+}
+
+impl Default for DynamoConfig {
+    fn default() -> Self {
+        DynamoConfig {
+            table: "timeline".into(),
+            endpoint_url: None,
+            max_write_attempts: 10,
+            backoff_base_ms: 50,
+            backoff_max_ms: 5_000,
+            write_concurrency: 8,
+            max_scanned_per_request: 20_000,
+        }
+    }
+}
+
+impl DynamoConfig {
+    /// Backoff before attempt `attempt` (1-based retry count): full jitter over an
+    /// exponentially growing bound.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let bound = self.backoff_base_ms.saturating_mul(1u64 << attempt.min(20)).min(self.backoff_max_ms).max(1);
+        Duration::from_millis(rand::random_range(0..=bound))
+    }
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig {
+            listen: "0.0.0.0:8082".into(),
+            backend: Backend::Dynamodb,
+            dynamodb: DynamoConfig::default(),
+            sqlite_path: "./timeline.db".into(),
+            lake: "./lake".into(),
+            hot_window_days: 30,
+            default_user_paths: vec![crate::user::DEFAULT_USER_PATH.into()],
+            user_paths: BTreeMap::new(),
+            item_budget_bytes: 1024,
+            compress_min_bytes: 128,
+            fetch_batch: 500,
+            durable: "timeline".into(),
+            filter: "raw-event.>".into(),
+            ack_wait_secs: 120,
+            max_ack_pending: 20_000,
+            default_limit: 100,
+            max_limit: 1000,
+            max_payload_limit: 100,
+            max_in_flight_requests: 64,
+            retry_after_secs: 1,
+            api_key_hashes: Vec::new(),
+            revoked_key_hashes: Vec::new(),
+            bus: JetStreamConfig::default(),
+        }
+    }
+}
+
+impl TimelineConfig {
+    /// How items are built from events.
+    pub fn item_options(&self) -> Result<ItemOptions, ConfigError> {
+        let paths = UserPaths::new(&self.default_user_paths, &self.user_paths)
+            .map_err(|reason| ConfigError::Value { field: "user_paths", reason })?;
+        Ok(ItemOptions {
+            paths,
+            hot_window_secs: i64::from(self.hot_window_days) * 86_400,
+            item_budget_bytes: self.item_budget_bytes,
+            compress_min_bytes: self.compress_min_bytes,
+        })
+    }
+
+    /// Page limits of the API.
+    pub fn limits(&self) -> crate::api::PageLimits {
+        crate::api::PageLimits {
+            default_limit: self.default_limit,
+            max_limit: self.max_limit,
+            max_payload_limit: self.max_payload_limit,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A list given as a sequence or as one comma-separated string (environment variables).
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(OneOrMany::deserialize(d)?.into_vec())
+}
+
+/// A map of lists, each a sequence or a comma-separated string.
+fn list_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.into_vec())).collect())
+}
+
+impl Validate for TimelineConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| Err(ConfigError::Value { field, reason: reason.to_owned() });
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen", "must be an address like 0.0.0.0:8082");
+        }
+        self.item_options()?;
+        if self.hot_window_days == 0 {
+            return bad("hot_window_days", "must be at least 1");
+        }
+        if self.item_budget_bytes < 256 || self.item_budget_bytes > 400 * 1024 {
+            return bad("item_budget_bytes", "must be between 256 and 409600 (DynamoDB's item limit)");
+        }
+        if self.fetch_batch == 0 || self.max_ack_pending <= 0 || self.ack_wait_secs == 0 {
+            return bad("fetch_batch", "fetch_batch, max_ack_pending and ack_wait_secs must be positive");
+        }
+        if self.default_limit == 0 || self.default_limit > self.max_limit || self.max_limit > 10_000 {
+            return bad("default_limit", "need 0 < default_limit <= max_limit <= 10000");
+        }
+        if self.max_payload_limit == 0 || self.max_in_flight_requests == 0 {
+            return bad("max_payload_limit", "max_payload_limit and max_in_flight_requests must be positive");
+        }
+        let d = &self.dynamodb;
+        if d.table.len() < 3 || d.table.len() > 255 || !d.table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+            return bad("dynamodb.table", "3-255 characters among a-z A-Z 0-9 _ - .");
+        }
+        if d.max_write_attempts == 0 || d.write_concurrency == 0 || d.backoff_base_ms == 0 || d.backoff_max_ms < d.backoff_base_ms {
+            return bad("dynamodb.max_write_attempts", "attempts, concurrency and backoffs must be positive (max >= base)");
+        }
+        if self.api_key_hashes.is_empty() {
+            return bad("api_key_hashes", "no API key configured: set TIMELINE_API_KEY_HASHES to SHA-256 hex hashes");
+        }
+        for h in self.api_key_hashes.iter().chain(&self.revoked_key_hashes) {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad("api_key_hashes", "each hash must be 64 hex characters (SHA-256)");
+            }
+        }
+        Ok(())
+    }
+}

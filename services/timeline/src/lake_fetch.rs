@@ -1,0 +1,57 @@
+//! `include=payload`: the full events of a page, read back from the lake. Each item names
+//! its lake partition (`events/type=<t>/date=<d>/hour=<h>`); the files of each partition the
+//! page touches are read (a few partitions at once) until every wanted id is found. An event
+//! the lake writer has not committed yet (it buffers up to its `max_age`) is reported missing.
+
+use std::collections::{HashMap, HashSet};
+
+use event_lake::reader::DataFile;
+use event_lake::{Lake, PartitionKey};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use serde_json::Value;
+
+use crate::item::Item;
+
+/// Partitions read at once.
+const CONCURRENT_PARTITIONS: usize = 4;
+
+/// The full events of `items` found in the lake, by event id.
+pub async fn fetch(lake: &Lake, items: &[Item]) -> Result<HashMap<String, Value>, event_lake::LakeError> {
+    // Owned keys: the stream's futures must not borrow from `items` (the handler is Send).
+    let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
+    for it in items {
+        wanted.entry(it.lake.clone()).or_default().insert(it.id().to_owned());
+    }
+    let found: Vec<Vec<(String, Value)>> = futures::stream::iter(wanted)
+        .map(|(dir, ids)| read_partition(lake, dir, ids))
+        .buffer_unordered(CONCURRENT_PARTITIONS)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+async fn read_partition(lake: &Lake, dir: String, mut ids: HashSet<String>) -> Result<Vec<(String, Value)>, event_lake::LakeError> {
+    let Some(partition) = PartitionKey::parse(&dir) else {
+        return Ok(Vec::new());
+    };
+    let prefix = Path::from(dir.as_str());
+    let mut metas: Vec<_> = lake.store().list(Some(&prefix)).try_collect().await?;
+    metas.retain(|m| m.location.as_ref().ends_with(".parquet"));
+    // Newest files first: fresh events are the ones most asked for.
+    metas.sort_by(|a, b| b.location.cmp(&a.location));
+    let mut out = Vec::new();
+    for meta in metas {
+        if ids.is_empty() {
+            break;
+        }
+        let file = DataFile { partition: partition.clone(), meta };
+        for ev in lake.read_events(&file).await? {
+            let Some(id) = ev.pointer("/data/id").and_then(Value::as_str) else { continue };
+            if ids.remove(id) {
+                out.push((id.to_owned(), ev));
+            }
+        }
+    }
+    Ok(out)
+}
