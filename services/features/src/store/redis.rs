@@ -120,14 +120,30 @@ impl RedisStore {
             let mut inv = self.apply_script.prepare_invoke();
             inv.arg(&self.opts.prefix).arg(self.key_ttl).arg(self.due_ttl).arg(self.opts.dedup_ttl_secs);
             self.windows_args(&mut inv, batch.now_ms);
-            inv.arg(batch.sources.len());
-            for (i, s) in batch.sources.iter().enumerate() {
-                let max = batch.positions.iter().filter(|(si, _)| *si == i).map(|(_, q)| *q).max().unwrap_or(0);
-                inv.arg(s).arg(max);
+            // Sources sharing a name share positions (e.g. consumers of one JetStream
+            // stream): one entry per name, with the highest position of any of them.
+            let mut names: Vec<&str> = Vec::new();
+            let mut index_of = Vec::with_capacity(batch.sources.len());
+            for s in &batch.sources {
+                let i = names.iter().position(|n| *n == s.as_str()).unwrap_or_else(|| {
+                    names.push(s);
+                    names.len() - 1
+                });
+                index_of.push(i);
+            }
+            let mut max = vec![0u64; names.len()];
+            for &(si, q) in &batch.positions {
+                if let Some(&i) = index_of.get(si) {
+                    max[i] = max[i].max(q);
+                }
+            }
+            inv.arg(names.len());
+            for (n, m) in names.iter().zip(&max) {
+                inv.arg(*n).arg(*m);
             }
             inv.arg(hits.len());
             for h in &hits {
-                inv.arg(h.source).arg(h.seq);
+                inv.arg(index_of.get(h.source).copied().unwrap_or(0)).arg(h.seq);
             }
             inv.arg(incs.len());
             for (product, list) in &incs {
@@ -143,7 +159,12 @@ impl RedisStore {
             }
             for pair in dups.chunks(2) {
                 if let [s, q] = pair {
-                    skip.insert((*s as usize, *q));
+                    // Back from the name's index to every source with that name.
+                    for (si, &i) in index_of.iter().enumerate() {
+                        if i as u64 == *s {
+                            skip.insert((si, *q));
+                        }
+                    }
                 }
             }
         }
