@@ -1,0 +1,7 @@
+-- kpi: conversations_started
+-- title: Conversations started
+-- merge: sum
+-- tables: conversation_started
+SELECT count(*) AS conversations
+FROM conversation_started
+WHERE date = DATE '{date}'

@@ -1,0 +1,64 @@
+//! SQL over the Parquet lake with DataFusion: each event type a table, partitions pruned from
+//! the query's type and time predicates without listing the whole lake, only the needed
+//! columns read, every byte read counted; and daily KPIs defined as SQL files, computed whole
+//! or in shards on several machines and merged exactly.
+//!
+//! - [`session`]: a DataFusion session over a lake (local folder or S3);
+//! - [`table`]: the tables (`<type>`, `lake.events`) and their pruned file listing;
+//! - [`prune`]: time predicates -> the hours a query can touch;
+//! - [`counting`]: the object store wrapper counting bytes read;
+//! - [`output`]: results as a table, CSV, JSON or Parquet;
+//! - [`kpi`]: the KPI definitions, partial results, merge and reports;
+//! - [`shard`]: the deterministic share of partitions of one machine;
+//! - [`chart`]: the PNG chart of hourly volume by type.
+
+pub mod chart;
+pub mod counting;
+pub mod kpi;
+pub mod output;
+pub mod prune;
+pub mod session;
+pub mod shard;
+pub mod table;
+
+pub use counting::{ReadSnapshot, ReadStats};
+pub use session::{LakeSession, SessionOptions};
+pub use shard::Shard;
+
+/// Errors of queries and KPI jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The lake could not be opened or read.
+    #[error(transparent)]
+    Lake(#[from] event_lake::LakeError),
+    /// Planning or execution failed (bad SQL, unknown table, I/O while scanning).
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Encoding results failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Writing Parquet results failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// Reading or writing a local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// A partial or report file is not what was expected.
+    #[error("{0}")]
+    Invalid(String),
+    /// The chart could not be drawn.
+    #[error("chart: {0}")]
+    Chart(String),
+}
+
+impl QueryError {
+    /// An I/O error on a file.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        QueryError::Io { path: path.as_ref().display().to_string(), source }
+    }
+}

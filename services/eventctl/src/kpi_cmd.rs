@@ -1,0 +1,305 @@
+//! `eventctl query` and `eventctl kpi`: SQL and daily KPIs straight from the lake (local
+//! folder or S3), with the `lake-query` library.
+//!
+//! - `eventctl query "SQL"`: each event type a table, `lake.events` all of them; results as a
+//!   table, CSV, JSON or Parquet; bytes read reported on stderr.
+//! - `eventctl kpi --date D`: the KPI SQL files of `libs/query/kpis/`, printed as a table and
+//!   written as JSON, CSV and a PNG chart; `--shard i/n` computes one share of the partitions
+//!   into a partial file, `eventctl kpi merge partial-*.json` combines the shares.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use lake_query::kpi::{self, Progress, Report};
+use lake_query::output::{self, Format};
+use lake_query::{LakeSession, SessionOptions, Shard};
+
+/// Options of `eventctl query`.
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The SQL statement (tables: `<type>` per event type, `lake.events` for all types).
+    pub sql: String,
+    /// Lake root: a local folder or s3://bucket/prefix (AWS_ENDPOINT_URL for an S3-compatible store).
+    #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// Output format: table, csv, json (one object per line) or parquet (needs --out).
+    #[arg(long, short = 'f', default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+    /// Write the results to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Print the read statistics (bytes, files, requests) as JSON on stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Print the physical plan instead of running the query.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+/// Options of `eventctl kpi`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct KpiArgs {
+    #[command(subcommand)]
+    pub command: Option<KpiCommand>,
+    #[command(flatten)]
+    pub run: KpiRunArgs,
+}
+
+/// `eventctl kpi` subcommands.
+#[derive(Subcommand)]
+pub enum KpiCommand {
+    /// Combine the partial files of every shard of a day into the KPIs.
+    Merge(KpiMergeArgs),
+}
+
+/// Options of a KPI run.
+#[derive(Args)]
+pub struct KpiRunArgs {
+    /// The UTC day, YYYY-MM-DD.
+    #[arg(long)]
+    pub date: Option<String>,
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// Compute only shard i of n (e.g. 1/2): writes a partial file for `eventctl kpi merge`.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Output folder (default: kpi-<date>).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Print the report (or the shard's summary) as JSON on stdout; no progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Query threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Options of `eventctl kpi merge`.
+#[derive(Args)]
+pub struct KpiMergeArgs {
+    /// The partial files, one per shard.
+    #[arg(required = true)]
+    pub partials: Vec<PathBuf>,
+    /// Output folder (default: kpi-<date>).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().context("starting the runtime")
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Runs `eventctl query`.
+pub fn query(args: QueryArgs) -> Result<i32> {
+    if args.format == Format::Parquet && args.out.is_none() {
+        bail!("--format parquet needs --out FILE");
+    }
+    let rt = runtime(None)?;
+    let session = LakeSession::open(&args.lake, &SessionOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?;
+    let started = std::time::Instant::now();
+    if args.explain {
+        println!("{}", rt.block_on(session.explain(&args.sql))?);
+        return Ok(0);
+    }
+    let (schema, batches) = rt.block_on(session.collect_with_schema(&args.sql))?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            output::write(schema, &batches, args.format, &mut w)?;
+            w.flush().with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout());
+            if let Err(e) = output::write(schema, &batches, args.format, &mut w).map_err(anyhow::Error::from).and_then(|()| Ok(w.flush()?)) {
+                if !is_broken_pipe(&e) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let read = session.stats().snapshot();
+    if args.stats {
+        eprintln!("{}", serde_json::json!({"rows": rows, "elapsed_ms": started.elapsed().as_millis() as u64, "read": read}));
+    } else {
+        eprintln!(
+            "{rows} rows in {:.2}s; read {} from {} files ({} GETs, {} LISTs)",
+            started.elapsed().as_secs_f64(),
+            mib(read.bytes_read),
+            read.files_read,
+            read.get_requests,
+            read.list_requests
+        );
+    }
+    Ok(0)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+        || e.to_string().contains("Broken pipe")
+}
+
+/// Runs `eventctl kpi` (a day, a shard of it, or `merge`).
+pub fn kpi(args: KpiArgs) -> Result<i32> {
+    match args.command {
+        Some(KpiCommand::Merge(m)) => merge(m),
+        None => run(args.run),
+    }
+}
+
+fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let p = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} KPIs  {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    p.set_style(style);
+    p.enable_steady_tick(Duration::from_millis(200));
+    Some(p)
+}
+
+fn run(args: KpiRunArgs) -> Result<i32> {
+    let Some(date) = args.date.clone() else { bail!("--date YYYY-MM-DD is required (or use `eventctl kpi merge`)") };
+    kpi::parse_date(&date)?;
+    let shard = args.shard.unwrap_or(Shard::WHOLE);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{date}")));
+    let rt = runtime(args.threads)?;
+    let session = LakeSession::open(&args.lake, &SessionOptions { shard, threads: args.threads })
+        .with_context(|| format!("opening the lake {}", args.lake))?;
+    let bar = progress_bar(!args.json && !args.no_progress);
+    let partial = rt.block_on(async {
+        let ticker = bar.clone().map(|bar| {
+            let stats = session.stats().clone();
+            tokio::spawn(async move {
+                loop {
+                    bar.set_message(format!("{} read", mib(stats.bytes())));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        let on_progress = |p: Progress<'_>| {
+            if let Some(bar) = &bar {
+                match p {
+                    Progress::Started { name, index, total } => {
+                        bar.set_length(total as u64);
+                        bar.set_position(index as u64);
+                        bar.set_prefix(name.to_owned());
+                    }
+                    Progress::Finished { .. } => bar.inc(1),
+                }
+            }
+        };
+        let r = kpi::run(&session, &date, &on_progress).await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        r
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let partial = partial?;
+    if args.shard.is_some() {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let path = out.join(kpi::partial_file_name(&date, shard));
+        let body = serde_json::to_vec(&partial)?;
+        kpi::write_atomic(&path, &body)?;
+        let summary = serde_json::json!({
+            "date": date, "shard": shard.to_string(), "partial": path.display().to_string(),
+            "partial_bytes": body.len(), "read": partial.read, "elapsed_ms": partial.elapsed_ms,
+        });
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            println!(
+                "shard {shard} of {date}: read {} from {} files in {:.2}s -> {}\nmerge with: eventctl kpi merge {}/partial-{date}-*-of-{}.json",
+                mib(partial.read.bytes_read),
+                partial.read.files_read,
+                partial.elapsed_ms as f64 / 1000.0,
+                path.display(),
+                out.display(),
+                shard.count
+            );
+        }
+        return Ok(0);
+    }
+    let report = kpi::merge(std::slice::from_ref(&partial))?;
+    finish(&report, &out, args.json)
+}
+
+fn merge(args: KpiMergeArgs) -> Result<i32> {
+    let partials = args.partials.iter().map(|p| kpi::read_partial(p)).collect::<Result<Vec<_>, _>>()?;
+    let report = kpi::merge(&partials)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{}", report.date)));
+    finish(&report, &out, args.json)
+}
+
+/// Writes the report's files and prints it.
+fn finish(report: &Report, out: &Path, json: bool) -> Result<i32> {
+    let mut files = kpi::write_report(report, out)?;
+    let png = out.join("hourly_volume.png");
+    lake_query::chart::draw_hourly(report, &png)?;
+    files.push(png);
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(0);
+    }
+    print_report(report);
+    println!(
+        "\nread {} from {} files ({} GETs, {} LISTs) in {:.2}s{}",
+        mib(report.read.bytes_read),
+        report.read.files_read,
+        report.read.get_requests,
+        report.read.list_requests,
+        report.elapsed_ms as f64 / 1000.0,
+        if report.shards > 1 { format!(" (slowest of {} shards)", report.shards) } else { String::new() }
+    );
+    println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(0)
+}
+
+fn print_report(report: &Report) {
+    println!("KPIs of {} (UTC){}", report.date, if report.shards > 1 { format!(", merged from {} shards", report.shards) } else { String::new() });
+    let lines = kpi::scalar_lines(report);
+    let w = lines.iter().map(|(n, _, _)| n.len()).max().unwrap_or(10);
+    println!("{:<w$}  {:>14}  title", "kpi", "value");
+    for (name, title, v) in &lines {
+        println!("{name:<w$}  {v:>14}  {title}");
+    }
+    let series = lake_query::chart::hourly_series(report);
+    if !series.is_empty() {
+        println!("\nevents by type (busiest first; per hour in events_by_type_hour.csv):");
+        let total: u64 = series.iter().map(|(_, h)| h.iter().sum::<u64>()).sum();
+        for (t, h) in &series {
+            let n: u64 = h.iter().sum();
+            println!("  {t:<40} {n:>12}  {:>5.1}%", 100.0 * n as f64 / total.max(1) as f64);
+        }
+        println!("  {:<40} {total:>12}", "total");
+    }
+}

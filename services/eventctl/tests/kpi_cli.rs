@@ -1,0 +1,235 @@
+//! `eventctl kpi` and `eventctl query` as users run them, on a lake made by `eventctl gen` +
+//! `eventctl ingest` (two days of events, schema evolution included):
+//! - every KPI equals an independent computation by DuckDB over the same Parquet files;
+//! - shard 1/2 + shard 2/2 merged equals the single run exactly, and a shard re-run alone
+//!   gives the same partial;
+//! - the same events in an S3 lake (the S3-compatible server on 127.0.0.1) give the same KPIs;
+//! - `query` output formats (table, CSV, JSON, Parquet) and its read report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const DAY: &str = "2026-11-23";
+
+fn eventctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Generates 36 hours of events from DAY 00:00 UTC and ingests them into `lake`.
+fn make_lake(dir: &Path, lake: &str) -> std::path::PathBuf {
+    let input = dir.join("events.ndjson");
+    ok(eventctl()
+        .args(["gen", "--events", "24000", "--types", "40", "--hours", "36", "--seed", "5", "--size", "600", "--users", "3000"])
+        .args(["--products", "5000", "--start", &format!("{DAY}T00:00:00Z"), "--out", input.to_str().expect("utf8")])
+        .output()
+        .expect("gen"));
+    ingest(lake, &input);
+    input
+}
+
+fn ingest(lake: &str, input: &Path) {
+    ok(eventctl().args(["ingest", "--json", "--no-progress", "--lake", lake, input.to_str().expect("utf8")]).output().expect("ingest"));
+}
+
+/// Runs SQL in DuckDB (the tools venv of scripts/services.sh); rows as JSON arrays.
+fn duckdb(sql: &str) -> Vec<Vec<Value>> {
+    let python = std::env::var("EVENTPLAT_PYTHON")
+        .unwrap_or_else(|_| panic!("EVENTPLAT_PYTHON is not set: run the tests with scripts/test.sh (it installs DuckDB)"));
+    let script = "import duckdb, json, sys\nrows = duckdb.sql(sys.argv[1]).fetchall()\nprint(json.dumps([list(r) for r in rows], default=str))";
+    let out = Command::new(python).args(["-c", script, sql]).output().expect("run python");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("duckdb rows as JSON")
+}
+
+fn duck_scalar(sql: &str) -> i64 {
+    duckdb(sql)[0][0].as_i64().unwrap_or_else(|| panic!("no integer from {sql}"))
+}
+
+/// The KPIs computed by DuckDB, in the shape of `eventctl kpi --json`'s `kpis`.
+fn duckdb_kpis(lake: &Path) -> Value {
+    let day = |t: &str| format!("read_parquet('{}/events/type={t}/date={DAY}/*/*.parquet', hive_partitioning=true, union_by_name=true)", lake.display());
+    let all = day("*");
+    let mut by_type_hour = Vec::new();
+    for r in duckdb(&format!("SELECT type, CAST(hour AS BIGINT), count(*) FROM {all} GROUP BY ALL ORDER BY ALL")) {
+        by_type_hour.push(serde_json::json!({"type": r[0], "hour": r[1], "events": r[2]}));
+    }
+    serde_json::json!({
+        "daily_active_users": duck_scalar(&format!("SELECT count(DISTINCT user_id) FROM {all}")),
+        "new_users": duck_scalar(&format!("SELECT count(DISTINCT user_id) FROM {}", day("user_created"))),
+        "products_listed": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_listed"))),
+        "products_contacted": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_contacted"))),
+        "products_sold": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_sold"))),
+        "sales": {
+            "sales": duck_scalar(&format!("SELECT count(*) FROM {}", day("product_sold"))),
+            "gmv_cents": duck_scalar(&format!("SELECT CAST(sum(CAST(round(price * 100) AS BIGINT)) AS BIGINT) FROM {}", day("product_sold"))),
+        },
+        "conversations_started": {"conversations": duck_scalar(&format!("SELECT count(*) FROM {}", day("conversation_started")))},
+        "events_by_type_hour": by_type_hour,
+    })
+}
+
+fn kpi(lake: &str, out: &Path, extra: &[&str]) -> Value {
+    json(&ok(eventctl()
+        .args(["kpi", "--date", DAY, "--json", "--lake", lake, "--out", out.to_str().expect("utf8")])
+        .args(extra)
+        .output()
+        .expect("kpi")))
+}
+
+#[test]
+fn kpis_match_duckdb_and_shards_merge_to_the_single_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().expect("utf8");
+    make_lake(dir.path(), lake);
+
+    // The whole day, in one run.
+    let single_dir = dir.path().join("single");
+    let single = kpi(lake, &single_dir, &[]);
+    let expected = duckdb_kpis(&lake_dir);
+    assert_eq!(single["kpis"], expected, "eventctl kpi disagrees with DuckDB");
+    assert!(single["kpis"]["daily_active_users"].as_u64().expect("dau") > 100);
+    assert!(single["read"]["bytes_read"].as_u64().expect("bytes") > 0);
+    for f in ["kpis.json", "kpis.csv", "events_by_type_hour.csv", "hourly_volume.png"] {
+        let p = single_dir.join(f);
+        assert!(std::fs::metadata(&p).is_ok_and(|m| m.len() > 0), "{} missing", p.display());
+    }
+    let png = std::fs::read(single_dir.join("hourly_volume.png")).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let csv = std::fs::read_to_string(single_dir.join("kpis.csv")).expect("csv");
+    assert!(csv.contains(&format!("daily_active_users,{}\n", expected["daily_active_users"])), "{csv}");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(single_dir.join("kpis.json")).expect("json")).expect("kpis.json");
+    assert_eq!(on_disk["kpis"], single["kpis"]);
+
+    // Two shards, merged: the same KPIs; the shards read disjoint files covering the whole.
+    let shards_dir = dir.path().join("shards");
+    let s1 = kpi(lake, &shards_dir, &["--shard", "1/2"]);
+    let s2 = kpi(lake, &shards_dir, &["--shard", "2/2"]);
+    let files = |s: &Value| s["read"]["files_read"].as_u64().expect("files");
+    assert!(files(&s1) > 0 && files(&s2) > 0);
+    assert_eq!(files(&s1) + files(&s2), files(&single), "shards read disjoint shares of the same files");
+    let partial = |i: u32| shards_dir.join(format!("partial-{DAY}-{i}-of-2.json"));
+    let merged_dir = dir.path().join("merged");
+    let merge = |dest: &Path| {
+        json(&ok(eventctl()
+            .args(["kpi", "merge", "--json", "--out", dest.to_str().expect("utf8")])
+            .arg(partial(1))
+            .arg(partial(2))
+            .output()
+            .expect("merge")))
+    };
+    let merged = merge(&merged_dir);
+    assert_eq!(merged["kpis"], single["kpis"], "shard + merge differs from the single run");
+    assert_eq!(merged["shards"], 2);
+    assert!(merged_dir.join("hourly_volume.png").exists());
+
+    // A failed shard is re-run alone: its partial is rewritten, identical in its results.
+    let before: Value = serde_json::from_slice(&std::fs::read(partial(2)).expect("partial")).expect("json");
+    std::fs::remove_file(partial(2)).expect("lose shard 2");
+    let out = eventctl().args(["kpi", "merge", "--json"]).arg(partial(1)).output().expect("merge one");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2/2"), "{}", String::from_utf8_lossy(&out.stderr));
+    kpi(lake, &shards_dir, &["--shard", "2/2"]);
+    let after: Value = serde_json::from_slice(&std::fs::read(partial(2)).expect("partial")).expect("json");
+    assert_eq!(after["kpis"], before["kpis"]);
+    assert_eq!(merge(&dir.path().join("merged2"))["kpis"], single["kpis"]);
+}
+
+#[test]
+fn kpis_from_an_s3_lake_equal_the_local_ones() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test.sh"));
+    let bucket = format!("kpi-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    assert!(Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")]).status().expect("curl").success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake_dir = dir.path().join("lake");
+    let input = make_lake(dir.path(), lake_dir.to_str().expect("utf8"));
+    let s3 = format!("s3://{bucket}/lake");
+    ingest(&s3, &input);
+    let local = kpi(lake_dir.to_str().expect("utf8"), &dir.path().join("local"), &[]);
+    let remote = kpi(&s3, &dir.path().join("s3"), &[]);
+    assert_eq!(remote["kpis"], local["kpis"]);
+    assert!(remote["read"]["bytes_read"].as_u64().expect("bytes") > 0);
+    // Shards on S3 merge to the same result too.
+    let sd = dir.path().join("s3-shards");
+    kpi(&s3, &sd, &["--shard", "1/2"]);
+    kpi(&s3, &sd, &["--shard", "2/2"]);
+    let merged = json(&ok(eventctl()
+        .args(["kpi", "merge", "--json", "--out", dir.path().join("s3-merged").to_str().expect("utf8")])
+        .arg(sd.join(format!("partial-{DAY}-1-of-2.json")))
+        .arg(sd.join(format!("partial-{DAY}-2-of-2.json")))
+        .output()
+        .expect("merge")));
+    assert_eq!(merged["kpis"], local["kpis"]);
+}
+
+#[test]
+fn query_prints_tables_csv_json_and_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake_dir = dir.path().join("lake");
+    let lake = lake_dir.to_str().expect("utf8");
+    make_lake(dir.path(), lake);
+    let sql = format!("SELECT hour, count(*) AS n, count(DISTINCT user_id) AS users FROM product_viewed WHERE date = '{DAY}' AND hour < 3 GROUP BY hour ORDER BY hour");
+    let want = duckdb(&format!(
+        "SELECT CAST(hour AS BIGINT), count(*), count(DISTINCT user_id) FROM read_parquet('{}/events/type=product_viewed/date={DAY}/*/*.parquet', hive_partitioning=true) WHERE CAST(hour AS INTEGER) < 3 GROUP BY ALL ORDER BY ALL",
+        lake_dir.display()
+    ));
+    assert_eq!(want.len(), 3);
+
+    let csv = ok(eventctl().args(["query", "--lake", lake, "--format", "csv", &sql]).output().expect("csv"));
+    let text = String::from_utf8(csv.stdout).expect("utf8");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("hour,n,users"));
+    let got: Vec<Vec<Value>> = lines.map(|l| l.split(',').map(|c| Value::from(c.parse::<i64>().expect("int"))).collect()).collect();
+    assert_eq!(got, want);
+    // The read report: only the three hours' files of one type were read.
+    let stats = String::from_utf8_lossy(&csv.stderr);
+    assert!(stats.contains("from 3 files"), "{stats}");
+
+    let js = ok(eventctl().args(["query", "--lake", lake, "--format", "json", "--stats", &sql]).output().expect("json"));
+    let rows: Vec<Value> = js.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).expect("ndjson")).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1]["n"], want[1][1]);
+    let st: Value = serde_json::from_slice(&js.stderr).expect("--stats JSON on stderr");
+    assert_eq!(st["read"]["files_read"], 3);
+
+    let table = ok(eventctl().args(["query", "--lake", lake, &sql]).output().expect("table"));
+    let t = String::from_utf8(table.stdout).expect("utf8");
+    assert!(t.contains("| hour |") && t.contains(&format!("| {} ", want[2][1])), "{t}");
+
+    let pq = dir.path().join("out.parquet");
+    ok(eventctl().args(["query", "--lake", lake, "--format", "parquet", "--out", pq.to_str().expect("utf8"), &sql]).output().expect("parquet"));
+    let back = duckdb(&format!("SELECT CAST(hour AS BIGINT), n, users FROM read_parquet('{}') ORDER BY 1", pq.display()));
+    assert_eq!(back, want);
+
+    // Errors are readable: unknown table, bad SQL.
+    let out = eventctl().args(["query", "--lake", lake, "SELECT * FROM no_such_type"]).output().expect("bad");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_type"));
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let out = ok(eventctl().args(["query", "--lake", lake, "--format", "csv", &format!("SELECT type, count(*) AS n FROM lake.events WHERE date = '{DAY}' AND type IN ('product_sold', 'user_created') GROUP BY type")]).output().expect("union"));
+    for l in String::from_utf8(out.stdout).expect("utf8").lines().skip(1) {
+        let (t, n) = l.split_once(',').expect("2 columns");
+        counts.insert(t.to_owned(), n.parse().expect("n"));
+    }
+    assert_eq!(counts.len(), 2);
+}
