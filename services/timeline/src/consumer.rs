@@ -37,12 +37,19 @@ pub struct TimelineConsumer {
     builder: ItemBuilder,
     fetch_batch: usize,
     stats: ConsumerStats,
+    progress: watch::Sender<ConsumerStats>,
 }
 
 impl TimelineConsumer {
     /// A consumer writing to `store`.
     pub fn new(store: Arc<dyn Store>, opts: Arc<ItemOptions>, fetch_batch: usize) -> Self {
-        TimelineConsumer { store, builder: ItemBuilder::new(opts), fetch_batch, stats: ConsumerStats::default() }
+        let (progress, _) = watch::channel(ConsumerStats::default());
+        TimelineConsumer { store, builder: ItemBuilder::new(opts), fetch_batch, stats: ConsumerStats::default(), progress }
+    }
+
+    /// The counters, updated after each batch (for tests, `eventctl dev` and benchmarks).
+    pub fn progress(&self) -> watch::Receiver<ConsumerStats> {
+        self.progress.subscribe()
     }
 
     /// Runs until `stop` turns true; the batch being written when it does is finished and
@@ -93,6 +100,7 @@ impl TimelineConsumer {
         metrics::counter!("timeline_events_received_total").increment(deliveries.len() as u64);
         if let Err(e) = self.store.put_batch(&items).await {
             self.stats.failed_batches += 1;
+            self.progress.send_replace(self.stats.clone());
             metrics::counter!("timeline_write_failures_total").increment(1);
             tracing::error!(error = %e, events = deliveries.len(), "write failed; the batch will be redelivered");
             for d in deliveries {
@@ -111,6 +119,7 @@ impl TimelineConsumer {
         let results = ack_all(deliveries).await;
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         self.stats.acked += ok;
+        self.progress.send_replace(self.stats.clone());
         if ok < results.len() as u64 {
             tracing::warn!(failed = results.len() as u64 - ok, "some acks failed; those events come back and rewrite their items");
         }

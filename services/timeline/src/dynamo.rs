@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
@@ -68,18 +67,24 @@ pub async fn client(cfg: &DynamoConfig) -> Client {
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .region(region)
-        .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(cfg.backoff_base_ms)))
-        .timeout_config(
-            TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).operation_attempt_timeout(Duration::from_secs(10)).build(),
-        );
-    if let Some(e) = &cfg.endpoint_url {
-        loader = loader.endpoint_url(e);
+    let loader = || {
+        let mut l = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http.clone())
+            .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(cfg.backoff_base_ms)))
+            .timeout_config(
+                TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).operation_attempt_timeout(Duration::from_secs(10)).build(),
+            );
+        if let Some(e) = &cfg.endpoint_url {
+            l = l.endpoint_url(e);
+        }
+        l
+    };
+    // The standard region chain (environment, profile, instance metadata), else us-east-1.
+    let sdk = loader().load().await;
+    if sdk.region().is_some() {
+        return Client::new(&sdk);
     }
-    Client::new(&loader.load().await)
+    Client::new(&loader().region(Region::new("us-east-1")).load().await)
 }
 
 impl DynamoStore {

@@ -39,6 +39,8 @@ pub struct EmbeddedOptions {
 pub struct EmbeddedTimeline {
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// The consumer's counters, updated after each batch.
+    pub progress: watch::Receiver<ConsumerStats>,
     /// The consumer; resolves with its counters after the stop signal.
     pub consumer: JoinHandle<ConsumerStats>,
     /// The server; resolves once it has drained after the stop signal.
@@ -75,6 +77,7 @@ pub async fn start(opts: EmbeddedOptions, subscriber: impl Subscriber, stop: wat
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
     let consumer = TimelineConsumer::new(store.clone(), Arc::new(opts.items), 500);
+    let progress = consumer.progress();
     let consumer = tokio::spawn(consumer.run(subscriber, stop.clone()));
     let mut purge_stop = stop.clone();
     tokio::spawn(async move {
@@ -101,5 +104,5 @@ pub async fn start(opts: EmbeddedOptions, subscriber: impl Subscriber, stop: wat
             })
             .await
     });
-    Ok(EmbeddedTimeline { addr, consumer, server })
+    Ok(EmbeddedTimeline { addr, progress, consumer, server })
 }
