@@ -92,6 +92,21 @@ pub fn validate_metrics(metrics: &[MetricDef]) -> Result<(), String> {
     Ok(())
 }
 
+/// The `[[metrics]]` of a TOML file (the stats service's configuration file), or the
+/// defaults when the file defines none.
+pub fn load_metrics_file(path: &std::path::Path) -> Result<Vec<MetricDef>, String> {
+    #[derive(Deserialize)]
+    struct OnlyMetrics {
+        #[serde(default)]
+        metrics: Vec<MetricDef>,
+    }
+    use figment::providers::{Format, Toml};
+    let only: OnlyMetrics = figment::Figment::from(Toml::file_exact(path)).extract().map_err(|e| format!("{}: {e}", path.display()))?;
+    let metrics = if only.metrics.is_empty() { default_metrics() } else { only.metrics };
+    validate_metrics(&metrics)?;
+    Ok(metrics)
+}
+
 /// Why an event could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable event: {0}")]
