@@ -79,7 +79,7 @@ pub fn draw_hourly(report: &Report, path: &Path) -> Result<(), QueryError> {
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, hours)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = if i == TOP_TYPES { RGBColor(140, 140, 140).to_rgba() } else { Palette99::pick(i).to_rgba() };
         let style = ShapeStyle::from(&color).stroke_width(2);
         chart
             .draw_series(LineSeries::new(hours.iter().enumerate().map(|(h, v)| (h as u32, *v)), style))
