@@ -90,6 +90,8 @@ pub struct DynamoConfig {
     pub table: String,
     /// Endpoint override (default: `AWS_ENDPOINT_URL` or the AWS endpoint of the region).
     pub endpoint_url: Option<String>,
+    /// Region override (default: the standard AWS chain, else us-east-1).
+    pub region: Option<String>,
     /// Attempts of one BatchWriteItem chunk (throttling and unprocessed items), then the
     /// write fails and the deliveries are redelivered.
     pub max_write_attempts: u32,
@@ -109,6 +111,7 @@ impl Default for DynamoConfig {
         DynamoConfig {
             table: "timeline".into(),
             endpoint_url: None,
+            region: None,
             max_write_attempts: 10,
             backoff_base_ms: 50,
             backoff_max_ms: 5_000,

@@ -77,6 +77,9 @@ pub async fn client(cfg: &DynamoConfig) -> Client {
         if let Some(e) = &cfg.endpoint_url {
             l = l.endpoint_url(e);
         }
+        if let Some(r) = &cfg.region {
+            l = l.region(Region::new(r.clone()));
+        }
         l
     };
     // The standard region chain (environment, profile, instance metadata), else us-east-1.
