@@ -36,6 +36,12 @@ pub struct DevArgs {
     /// Messages the in-process bus holds (beyond: 429 with Retry-After).
     #[arg(long, default_value_t = 100_000)]
     pub bus_capacity: usize,
+    /// Address of the per-user statistics API.
+    #[arg(long, env = "EVENTCTL_STATS_LISTEN", default_value = "127.0.0.1:8083")]
+    pub stats_listen: String,
+    /// SQLite file of the per-user statistics.
+    #[arg(long, env = "EVENTCTL_STATS_DB", default_value = "./dev-data/stats.db")]
+    pub stats_db: std::path::PathBuf,
 }
 
 /// Runs until Ctrl-C / SIGTERM.
@@ -54,12 +60,32 @@ async fn serve(args: DevArgs) -> Result<()> {
     let events = bus.subscriber("lake-writer", "raw-event.>", ack_wait);
     let quarantine = bus.subscriber("lake-writer-quarantine", "quarantine.>", ack_wait);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Per-user statistics: SQLite + in-process cache, its aggregator on its own durable.
+    let key = args.api_key.clone().unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
+    let stats_secret = std::env::var("STATS_JWT_SECRET").unwrap_or_else(|_| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
+    if let Some(dir) = args.stats_db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let stats_opts = stats::embedded::EmbeddedOptions {
+        database_url: format!("sqlite://{}", args.stats_db.display()),
+        jwt_secret: stats_secret.clone(),
+        service_key_hashes: vec![hash_key(&key)],
+    };
+    let stats_app = stats::embedded::start(stats_opts, &bus, stop_rx.clone()).await.context("starting the statistics")?;
+    let stats_listener = tokio::net::TcpListener::bind(&args.stats_listen).await.with_context(|| format!("binding {}", args.stats_listen))?;
+    let stats_addr = stats_listener.local_addr()?;
+    let mut stats_stop = stop_rx.clone();
+    let stats_server = tokio::spawn(
+        axum::serve(stats_listener, stats::router(stats_app.state)).with_graceful_shutdown(async move {
+            let _ = stats_stop.wait_for(|s| *s).await;
+        }).into_future(),
+    );
+    let sample_token = stats::auth::issue_token(&stats_secret, "u1", 24 * 3600).unwrap_or_default();
     let max_age = Duration::from_secs(args.max_age_secs.max(1));
     let writer = EventWriter::new(lake.clone(), usize::try_from(args.memory).unwrap_or(usize::MAX), max_age, 1000);
     let events_task = tokio::spawn(writer.run(events, stop_rx.clone()));
     let quarantine_task = tokio::spawn(QuarantineWriter::new(lake.clone(), max_age, 10_000).run(quarantine, stop_rx));
 
-    let key = args.api_key.clone().unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
     let state = Arc::new(AppState {
         publisher: Arc::new(bus.clone()),
         limits: Limits::default(),
@@ -75,6 +101,8 @@ async fn serve(args: DevArgs) -> Result<()> {
     println!("  API key    {key}");
     println!("  lake       {}", lake.root.url);
     println!("  try        eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
+    println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
+    println!("  try        curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h JWT of user u1)");
     println!("  events are in the lake within {}s; Ctrl-C flushes and stops", args.max_age_secs);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
@@ -84,6 +112,11 @@ async fn serve(args: DevArgs) -> Result<()> {
         .await?;
     let stats = events_task.await?;
     quarantine_task.await?;
+    stats_server.await??;
+    match stats_app.aggregator.await? {
+        Ok(s) => tracing::info!(?s, "statistics aggregator stopped"),
+        Err(e) => tracing::error!(error = %e, "statistics aggregator failed"),
+    }
     println!("stopped: {} events received, {} rows in {} files", stats.received, stats.rows_written, stats.files_written);
     Ok(())
 }
