@@ -104,7 +104,7 @@ def check_k8s(version):
     for name, labels in deployments.items():
         if not any(sel and all(labels.get(k) == v for k, v in sel.items()) for sel in pdb_selectors):
             problem(f"Deployment/{name}", "no PodDisruptionBudget selects its pods")
-    for name in ("gateway", "lake-writer", "timeline-writer"):
+    for name in ("gateway", "lake-writer", "timeline"):
         if name in deployments and name not in hpa_targets:
             problem(f"Deployment/{name}", "needs a HorizontalPodAutoscaler")
     for name in ("gateway", "lake-writer"):
@@ -133,7 +133,23 @@ def check_compose():
     print(f"compose: {len(compose.get('services', {}))} services checked against the Compose specification")
 
 
+def self_test():
+    """The rules catch what they are for (a validator that passes everything is no check)."""
+    bad_pod = {"containers": [{"name": "x", "env": [{"name": "STATS_JWT_SECRET", "value": "s3cret"}],
+                               "readinessProbe": {"httpGet": {"path": "/"}}}]}
+    check_pod("self-test", bad_pod, long_running=True)
+    found = list(problems)
+    problems.clear()
+    expected = ["runAsNonRoot", "resources.requests.cpu", "resources.limits.memory",
+                "literal value", "/readyz", "/healthz", "allowPrivilegeEscalation"]
+    missing = [e for e in expected if not any(e in p for p in found)]
+    if missing:
+        print(f"FAIL self-test: the rules did not catch {missing}")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
+    self_test()
     check_k8s(sys.argv[1])
     check_compose()
     if problems:
