@@ -36,6 +36,12 @@ pub struct DevArgs {
     /// Messages the in-process bus holds (beyond: 429 with Retry-After).
     #[arg(long, default_value_t = 100_000)]
     pub bus_capacity: usize,
+    /// Address of the per-user event history API (timeline).
+    #[arg(long, env = "EVENTCTL_TIMELINE_LISTEN", default_value = "127.0.0.1:8082")]
+    pub timeline_listen: String,
+    /// SQLite file of the timeline.
+    #[arg(long, env = "EVENTCTL_TIMELINE_DB", default_value = "./dev-data/timeline.db")]
+    pub timeline_db: std::path::PathBuf,
     /// Address of the per-user statistics API.
     #[arg(long, env = "EVENTCTL_STATS_LISTEN", default_value = "127.0.0.1:8083")]
     pub stats_listen: String,
@@ -96,9 +102,20 @@ async fn serve(args: DevArgs) -> Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // The timeline: SQLite, its consumer on its own durable, the API key as its bearer token.
+    let timeline_opts = timeline::embedded::EmbeddedOptions {
+        listen: args.timeline_listen.clone(),
+        sqlite_path: args.timeline_db.display().to_string(),
+        lake: lake.clone(),
+        keys: ApiKeys::new(&[hash_key(&key)], &[]),
+        items: timeline::TimelineConfig::default().item_options()?,
+    };
+    let timeline_sub = bus.subscriber("timeline", "raw-event.>", Duration::from_secs(120));
+    let timeline = timeline::embedded::start(timeline_opts, timeline_sub, stop_tx.subscribe()).await.context("starting the timeline")?;
     println!("eventctl dev: the platform on embedded defaults");
     println!("  gateway    http://{addr}/v1/events   (OpenAPI at /openapi.json, health at /healthz /readyz, metrics at /metrics)");
     println!("  API key    {key}");
+    println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline.addr, args.timeline_db.display());
     println!("  lake       {}", lake.root.url);
     println!("  try        eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
@@ -112,6 +129,9 @@ async fn serve(args: DevArgs) -> Result<()> {
         .await?;
     let stats = events_task.await?;
     quarantine_task.await?;
+    let timeline_stats = timeline.consumer.await?;
+    timeline.server.await??;
+    tracing::info!(stats = ?timeline_stats, "timeline stopped");
     stats_server.await??;
     match stats_app.aggregator.await? {
         Ok(s) => tracing::info!(?s, "statistics aggregator stopped"),
