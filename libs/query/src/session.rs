@@ -20,6 +20,8 @@ use crate::table::{LakeCatalog, TypesSchema, UnionSchema};
 const STORE_URL: &str = "lake://root/";
 /// Bytes read from the end of a Parquet file in the first request.
 const FOOTER_HINT: usize = 16 << 10;
+/// Memory for cached Parquet footers.
+const METADATA_CACHE: usize = 512 << 20;
 
 /// A query session over one lake.
 pub struct LakeSession {
@@ -50,7 +52,9 @@ impl LakeSession {
         let stats = Arc::new(ReadStats::default());
         let store: Arc<dyn object_store::ObjectStore> = Arc::new(CountingStore::new(root.store, stats.clone()));
         let store_url = ObjectStoreUrl::parse(STORE_URL)?;
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        // Footers stay cached across the queries of a session (the KPIs scan the same files
+        // several times): 512 MiB holds the footers of a day of a large lake; bounded, LRU.
+        let runtime = RuntimeEnvBuilder::new().with_metadata_cache_limit(METADATA_CACHE).build_arc()?;
         let base = Url::parse(STORE_URL).map_err(|e| QueryError::Invalid(e.to_string()))?;
         runtime.register_object_store(&base, store.clone());
         let threads = options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
