@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod embedded;
 pub mod grpc;
 pub mod layout;
 pub mod openapi;

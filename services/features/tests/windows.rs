@@ -175,3 +175,32 @@ async fn memory_store_refuses_products_beyond_its_bound() {
     assert!(matches!(store.apply(&batch).await, Err(features::store::StoreError::Full(_))));
     assert_eq!(store.products(), 0);
 }
+
+/// A batch larger than one script call (Redis applies it in chunks), then the same batch
+/// again with a few new hits: only those count.
+async fn big_batches_count_once(store: &dyn WindowStore) {
+    let now = 1_767_225_600_000;
+    let mk = |n: u64| -> Vec<Hit> { (1..=n).map(|s| hit(&format!("b{}", s % 7), (s % 3) as usize, now - (s as i64 % 5000), s)).collect() };
+    let batch = |hits: Vec<Hit>, pos| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    let r = store.apply(&batch(mk(12_000), 12_000)).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (12_000, 0));
+    let r = store.apply(&batch(mk(12_010), 12_010)).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (10, 12_000));
+    let ids: Vec<String> = (0..7).map(|i| format!("b{i}")).collect();
+    let sums = store.read(&ids).await.unwrap();
+    let total: i64 = sums.values.iter().map(|v| v[0] + v[3] + v[6]).sum();
+    assert_eq!(total, 12_010);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_big_batches_count_once() {
+    let prefix = unique_prefix("big");
+    let store = redis_store(Layout::default_layout(), &prefix, 100).await;
+    big_batches_count_once(&store).await;
+    cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_big_batches_count_once() {
+    big_batches_count_once(&MemoryStore::new(Layout::default_layout(), 1000, 100)).await;
+}

@@ -21,7 +21,12 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::{ApplyReport, ExpireReport, StoreError, Sums, WindowStore};
-use crate::layout::{Batch, Layout, aggregate};
+use std::collections::HashSet;
+
+use crate::layout::{Batch, Hit, Layout, aggregate};
+
+/// Hits per script call: bounds how long one call blocks Redis (a few ms).
+const APPLY_CHUNK: usize = 5000;
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -112,38 +117,66 @@ impl RedisStore {
         }
     }
 
+    /// Applies in chunks of [`APPLY_CHUNK`] hits in position order (one script call each, so
+    /// Redis is never blocked long). Each chunk stores the highest position it applied, so the
+    /// rule "above the stored position means new" stays true between chunks; the batch's
+    /// positions of uncounted deliveries go with the last chunk.
     async fn apply_now(&self, batch: &Batch) -> Result<ApplyReport, StoreError> {
-        let mut skip: std::collections::HashSet<(usize, u64)> = std::collections::HashSet::new();
-        loop {
-            let hits: Vec<_> = batch.hits.iter().filter(|h| !skip.contains(&(h.source, h.seq))).collect();
-            let incs = aggregate(&self.layout, hits.iter().copied(), batch.now_ms);
-            let mut inv = self.apply_script.prepare_invoke();
-            inv.arg(&self.opts.prefix).arg(self.key_ttl).arg(self.due_ttl).arg(self.opts.dedup_ttl_secs);
-            self.windows_args(&mut inv, batch.now_ms);
-            // Sources sharing a name share positions (e.g. consumers of one JetStream
-            // stream): one entry per name, with the highest position of any of them.
-            let mut names: Vec<&str> = Vec::new();
-            let mut index_of = Vec::with_capacity(batch.sources.len());
-            for s in &batch.sources {
-                let i = names.iter().position(|n| *n == s.as_str()).unwrap_or_else(|| {
-                    names.push(s);
-                    names.len() - 1
-                });
-                index_of.push(i);
-            }
+        // Sources sharing a name share positions (e.g. consumers of one JetStream stream).
+        let mut names: Vec<&str> = Vec::new();
+        let mut index_of = Vec::with_capacity(batch.sources.len());
+        for s in &batch.sources {
+            let i = names.iter().position(|n| *n == s.as_str()).unwrap_or_else(|| {
+                names.push(s);
+                names.len() - 1
+            });
+            index_of.push(i);
+        }
+        let name_of = |source: usize| index_of.get(source).copied().unwrap_or(0);
+        let mut hits: Vec<&Hit> = batch.hits.iter().collect();
+        hits.sort_by_key(|h| h.seq);
+        let mut report = ApplyReport::default();
+        let chunks: Vec<&[&Hit]> = if hits.is_empty() { vec![&[]] } else { hits.chunks(APPLY_CHUNK).collect() };
+        let last = chunks.len() - 1;
+        for (k, chunk) in chunks.into_iter().enumerate() {
             let mut max = vec![0u64; names.len()];
-            for &(si, q) in &batch.positions {
-                if let Some(&i) = index_of.get(si) {
-                    max[i] = max[i].max(q);
+            for h in chunk {
+                max[name_of(h.source)] = max[name_of(h.source)].max(h.seq);
+            }
+            if k == last {
+                for &(si, q) in &batch.positions {
+                    max[name_of(si)] = max[name_of(si)].max(q);
                 }
             }
+            let r = self.apply_chunk(batch.now_ms, &names, &max, chunk, &name_of).await?;
+            report.applied += r.applied;
+            report.duplicates += r.duplicates;
+        }
+        Ok(report)
+    }
+
+    async fn apply_chunk(
+        &self,
+        now_ms: i64,
+        names: &[&str],
+        max: &[u64],
+        chunk: &[&Hit],
+        name_of: &(dyn Fn(usize) -> usize + Sync),
+    ) -> Result<ApplyReport, StoreError> {
+        let mut skip: HashSet<(usize, u64)> = HashSet::new();
+        loop {
+            let hits: Vec<&Hit> = chunk.iter().copied().filter(|h| !skip.contains(&(name_of(h.source), h.seq))).collect();
+            let incs = aggregate(&self.layout, hits.iter().copied(), now_ms);
+            let mut inv = self.apply_script.prepare_invoke();
+            inv.arg(&self.opts.prefix).arg(self.key_ttl).arg(self.due_ttl).arg(self.opts.dedup_ttl_secs);
+            self.windows_args(&mut inv, now_ms);
             inv.arg(names.len());
-            for (n, m) in names.iter().zip(&max) {
+            for (n, m) in names.iter().zip(max) {
                 inv.arg(*n).arg(*m);
             }
             inv.arg(hits.len());
             for h in &hits {
-                inv.arg(index_of.get(h.source).copied().unwrap_or(0)).arg(h.seq);
+                inv.arg(name_of(h.source)).arg(h.seq);
             }
             inv.arg(incs.len());
             for (product, list) in &incs {
@@ -155,16 +188,11 @@ impl RedisStore {
             let mut conn = self.writer.clone();
             let dups: Vec<u64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
             if dups.is_empty() {
-                return Ok(ApplyReport { applied: hits.len(), duplicates: batch.hits.len() - hits.len() });
+                return Ok(ApplyReport { applied: hits.len(), duplicates: chunk.len() - hits.len() });
             }
             for pair in dups.chunks(2) {
                 if let [s, q] = pair {
-                    // Back from the name's index to every source with that name.
-                    for (si, &i) in index_of.iter().enumerate() {
-                        if i as u64 == *s {
-                            skip.insert((si, *q));
-                        }
-                    }
+                    skip.insert((*s as usize, *q));
                 }
             }
         }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Benchmark of the features service (services/features/examples/features_bench.rs): updates/s
+# through the updater (in-process bus and a private NATS JetStream) against raw pipelined
+# HINCRBYs, publish -> visible freshness, and batch-of-500 reads over gRPC and HTTP against a
+# raw Redis pipeline of the same reads. Needs Redis (scripts/services.sh up) and nats-server.
+# Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(bash scripts/services.sh env)"
+cargo build --release -p features --example features_bench
+exec target/release/examples/features_bench
