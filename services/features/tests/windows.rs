@@ -168,12 +168,14 @@ async fn memory_exactly_once_and_edges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_store_refuses_products_beyond_its_bound() {
+async fn memory_store_does_not_count_new_products_beyond_its_bound() {
     let store = Arc::new(MemoryStore::new(Layout::default_layout(), 2, 100));
     let now = 1_767_225_600_000;
-    let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, 3)], hits: vec![hit("a", 0, now, 1), hit("b", 0, now, 2), hit("c", 0, now, 3)] };
-    assert!(matches!(store.apply(&batch).await, Err(features::store::StoreError::Full(_))));
-    assert_eq!(store.products(), 0);
+    let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, 4)], hits: vec![hit("a", 0, now, 1), hit("b", 0, now, 2), hit("c", 0, now, 3), hit("a", 0, now, 4)] };
+    store.apply(&batch).await.unwrap();
+    assert_eq!(store.products(), 2);
+    let v = store.read(&["a".into(), "b".into(), "c".into()]).await.unwrap().values;
+    assert_eq!((v[0][0], v[1][0], v[2][0]), (2, 1, 0));
 }
 
 /// A batch larger than one script call (Redis applies it in chunks), then the same batch

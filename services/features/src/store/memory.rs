@@ -1,7 +1,7 @@
 //! The in-memory store (embedded mode): the same model as the Redis store (sums, bucket
 //! counts, due schedules, closed/done markers, positions with a set of applied positions)
 //! behind one mutex. Bounded: at most `max_products` products (events of further products are
-//! refused with [`StoreError::Full`] until old ones expire).
+//! not counted, `features_memory_refused_total`, until old ones leave the windows).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -74,7 +74,7 @@ impl MemoryStore {
         self.lock().products.len()
     }
 
-    fn apply_now(&self, batch: &Batch) -> Result<ApplyReport, StoreError> {
+    fn apply_now(&self, batch: &Batch) -> ApplyReport {
         let mut st = self.lock();
         let st = &mut *st;
         // Markers start at the current bucket the first time a window is touched.
@@ -88,13 +88,15 @@ impl MemoryStore {
         let fresh: Vec<_> = batch.hits.iter().filter(|h| !dup(st, h.source, h.seq)).collect();
         let duplicates = batch.hits.len() - fresh.len();
         let incs = aggregate(&self.layout, fresh.iter().copied(), batch.now_ms);
-        let new_products = incs.iter().filter(|(p, _)| !st.products.contains_key(p)).count();
-        if st.products.len() + new_products > self.max_products {
-            return Err(StoreError::Full(format!("more than {} products", self.max_products)));
-        }
         let cols = self.layout.counters.len() * self.layout.windows.len();
+        let mut refused = 0u64;
         for (product, list) in incs {
-            let mut touched = false;
+            if !st.products.contains_key(&product) && st.products.len() >= self.max_products {
+                // Bounded memory: a new product beyond the bound is not counted (until old
+                // ones leave the windows); refusing the whole batch would stall the updater.
+                refused += list.iter().map(|i| i.delta as u64).sum::<u64>();
+                continue;
+            }
             for inc in list {
                 let w = &self.layout.windows[inc.window];
                 let limit = st.closed[inc.window].unwrap_or(i64::MIN).max(w.bucket(batch.now_ms));
@@ -108,9 +110,11 @@ impl MemoryStore {
                 p.sums[self.layout.column(inc.counter, inc.window)] += inc.delta;
                 *p.buckets.entry((inc.window, inc.counter, inc.bucket)).or_default() += inc.delta;
                 st.due.entry((inc.window, w.due(inc.bucket))).or_default().insert(product.clone());
-                touched = true;
             }
-            let _ = touched;
+        }
+        if refused > 0 {
+            metrics::counter!("features_memory_refused_total").increment(refused);
+            tracing::warn!(max_products = self.max_products, refused, "in-memory windows full: events of new products not counted");
         }
         for h in &fresh {
             let s = st.sources.entry(name(h.source).to_owned()).or_default();
@@ -124,7 +128,7 @@ impl MemoryStore {
                 s.seen.pop_first();
             }
         }
-        Ok(ApplyReport { applied: fresh.len(), duplicates })
+        ApplyReport { applied: fresh.len(), duplicates }
     }
 
     fn expire_now(&self, now_ms: i64) -> ExpireReport {
@@ -193,7 +197,7 @@ impl MemoryStore {
 
 impl WindowStore for MemoryStore {
     fn apply<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<ApplyReport, StoreError>> {
-        Box::pin(async move { self.apply_now(batch) })
+        Box::pin(async move { Ok(self.apply_now(batch)) })
     }
 
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, Result<ExpireReport, StoreError>> {

@@ -29,9 +29,6 @@ pub enum StoreError {
     /// Redis failed or did not answer (retry later).
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The in-memory store is full (too many products).
-    #[error("store full: {0}")]
-    Full(String),
 }
 
 /// What an apply did.
