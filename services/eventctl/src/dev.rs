@@ -48,6 +48,12 @@ pub struct DevArgs {
     /// SQLite file of the per-user statistics.
     #[arg(long, env = "EVENTCTL_STATS_DB", default_value = "./dev-data/stats.db")]
     pub stats_db: std::path::PathBuf,
+    /// Address of the features service (HTTP `POST /v1/features`).
+    #[arg(long, default_value = "127.0.0.1:8084")]
+    pub features_listen: String,
+    /// Address of the features service (gRPC `features.v1.Features`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub features_grpc_listen: String,
 }
 
 /// Runs until Ctrl-C / SIGTERM.
@@ -90,6 +96,9 @@ async fn serve(args: DevArgs) -> Result<()> {
     let max_age = Duration::from_secs(args.max_age_secs.max(1));
     let writer = EventWriter::new(lake.clone(), usize::try_from(args.memory).unwrap_or(usize::MAX), max_age, 1000);
     let events_task = tokio::spawn(writer.run(events, stop_rx.clone()));
+    let features = features::embedded::start(&bus, &args.features_listen, &args.features_grpc_listen, stop_rx.clone())
+        .await
+        .with_context(|| format!("starting the features service on {} / {}", args.features_listen, args.features_grpc_listen))?;
     let quarantine_task = tokio::spawn(QuarantineWriter::new(lake.clone(), max_age, 10_000).run(quarantine, stop_rx));
 
     let state = Arc::new(AppState {
@@ -117,6 +126,7 @@ async fn serve(args: DevArgs) -> Result<()> {
     println!("  API key    {key}");
     println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline.addr, args.timeline_db.display());
     println!("  lake       {}", lake.root.url);
+    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features.http, features.grpc);
     println!("  try        eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
     println!("  try        curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h JWT of user u1)");
@@ -137,6 +147,7 @@ async fn serve(args: DevArgs) -> Result<()> {
         Ok(s) => tracing::info!(?s, "statistics aggregator stopped"),
         Err(e) => tracing::error!(error = %e, "statistics aggregator failed"),
     }
+    features.task.await?;
     println!("stopped: {} events received, {} rows in {} files", stats.received, stats.rows_written, stats.files_written);
     Ok(())
 }
