@@ -14,8 +14,8 @@
 //! later one. In steady state everything fetched is settled before the next fetch. After a
 //! restart the previous instance's un-acked deliveries are redelivered only when their ack
 //! wait expires, and new messages could come first: so the aggregator takes its consumer's
-//! lock (Postgres advisory lock: one writer per consumer), then waits one `ack_wait` before
-//! its first fetch, after which the bus redelivers those messages before new ones. Commits
+//! lock (Postgres advisory lock: one writer per consumer), then waits over one `ack_wait`
+//! before its first fetch, after which the bus redelivers those messages before new ones. Commits
 //! run on the session that holds the lock, so a writer that lost it cannot commit.
 
 use std::collections::HashMap;

@@ -28,6 +28,17 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Retry-After of 503 answers.
     pub retry_after_secs: u64,
+    /// `Cache-Control` of answers.
+    pub cache_control: HeaderValue,
+}
+
+impl AppState {
+    /// The state, with the `Cache-Control` value computed once.
+    pub fn new(reader: StatsReader, auth: Authenticator, max_in_flight: usize, retry_after_secs: u64) -> Arc<AppState> {
+        let max_age = reader.cache().settings().today_ttl.as_secs();
+        let cache_control = HeaderValue::from_str(&format!("private, max-age={max_age}")).unwrap_or(HeaderValue::from_static("private"));
+        Arc::new(AppState { reader, auth, in_flight: Arc::new(Semaphore::new(max_in_flight)), retry_after_secs, cache_control })
+    }
 }
 
 /// An error answer.
@@ -115,7 +126,7 @@ fn parse_days(query: Option<&str>) -> Result<u16, String> {
 )]
 pub async fn user_stats(State(state): State<Arc<AppState>>, Path(user_id): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    match state.auth.check(text(header::AUTHORIZATION)) {
+    match state.auth.check(text(header::AUTHORIZATION)).await {
         Ok(Caller::Service) => {}
         Ok(Caller::User(sub)) if sub == user_id => {}
         Ok(Caller::User(_)) => return error(StatusCode::FORBIDDEN, "forbidden", "a client may read only its own statistics"),
@@ -137,9 +148,8 @@ pub async fn user_stats(State(state): State<Arc<AppState>>, Path(user_id): Path<
             return unavailable("statistics are unavailable; retry later", state.retry_after_secs);
         }
     };
-    let max_age = state.reader.cache().settings().today_ttl.as_secs();
-    let cache_control = HeaderValue::from_str(&format!("private, max-age={max_age}")).unwrap_or(HeaderValue::from_static("private"));
-    let etag = HeaderValue::from_str(&rendered.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let cache_control = state.cache_control.clone();
+    let etag = rendered.etag_header.clone();
     let not_modified = text(header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == rendered.etag || t == "*" || t.strip_prefix("W/") == Some(&rendered.etag)));
     if not_modified {

@@ -32,6 +32,8 @@ pub struct Rendered {
     pub body: Bytes,
     /// The strong ETag, quoted.
     pub etag: String,
+    /// The same, as a header value.
+    pub etag_header: axum::http::HeaderValue,
 }
 
 /// Cache lifetimes and sizes.

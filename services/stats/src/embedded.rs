@@ -67,11 +67,6 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
     let aggregator = Aggregator::new(store.clone(), cache.clone(), Extractor::new(metrics), opts_agg);
     let task = tokio::spawn(aggregator.run(sub, stop));
     let auth = Authenticator::new(&opts.service_key_hashes, &[], &opts.jwt_secret).map_err(EmbeddedError::Auth)?;
-    let state = Arc::new(AppState {
-        reader: StatsReader::new(store, cache, names),
-        auth,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
-        retry_after_secs: 1,
-    });
+    let state = AppState::new(StatsReader::new(store, cache, names), auth, 256, 1);
     Ok(Embedded { state, aggregator: task })
 }

@@ -55,7 +55,8 @@ async fn run() -> anyhow::Result<()> {
         let opts = AggregatorOptions {
             consumer: config.durable.clone(),
             fetch_batch: config.fetch_batch,
-            startup_wait: config.ack_wait(),
+            // One ack wait plus a margin for the server's redelivery timer.
+            startup_wait: config.ack_wait() + (config.ack_wait() / 2).max(std::time::Duration::from_secs(1)),
             reset_position: false,
             retention_days: config.retention_days,
             ahead_days: config.partitions_ahead_days,
@@ -76,12 +77,7 @@ async fn run() -> anyhow::Result<()> {
     let names = config.metrics.iter().map(|m| m.name.clone()).collect();
     let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt_secret)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let state = Arc::new(AppState {
-        reader: StatsReader::new(store, cache, names),
-        auth,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
-        retry_after_secs: 1,
-    });
+    let state = AppState::new(StatsReader::new(store, cache, names), auth, config.max_in_flight, 1);
     let app = if config.api {
         router(state)
     } else {

@@ -148,7 +148,8 @@ impl StatsReader {
         let body = serde_json::to_vec(&stats).unwrap_or_default();
         let digest = Sha256::digest(&body);
         let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-        Rendered { body: body.into(), etag }
+        let etag_header = axum::http::HeaderValue::from_str(&etag).unwrap_or(axum::http::HeaderValue::from_static("\"\""));
+        Rendered { body: body.into(), etag, etag_header }
     }
 }
 

@@ -44,12 +44,8 @@ impl Harness {
     async fn start(store: Store, cache: StatsCache) -> Harness {
         let cache = Arc::new(cache);
         let names = default_metrics().into_iter().map(|m| m.name).collect();
-        let state = Arc::new(AppState {
-            reader: StatsReader::new(store.clone(), cache.clone(), names),
-            auth: Authenticator::new(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth"),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
-            retry_after_secs: 1,
-        });
+        let auth = Authenticator::new(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth");
+        let state = AppState::new(StatsReader::new(store.clone(), cache.clone(), names), auth, 64, 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
