@@ -68,40 +68,63 @@ for k = 0, nmarks - 1 do
   ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = q % 65536; ops[#ops + 1] = 1
 end
 if cur_key then flush_ops(cur_key) end
--- Increments.
+-- Increments: per product one HMGET of the touched sum and bucket fields and one HSET of
+-- their new values (two calls per product, whatever the number of counters and windows); a
+-- bucket field that did not exist yet files the product in the bucket's due schedule and
+-- refreshes the key's expiry (so both happen at most once per product and bucket).
 local due_seen = {}
 local nprod = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nprod do
   local prod = ARGV[i]
   local ninc = tonumber(ARGV[i + 1]); i = i + 2
   local key = p .. 'p:' .. prod
-  local touched = false
+  local names, deltas, dues, index = {}, {}, {}, {}
   for _ = 1, ninc do
     local w = tonumber(ARGV[i]) + 1
     local c = tonumber(ARGV[i + 1]) + 1
     local bs = ARGV[i + 2]
-    local b = tonumber(bs)
-    local delta = ARGV[i + 3]
+    local delta = tonumber(ARGV[i + 3])
     i = i + 4
-    local due = b + wn[w]
+    local due = tonumber(bs) + wn[w]
     if due > wlimit[w] then
       local sum = counters[c] .. ':' .. wname[w]
-      redis.call('HINCRBY', key, sum, delta)
-      redis.call('HINCRBY', key, sum .. ':' .. bs, delta)
-      local dk = p .. 'due:' .. wname[w] .. ':' .. string.format('%d', due)
-      local tag = dk .. '|' .. prod
-      if not due_seen[tag] then
-        due_seen[tag] = true
+      for _, f in ipairs({sum, sum .. ':' .. bs}) do
+        local at = index[f]
+        if at then
+          deltas[at] = deltas[at] + delta
+        else
+          names[#names + 1] = f
+          deltas[#names] = delta
+          index[f] = #names
+          if f ~= sum then dues[#names] = p .. 'due:' .. wname[w] .. ':' .. string.format('%d', due) end
+        end
+      end
+    end
+  end
+  local from = 1
+  while from <= #names do
+    local to = math.min(from + 999, #names)
+    local old = redis.call('HMGET', key, unpack(names, from, to))
+    local pairs_ = {}
+    local new_bucket = false
+    for k = from, to do
+      local v = old[k - from + 1]
+      pairs_[#pairs_ + 1] = names[k]
+      pairs_[#pairs_ + 1] = string.format('%d', (tonumber(v) or 0) + deltas[k])
+      if not v and dues[k] then
+        new_bucket = true
+        local dk = dues[k]
         redis.call('SADD', dk, prod)
         if not due_seen[dk] then
           due_seen[dk] = true
           redis.call('EXPIRE', dk, due_ttl)
         end
       end
-      touched = true
     end
+    redis.call('HSET', key, unpack(pairs_))
+    if new_bucket then redis.call('EXPIRE', key, key_ttl) end
+    from = to + 1
   end
-  if touched then redis.call('EXPIRE', key, key_ttl) end
 end
 for k = 1, ns do
   if smax[k] > spos[k] then redis.call('HSET', meta, 'pos:' .. sname[k], string.format('%d', smax[k])) end
