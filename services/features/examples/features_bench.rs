@@ -8,7 +8,7 @@
 //!    (the same 500 `HMGET`s as a raw Redis pipeline from the client).
 //!
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
-//! BENCH_READ_SECS (8), BENCH_CONCURRENCY (16), REDIS_URL.
+//! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -157,6 +157,8 @@ async fn drain(store: Arc<dyn WindowStore>, sources: Vec<Source>, counted: u64, 
     let secs = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     task.await.unwrap();
+    let write = stats.write_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    println!("    ({} writes, {:.0}% of the time in store writes)", stats.flushes.load(Ordering::Relaxed), 100.0 * write / secs);
     total as f64 / secs
 }
 
@@ -202,8 +204,8 @@ fn ids(rng: &mut Lcg, products: u64) -> Vec<String> {
 async fn main() {
     let n = env("BENCH_EVENTS", 400_000);
     let products = env("BENCH_PRODUCTS", 100_000);
-    let read_secs = env("BENCH_READ_SECS", 8);
-    let conc = env("BENCH_CONCURRENCY", 16) as usize;
+    let read_secs = env("BENCH_READ_SECS", 5);
+    let concs: Vec<usize> = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "1,4,16".into()).split(',').filter_map(|c| c.trim().parse().ok()).collect();
     let run = format!("bench:features:{}:", std::process::id());
     println!("features benchmark: {n} events over {products} products (Zipf-like), 2 cores shared by Redis, NATS and this process");
 
@@ -336,8 +338,9 @@ async fn main() {
     });
     let (http_addr, grpc_addr) = addr_rx.recv().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    println!("reads: batches of 500 ids (~1/3 known), {conc} concurrent clients, {read_secs} s each:");
     let deadline = |s| Instant::now() + Duration::from_secs(s);
+    for conc in concs {
+    println!("reads: batches of 500 ids (about half known), {conc} concurrent clients, {read_secs} s each:");
 
     // Baseline: the same HMGETs as a raw pipeline.
     let sum_fields: Vec<String> = layout.counters.iter().flat_map(|c| layout.windows.iter().map(move |w| format!("{c}:{}", w.name))).collect();
@@ -395,7 +398,7 @@ async fn main() {
     let (_, grpc_p99) = report("gRPC GetFeatures", lat, read_secs as f64);
 
     // HTTP.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(conc).build().unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(conc.max(1)).build().unwrap();
     let url = format!("http://{http_addr}/v1/features");
     let mut tasks = Vec::new();
     let end = deadline(read_secs);
@@ -421,5 +424,6 @@ async fn main() {
     }
     let (_, http_p99) = report("HTTP POST /v1/features", lat, read_secs as f64);
     println!("  p99 ratio to baseline: gRPC {:.2}, HTTP {:.2}", grpc_p99 / base_p99, http_p99 / base_p99);
+    }
     cleanup(&prefix).await;
 }

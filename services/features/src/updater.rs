@@ -4,11 +4,12 @@
 //! runs the windows' expiry on the same tick.
 //!
 //! Exactly-once: the store skips hits whose (source, position) it applied before, and a
-//! batch's increments and positions are written together or not at all. A failed write is
-//! retried with the same batch before anything else is fetched (the fetch tasks block on the
-//! bounded channel meanwhile), so no position ever moves past an unapplied message; a crash
-//! before the write loses nothing (the deliveries are unacked and come back), a crash after
-//! it counts nothing twice (the redeliveries are recognised).
+//! batch's increments and positions are written together or not at all. One batch is written
+//! at a time (while the next one is parsed and aggregated); a failed write is retried with
+//! the same batch before any later batch is written (the fetch tasks block on the bounded
+//! channel meanwhile), so no position ever moves past an unapplied message; a crash before
+//! the write loses nothing (the deliveries are unacked and come back), a crash after it
+//! counts nothing twice (the redeliveries are recognised).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct UpdaterStats {
     pub flushes: AtomicU64,
     /// Deliveries acked.
     pub acked: AtomicU64,
+    /// Time spent in store writes, microseconds.
+    pub write_micros: AtomicU64,
 }
 
 /// The updater.
@@ -100,6 +103,9 @@ impl Updater {
         drop(tx);
         let mut pending = Pending { deliveries: Vec::new(), hits: Vec::new(), positions: HashMap::new(), in_batch: HashSet::new() };
         let mut deadline = Instant::now() + self.opts.flush_interval;
+        // The write of the previous batch runs while the next one is parsed and aggregated;
+        // a batch starts writing only once the previous one is written and acked.
+        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if *stop.borrow() {
                 break;
@@ -110,14 +116,13 @@ impl Updater {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.flush(&names, &mut pending, &stop).await;
-                    self.expire().await;
+                    self.flush(&names, &mut pending, &stop, &mut writing).await;
                     deadline = Instant::now() + self.opts.flush_interval;
                 }
                 _ = stop.changed() => break,
             }
             if pending.hits.len() >= self.opts.max_batch_events {
-                self.flush(&names, &mut pending, &stop).await;
+                self.flush(&names, &mut pending, &stop, &mut writing).await;
             }
         }
         let _ = fetch_stop_tx.send(true);
@@ -129,7 +134,10 @@ impl Updater {
         for f in fetchers {
             let _ = f.await;
         }
-        self.flush(&names, &mut pending, &stop).await;
+        self.flush(&names, &mut pending, &stop, &mut writing).await;
+        if let Some(w) = writing.take() {
+            let _ = w.await;
+        }
         tracing::info!(
             applied = self.stats.applied.load(Ordering::Relaxed),
             duplicates = self.stats.duplicates.load(Ordering::Relaxed),
@@ -157,11 +165,12 @@ impl Updater {
         }
     }
 
-    /// Writes the batch (retrying the same batch until it succeeds or the updater stops),
-    /// then acks its deliveries.
-    async fn flush(&self, names: &[String], pending: &mut Pending, stop: &watch::Receiver<bool>) {
-        if pending.deliveries.is_empty() {
-            return;
+    /// Hands the batch to a write task (after the previous write finished): it writes it,
+    /// retrying the same batch until it succeeds or the updater stops, then acks its
+    /// deliveries and runs the windows' expiry.
+    async fn flush(&self, names: &[String], pending: &mut Pending, stop: &watch::Receiver<bool>, writing: &mut Option<tokio::task::JoinHandle<()>>) {
+        if let Some(w) = writing.take() {
+            let _ = w.await;
         }
         let batch = Batch {
             now_ms: self.clock.now_ms(),
@@ -171,54 +180,66 @@ impl Updater {
         };
         pending.in_batch.clear();
         let deliveries = std::mem::take(&mut pending.deliveries);
-        let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.store.apply(&batch).await {
-                Ok(r) => {
-                    self.stats.applied.fetch_add(r.applied as u64, Ordering::Relaxed);
-                    self.stats.duplicates.fetch_add(r.duplicates as u64, Ordering::Relaxed);
-                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("features_events_applied_total").increment(r.applied as u64);
-                    metrics::counter!("features_events_duplicate_total").increment(r.duplicates as u64);
-                    metrics::histogram!("features_flush_seconds").record(started.elapsed().as_secs_f64());
-                    break;
+        let (store, stats, clock, stop) = (self.store.clone(), self.stats.clone(), self.clock.clone(), stop.clone());
+        *writing = Some(tokio::spawn(async move {
+            if !deliveries.is_empty() && !write(&*store, &stats, &batch, &stop).await {
+                return;
+            }
+            let results = ack_all(deliveries).await;
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            stats.acked.fetch_add(ok as u64, Ordering::Relaxed);
+            if ok < results.len() {
+                tracing::warn!(failed = results.len() - ok, "some acks failed; the redeliveries will be recognised as counted");
+            }
+            expire(&*store, &*clock).await;
+        }));
+    }
+}
+
+/// Writes a batch, retrying the same batch; false when it gave up at shutdown (the
+/// deliveries stay unacked, so the bus redelivers them to the next run).
+async fn write(store: &dyn WindowStore, stats: &UpdaterStats, batch: &Batch, stop: &watch::Receiver<bool>) -> bool {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match store.apply(batch).await {
+            Ok(r) => {
+                stats.applied.fetch_add(r.applied as u64, Ordering::Relaxed);
+                stats.duplicates.fetch_add(r.duplicates as u64, Ordering::Relaxed);
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                stats.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                metrics::counter!("features_events_applied_total").increment(r.applied as u64);
+                metrics::counter!("features_events_duplicate_total").increment(r.duplicates as u64);
+                metrics::histogram!("features_flush_seconds").record(started.elapsed().as_secs_f64());
+                return true;
+            }
+            Err(e) => {
+                if *stop.borrow() && started.elapsed() > Duration::from_secs(5) {
+                    tracing::error!(error = %e, events = batch.hits.len(), "giving up writing at shutdown; the bus will redeliver");
+                    return false;
                 }
-                Err(e) => {
-                    if *stop.borrow() && started.elapsed() > Duration::from_secs(5) {
-                        // Unacked, so the bus redelivers them to the next run.
-                        tracing::error!(error = %e, events = batch.hits.len(), "giving up writing at shutdown; the bus will redeliver");
-                        return;
-                    }
-                    tracing::warn!(error = %e, events = batch.hits.len(), "store write failed; retrying the same batch");
-                    metrics::counter!("features_flush_failures_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                tracing::warn!(error = %e, events = batch.hits.len(), "store write failed; retrying the same batch");
+                metrics::counter!("features_flush_failures_total").increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
-        let results = ack_all(deliveries).await;
-        let ok = results.iter().filter(|r| r.is_ok()).count();
-        self.stats.acked.fetch_add(ok as u64, Ordering::Relaxed);
-        if ok < results.len() {
-            tracing::warn!(failed = results.len() - ok, "some acks failed; the redeliveries will be recognised as counted");
-        }
     }
+}
 
-    /// Runs expiry passes until the windows are exact as of now (bounded per call).
-    async fn expire(&self) {
-        for _ in 0..20 {
-            match self.store.expire(self.clock.now_ms()).await {
-                Ok(r) => {
-                    metrics::counter!("features_buckets_expired_total").increment(r.expired as u64);
-                    if r.complete {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiry pass failed; retrying next tick");
+/// Runs expiry passes until the windows are exact as of now (bounded per call).
+async fn expire(store: &dyn WindowStore, clock: &dyn Clock) {
+    for _ in 0..20 {
+        match store.expire(clock.now_ms()).await {
+            Ok(r) => {
+                metrics::counter!("features_buckets_expired_total").increment(r.expired as u64);
+                if r.complete {
                     return;
                 }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry pass failed; retrying next tick");
+                return;
             }
         }
     }
