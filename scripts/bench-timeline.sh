@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/bench-timeline.sh — timeline benchmark (not a test). Generates events with
-# `eventctl gen` (default ~10 KB each), then services/timeline/examples/bench.rs (release):
+# `eventctl gen` (BENCH_EVENT_SIZE, default 10KiB as in production), then services/timeline/examples/bench.rs (release):
 #   1. builds the compact items (CPU baseline), writes them with put_batch in batches of 500
 #      -> items/s, and the write/build ratio;
 #   2. serves GET /v1/users/{u}/events?limit=1000 (a user with 1,200 events) and /healthz on
@@ -23,7 +23,7 @@ cargo build -q --release -p timeline --example bench
 SQLITE_N="${BENCH_SQLITE_EVENTS:-20000}"
 DYNAMO_N="${BENCH_DYNAMO_EVENTS:-3000}"
 REQ="${BENCH_REQUESTS:-200}"
-"$BIN/debug/eventctl" gen -n "$SQLITE_N" --out "$OUT/events.ndjson" 2>/dev/null
+"$BIN/debug/eventctl" gen -n "$SQLITE_N" --size "${BENCH_EVENT_SIZE:-10KiB}" --out "$OUT/events.ndjson" 2>/dev/null
 head -n "$DYNAMO_N" "$OUT/events.ndjson" > "$OUT/events-dynamo.ndjson"
 echo "== SQLite ($SQLITE_N events)"
 "$BIN/release/examples/bench" sqlite "$OUT/events.ndjson" "$REQ"

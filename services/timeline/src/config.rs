@@ -207,7 +207,7 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 /// A map of lists, each a sequence or a comma-separated string.
 fn list_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
     let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.into_vec())).collect())
+    Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
 }
 
 impl Validate for TimelineConfig {
@@ -248,5 +248,36 @@ impl Validate for TimelineConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_per_type_paths_and_comma_lists_load_and_validate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("timeline.toml");
+        let hash = "a".repeat(64);
+        std::fs::write(
+            &path,
+            format!(
+                "api_key_hashes = \"{hash}\"\nhot_window_days = 7\n[user_paths]\nproduct_sold = \"data.attributes.user_id, data.attributes.owner_id\"\nuser_signed_up = [\"data.attributes.user_id\"]\n"
+            ),
+        )
+        .expect("write");
+        let cfg: TimelineConfig = service_kit::config::load("TIMELINE_CONFIG_TEST_UNSET", Some(&path)).expect("load");
+        assert_eq!(cfg.api_key_hashes, vec![hash]);
+        assert_eq!(cfg.user_paths["product_sold"], vec!["data.attributes.user_id", "data.attributes.owner_id"]);
+        let opts = cfg.item_options().expect("options");
+        assert_eq!(opts.hot_window_secs, 7 * 86_400);
+        assert_eq!(opts.paths.for_type("product_sold").len(), 2);
+        assert_eq!(opts.paths.for_type("other"), &[vec!["data".to_owned(), "attributes".into(), "user_id".into()]]);
+
+        let no_key = TimelineConfig::default();
+        assert!(no_key.validate().is_err_and(|e| e.to_string().contains("TIMELINE_API_KEY_HASHES")));
+        let bad_path = TimelineConfig { api_key_hashes: vec!["b".repeat(64)], default_user_paths: vec!["data..x".into()], ..TimelineConfig::default() };
+        assert!(bad_path.validate().is_err());
     }
 }

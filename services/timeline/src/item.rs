@@ -202,30 +202,38 @@ impl ItemBuilder {
             return Built::NoUser;
         }
         let lake = PartitionKey::of(Arc::from(event_type.as_ref()), created_at).dir().to_string();
-        let attrs = env.data.attributes.map(|a| self.encode(a.get()));
         let sk = sort_key(created_at, &id);
         let items = users
             .into_iter()
-            .map(|user| {
-                let mut item = Item { user, sk: sk.clone(), event_type: event_type.to_string(), attrs: attrs.clone(), lake: lake.clone(), expires_at };
-                if item.size_bytes() > self.opts.item_budget_bytes {
-                    // Too large to keep inline: the lake has them (`include=payload`).
-                    item.attrs = None;
-                }
-                item
-            })
-            .collect();
-        Built::Items(items)
+            .map(|user| Item { user, sk: sk.clone(), event_type: event_type.to_string(), attrs: None, lake: lake.clone(), expires_at })
+            .collect::<Vec<_>>();
+        // The room left for the attributes in the largest item (users differ in length).
+        let base = items.iter().map(Item::size_bytes).max().unwrap_or(0) + attr::ATTRS_JSON.len();
+        let room = self.opts.item_budget_bytes.saturating_sub(base);
+        let attrs = env.data.attributes.and_then(|a| self.encode(a.get(), room));
+        let items = items.into_iter().map(|mut it| {
+            it.attrs = attrs.clone();
+            it
+        });
+        Built::Items(items.collect())
     }
 
-    fn encode(&mut self, json: &str) -> Attrs {
-        if json.len() >= self.opts.compress_min_bytes
-            && let Some(z) = self.zstd.as_mut().and_then(|c| c.compress(json.as_bytes()).ok())
-            && z.len() < json.len()
-        {
-            return Attrs::Zstd(z);
+    /// The attributes as stored within `room` bytes, if they fit: raw when small or when
+    /// compression does not pay, zstd otherwise. Attributes far larger than the room (more
+    /// than `MAX_RATIO` times) are not even compressed: JSON does not shrink that much, and
+    /// 10 KB events would spend most of the consumer's CPU on compression thrown away.
+    fn encode(&mut self, json: &str, room: usize) -> Option<Attrs> {
+        const MAX_RATIO: usize = 8;
+        if json.len() < self.opts.compress_min_bytes {
+            return (json.len() <= room).then(|| Attrs::Json(json.to_owned()));
         }
-        Attrs::Json(json.to_owned())
+        if json.len() > room.saturating_mul(MAX_RATIO) {
+            return None;
+        }
+        match self.zstd.as_mut().and_then(|c| c.compress(json.as_bytes()).ok()) {
+            Some(z) if z.len() < json.len() && z.len() <= room => Some(Attrs::Zstd(z)),
+            _ => (json.len() <= room).then(|| Attrs::Json(json.to_owned())),
+        }
     }
 }
 
