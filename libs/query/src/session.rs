@@ -61,9 +61,12 @@ impl LakeSession {
         // Lake files carry footers of a few KiB: the default 512 KiB footer read would fetch
         // small files whole and defeat column projection; 16 KiB covers the footers seen
         // (a larger one costs one more request).
+        // On S3 every stream waits on one request at a time: more streams than cores keep the
+        // link busy (each request is tens of milliseconds of latency).
+        let partitions = if url.starts_with("s3://") { (threads * 4).max(16) } else { threads };
         let config = SessionConfig::new()
             .set_usize("datafusion.execution.parquet.metadata_size_hint", FOOTER_HINT)
-            .with_target_partitions(threads)
+            .with_target_partitions(partitions)
             .with_information_schema(false)
             .with_default_catalog_and_schema("datafusion", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
