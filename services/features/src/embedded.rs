@@ -67,7 +67,7 @@ pub async fn start(bus: &InProcessBus, http: &str, grpc: &str, stop: watch::Rece
     let updater_task = tokio::spawn(updater.run(sources, stop.clone()));
     let mut http_stop = stop.clone();
     let http_task = tokio::spawn(
-        axum::serve(http_listener, crate::api::router(reader.clone()))
+        axum::serve(crate::grpc::http_listener(http_listener), crate::api::router(reader.clone()))
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
@@ -77,7 +77,7 @@ pub async fn start(bus: &InProcessBus, http: &str, grpc: &str, stop: watch::Rece
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(FeaturesGrpc::server(reader))
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), async move {
+            .serve_with_incoming_shutdown(crate::grpc::incoming(grpc_listener), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
     );

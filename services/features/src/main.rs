@@ -86,11 +86,11 @@ async fn run() -> anyhow::Result<()> {
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(FeaturesGrpc::server(reader.clone()))
-            .serve_with_incoming_shutdown(tokio_stream_of(grpc_listener), async move {
+            .serve_with_incoming_shutdown(features::grpc::incoming(grpc_listener), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
     );
-    axum::serve(listener, features::api::router(reader))
+    axum::serve(features::grpc::http_listener(listener), features::api::router(reader))
         .with_graceful_shutdown(async move {
             service_kit::shutdown::signal().await;
             let _ = stop_tx.send(true);
@@ -102,8 +102,4 @@ async fn run() -> anyhow::Result<()> {
     }
     tracing::info!("written and acked; bye");
     Ok(())
-}
-
-fn tokio_stream_of(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
 }
