@@ -181,10 +181,10 @@ impl Aggregator {
                 continue;
             }
             new_position = new_position.max(seq);
-            if let Some(t) = d.subject.strip_prefix("raw-event.") {
-                if !self.extractor.counts_type(t) {
-                    continue;
-                }
+            if let Some(t) = d.subject.strip_prefix("raw-event.")
+                && !self.extractor.counts_type(t)
+            {
+                continue;
             }
             let mut credited: Vec<(String, usize)> = Vec::new();
             match self.extractor.extract(&d.payload, |user, m| credited.push((user.to_owned(), m))) {

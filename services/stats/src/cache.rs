@@ -137,8 +137,7 @@ impl StatsCache {
     /// A finished response held in the process.
     pub async fn response(&self, user: &str, days: u16, today: i32) -> Option<Arc<Rendered>> {
         let entry = self.responses.as_ref()?.get(user).await?;
-        let found = lock(&entry).iter().find(|(k, _)| *k == (days, today)).map(|(_, r)| r.clone());
-        found
+        lock(&entry).iter().find(|(k, _)| *k == (days, today)).map(|(_, r)| r.clone())
     }
 
     /// Keeps a finished response in the process.

@@ -83,10 +83,10 @@ pub fn validate_metrics(metrics: &[MetricDef]) -> Result<(), String> {
         if m.credit.is_empty() {
             return Err(format!("metric {:?}: credit (the attribute naming the user) is empty", m.name));
         }
-        if let Some(f) = &m.filter {
-            if f.field.is_empty() || !(f.equals.is_string() || f.equals.is_number() || f.equals.is_boolean()) {
-                return Err(format!("metric {:?}: filter needs a field and a string, number or boolean", m.name));
-            }
+        if let Some(f) = &m.filter
+            && (f.field.is_empty() || !(f.equals.is_string() || f.equals.is_number() || f.equals.is_boolean()))
+        {
+            return Err(format!("metric {:?}: filter needs a field and a string, number or boolean", m.name));
         }
     }
     Ok(())

@@ -159,10 +159,10 @@ pub fn fill(metric_names: &[String], rows: &[DayCount], from: i32, to: i32) -> C
     let mut out = vec![vec![0i64; len]; metric_names.len()];
     for r in rows {
         let Some(m) = metric_names.iter().position(|n| *n == r.metric) else { continue };
-        if let Ok(k) = usize::try_from(r.day - from) {
-            if k < len {
-                out[m][k] += r.count;
-            }
+        if let Ok(k) = usize::try_from(r.day - from)
+            && k < len
+        {
+            out[m][k] += r.count;
         }
     }
     out

@@ -19,7 +19,7 @@ const CHUNK: usize = 20_000;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
+    options: Arc<PgConnectOptions>,
     /// Days whose partition is known to exist.
     partitions: Arc<Mutex<HashSet<i32>>>,
 }
@@ -46,7 +46,7 @@ impl PgStore {
         if migrate {
             sqlx::migrate!("../../migrations").run(&pool).await?;
         }
-        Ok(PgStore { pool, options, partitions: Arc::new(Mutex::new(HashSet::new())) })
+        Ok(PgStore { pool, options: Arc::new(options), partitions: Arc::new(Mutex::new(HashSet::new())) })
     }
 
     /// The pool (tests, the benchmark loader).
