@@ -135,10 +135,11 @@ pub fn query(args: QueryArgs) -> Result<i32> {
         }
         None => {
             let mut w = std::io::BufWriter::new(std::io::stdout());
-            if let Err(e) = output::write(schema, &batches, args.format, &mut w).map_err(anyhow::Error::from).and_then(|()| Ok(w.flush()?)) {
-                if !is_broken_pipe(&e) {
-                    return Err(e);
-                }
+            let written = output::write(schema, &batches, args.format, &mut w).map_err(anyhow::Error::from).and_then(|()| Ok(w.flush()?));
+            if let Err(e) = written
+                && !is_broken_pipe(&e)
+            {
+                return Err(e);
             }
         }
     }
@@ -176,7 +177,7 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let p = indicatif::ProgressBar::new(0);
-    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} KPIs  {msg}")
+    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} KPIs  {prefix:24}  {msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
     p.set_style(style);
