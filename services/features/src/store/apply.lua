@@ -25,6 +25,12 @@ for k = 1, nw do
   local closed = tonumber(redis.call('HGET', meta, 'closed:' .. wname[k]))
   if closed > cur then wlimit[k] = closed else wlimit[k] = cur end
 end
+-- Every window sum of a product, column order (counter-major); the read view
+-- `s:<product>` holds their values joined by commas (one MGET reads a whole batch).
+local allsums = {}
+for c = 1, #counters do
+  for w = 1, nw do allsums[#allsums + 1] = counters[c] .. ':' .. wname[w] end
+end
 local sname, spos, smax = {}, {}, {}
 local ns = tonumber(ARGV[i]); i = i + 1
 for k = 1, ns do
@@ -79,6 +85,9 @@ for _ = 1, nprod do
   local ninc = tonumber(ARGV[i + 1]); i = i + 2
   local key = p .. 'p:' .. prod
   local names, deltas, dues, index = {}, {}, {}, {}
+  for k = 1, #allsums do
+    names[k] = allsums[k]; deltas[k] = 0; index[allsums[k]] = k
+  end
   for _ = 1, ninc do
     local w = tonumber(ARGV[i]) + 1
     local c = tonumber(ARGV[i + 1]) + 1
@@ -101,6 +110,7 @@ for _ = 1, nprod do
       end
     end
   end
+  local view = {}
   local from = 1
   while from <= #names do
     local to = math.min(from + 999, #names)
@@ -109,8 +119,12 @@ for _ = 1, nprod do
     local new_bucket = false
     for k = from, to do
       local v = old[k - from + 1]
-      pairs_[#pairs_ + 1] = names[k]
-      pairs_[#pairs_ + 1] = string.format('%d', (tonumber(v) or 0) + deltas[k])
+      local nv = (tonumber(v) or 0) + deltas[k]
+      if k <= #allsums then view[k] = string.format('%d', nv) end
+      if deltas[k] ~= 0 then
+        pairs_[#pairs_ + 1] = names[k]
+        pairs_[#pairs_ + 1] = string.format('%d', nv)
+      end
       if not v and dues[k] then
         new_bucket = true
         local dk = dues[k]
@@ -121,9 +135,12 @@ for _ = 1, nprod do
         end
       end
     end
-    redis.call('HSET', key, unpack(pairs_))
+    if #pairs_ > 0 then redis.call('HSET', key, unpack(pairs_)) end
     if new_bucket then redis.call('EXPIRE', key, key_ttl) end
     from = to + 1
+  end
+  if #names > #allsums then
+    redis.call('SET', p .. 's:' .. prod, table.concat(view, ','), 'EX', key_ttl)
   end
 end
 for k = 1, ns do

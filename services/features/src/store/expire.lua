@@ -13,6 +13,16 @@ local counters = {}
 for k = 1, tonumber(ARGV[i]) do counters[k] = ARGV[i + k] end
 i = i + #counters + 1
 local nw = tonumber(ARGV[i]); i = i + 1
+local wnames = {}
+for k = 1, nw do wnames[k] = ARGV[i + 3 * (k - 1)] end
+-- Every window sum, column order; `s:<product>` is their read view (see apply.lua).
+local allsums, sumidx = {}, {}
+for c = 1, #counters do
+  for k = 1, nw do
+    allsums[#allsums + 1] = counters[c] .. ':' .. wnames[k]
+    sumidx[allsums[#allsums]] = #allsums
+  end
+end
 local expired, complete = 0, 1
 for _ = 1, nw do
   local w, n, cur = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -33,17 +43,38 @@ for _ = 1, nw do
       local key = p .. 'p:' .. prod
       local fields = {}
       for c = 1, #counters do fields[c] = counters[c] .. ':' .. w .. ':' .. bs end
+      for k = 1, #allsums do fields[#counters + k] = allsums[k] end
       local vals = redis.call('HMGET', key, unpack(fields))
-      local del = {}
+      local sums = {}
+      for k = 1, #allsums do sums[k] = tonumber(vals[#counters + k]) or 0 end
+      local del, set = {}, {}
       for c = 1, #counters do
         local v = vals[c]
         if v then
-          local sum = counters[c] .. ':' .. w
-          if redis.call('HINCRBY', key, sum, -tonumber(v)) == 0 then del[#del + 1] = sum end
+          local k = sumidx[counters[c] .. ':' .. w]
+          sums[k] = sums[k] - tonumber(v)
+          if sums[k] == 0 then
+            del[#del + 1] = allsums[k]
+          else
+            set[#set + 1] = allsums[k]; set[#set + 1] = string.format('%d', sums[k])
+          end
           del[#del + 1] = fields[c]
         end
       end
-      if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+      if #set > 0 then redis.call('HSET', key, unpack(set)) end
+      if #del > 0 then
+        redis.call('HDEL', key, unpack(del))
+        local view, any = {}, false
+        for k = 1, #allsums do
+          view[k] = string.format('%d', sums[k])
+          if sums[k] ~= 0 then any = true end
+        end
+        if any then
+          redis.call('SET', p .. 's:' .. prod, table.concat(view, ','), 'KEEPTTL')
+        else
+          redis.call('DEL', p .. 's:' .. prod)
+        end
+      end
       expired = expired + 1
     end
     if redis.call('EXISTS', dk) == 0 then

@@ -1,8 +1,11 @@
 //! The Redis store. Key layout (every key starts with the configured prefix):
 //!
-//! - `p:<product>`: a hash per product: window sums `<counter>:<window>` (what reads return)
-//!   and bucket counts `<counter>:<window>:<bucket>`; expires `longest window + margin` after
-//!   its last increment; emptied fields are deleted, an empty hash disappears.
+//! - `p:<product>`: a hash per product: window sums `<counter>:<window>` and bucket counts
+//!   `<counter>:<window>:<bucket>`; expires `longest window + margin` after its last new
+//!   bucket; emptied fields are deleted, an empty hash disappears.
+//! - `s:<product>`: the read view: the product's window sums in column order joined by
+//!   commas, rewritten by every script that changes them (deleted when all are zero), so a
+//!   batch read is one `MGET`.
 //! - `due:<window>:<bucket>`: the set of products whose bucket `bucket - n` leaves the window
 //!   at `bucket` (the expiry schedule); expires `window + margin` after its last addition.
 //! - `meta`: a hash with `closed:<window>`, `done:<window>` (expiry markers), `pos:<source>`
@@ -11,14 +14,14 @@
 //!   redeliveries), 8 KiB each, expiring `dedup_ttl` after their last write.
 //!
 //! Writes are two Lua scripts (`apply.lua`, `expire.lua`), each atomic, so a crash at any
-//! point leaves either all or none of a batch; a read is one pipeline of `HMGET`s (one round
-//! trip per batch).
+//! point leaves either all or none of a batch; a read is one `MGET` (one round trip per
+//! batch).
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::Script;
 
 use super::{ApplyReport, ExpireReport, StoreError, Sums, WindowStore};
 use std::collections::HashSet;
@@ -208,38 +211,36 @@ impl RedisStore {
     }
 
     async fn read_now(&self, products: &[String]) -> Result<Sums, StoreError> {
+        // One MGET of the products' read views (`s:<product>`, the sums joined by commas).
         let mut pipe = redis::pipe();
         pipe.cmd("HGET").arg(format!("{}meta", self.opts.prefix)).arg("as_of");
+        let mut mget = redis::cmd("MGET");
         let mut key = String::with_capacity(self.opts.prefix.len() + 40);
         for p in products {
             key.clear();
             key.push_str(&self.opts.prefix);
-            key.push_str("p:");
+            key.push_str("s:");
             key.push_str(p);
-            pipe.cmd("HMGET").arg(&key).arg(&self.sum_fields);
+            mget.arg(&key);
         }
+        pipe.add_command(mget);
         let n = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
         let mut conn = self.readers[n].clone();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let mut it = replies.into_iter();
-        let as_of_ms = it.next().map_or(0, |v| int_of(&v));
+        let (as_of, views): (Option<i64>, Vec<Option<Vec<u8>>>) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let cols = self.sum_fields.len();
-        let values = it
-            .map(|v| match v {
-                Value::Array(items) => items.iter().map(int_of).collect(),
-                _ => vec![0; cols],
+        let values = views
+            .into_iter()
+            .map(|v| {
+                let mut out = vec![0i64; cols];
+                if let Some(bytes) = v {
+                    for (slot, part) in out.iter_mut().zip(bytes.split(|&b| b == b',')) {
+                        *slot = std::str::from_utf8(part).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    }
+                }
+                out
             })
             .collect();
-        Ok(Sums { as_of_ms, values })
-    }
-}
-
-/// An integer reply or a bulk string holding one; anything else (nil) is 0.
-fn int_of(v: &Value) -> i64 {
-    match v {
-        Value::Int(i) => *i,
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-        _ => 0,
+        Ok(Sums { as_of_ms: as_of.unwrap_or(0), values })
     }
 }
 
