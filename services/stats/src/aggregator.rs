@@ -233,6 +233,7 @@ impl Aggregator {
                         return Err(AggregatorError::LockLost(self.opts.consumer.clone()));
                     }
                     metrics::counter!("stats_aggregator_commit_failures_total").increment(1);
+                    self.store.forget_days();
                     tracing::warn!(error = %e, retry_in = ?backoff, "commit failed; retrying the same batch");
                     if *stop.borrow() {
                         return Ok(None);

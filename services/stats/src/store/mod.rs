@@ -139,6 +139,13 @@ impl Store {
         }
     }
 
+    /// Forgets which days are known writable, so the next [`Store::ensure_days`] checks again.
+    pub fn forget_days(&self) {
+        if let Store::Postgres(s) = self {
+            s.forget_partitions();
+        }
+    }
+
     /// Deletes the days before `cutoff` (Postgres: drops their partitions); what was removed.
     pub async fn drop_before(&self, cutoff: i32) -> Result<Vec<String>, StoreError> {
         match self {

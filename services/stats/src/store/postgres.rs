@@ -125,6 +125,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// Forgets which partitions exist (after a failed write: one may have been dropped by hand).
+    pub(super) fn forget_partitions(&self) {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub(super) async fn drop_partitions_before(&self, cutoff: i32) -> Result<Vec<String>, StoreError> {
         let children: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
