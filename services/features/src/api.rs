@@ -67,10 +67,8 @@ impl From<Answer> for FeaturesResponse {
 fn error(status: StatusCode, code: &str, message: impl Into<String>, retry_after: Option<u64>) -> Response {
     metrics::counter!("features_http_requests_total", "status" => status.as_u16().to_string()).increment(1);
     let mut r = (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response();
-    if let Some(secs) = retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(v) = retry_after.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }

@@ -41,7 +41,7 @@ impl<S: WindowStore> WindowStore for LostReplies<S> {
                 self.hung.store(true, Ordering::SeqCst);
                 std::future::pending::<()>().await;
             }
-            if call % self.fail_every == 0 {
+            if call.is_multiple_of(self.fail_every) {
                 return Err(StoreError::Unavailable("injected: reply lost".into()));
             }
             Ok(r)
