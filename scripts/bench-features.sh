@@ -7,5 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/services.sh env)"
-cargo build --release -p features --example features_bench
-exec target/release/examples/features_bench
+# BENCH_TARGET_DIR: a separate target directory (when the shared one is busy with other
+# release builds); default the workspace's.
+target="${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-target}}"
+CARGO_TARGET_DIR="$target" cargo build --release -p features --example features_bench
+exec "$target/release/examples/features_bench"
