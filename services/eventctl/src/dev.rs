@@ -1,7 +1,8 @@
-//! `eventctl dev`: the platform in one process on embedded defaults. The gateway and the
-//! lake writer run on a bounded in-process bus, the lake is a local folder; no server is
-//! needed. It prints where it listens, the API key to use and where the lake is; Ctrl-C
-//! flushes what is buffered and exits.
+//! `eventctl dev`: the platform in one process on embedded defaults. The gateway, the lake
+//! writer, the timeline (SQLite), the stats (SQLite + in-process cache) and the features
+//! (in-memory windows) run on one bounded in-process bus, each with its own durable consumer;
+//! the lake is a local folder; no server is needed. It prints where each listens and the API
+//! key to use; Ctrl-C flushes what is buffered and exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,12 +125,12 @@ async fn serve(args: DevArgs) -> Result<()> {
     println!("eventctl dev: the platform on embedded defaults");
     println!("  gateway    http://{addr}/v1/events   (OpenAPI at /openapi.json, health at /healthz /readyz, metrics at /metrics)");
     println!("  API key    {key}");
-    println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline.addr, args.timeline_db.display());
     println!("  lake       {}", lake.root.url);
-    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features.http, features.grpc);
-    println!("  try        eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
+    println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline.addr, args.timeline_db.display());
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
-    println!("  try        curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h JWT of user u1)");
+    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features.http, features.grpc);
+    println!("  send       eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
+    println!("  read       curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h JWT of user u1)");
     println!("  events are in the lake within {}s; Ctrl-C flushes and stops", args.max_age_secs);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {

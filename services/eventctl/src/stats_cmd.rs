@@ -17,7 +17,7 @@ use stats::store::Store;
 pub enum StatsCommand {
     /// Recompute one day from the lake and replace it atomically.
     Backfill {
-        /// The UTC day, YYYY-MM-DD (a closed day: before today).
+        /// The UTC day, YYYY-MM-DD, or `yesterday` (a closed day: before today).
         #[arg(long)]
         date: String,
         /// Lake root (local folder or s3://bucket/prefix).
@@ -69,7 +69,11 @@ pub fn run(cmd: StatsCommand) -> Result<i32> {
                 Ok(0)
             }
             StatsCommand::Backfill { date, lake, db, redis_url, redis_prefix, config, json } => {
-                let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").with_context(|| format!("--date {date:?} is not YYYY-MM-DD"))?;
+                let day = if date == "yesterday" {
+                    chrono::Utc::now().date_naive().pred_opt().context("no day before today")?
+                } else {
+                    chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").with_context(|| format!("--date {date:?} is neither YYYY-MM-DD nor yesterday"))?
+                };
                 if stats::definitions::day_number(day) >= stats::definitions::today() {
                     bail!("{date} is not a closed day: the live aggregator is still counting it (backfill days before today)");
                 }

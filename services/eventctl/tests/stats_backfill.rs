@@ -65,4 +65,9 @@ fn backfill_recomputes_a_day_from_the_lake() {
     let out = eventctl().args(["stats", "backfill", "--date", &today, "--lake"]).arg(&lake).args(["--database-url", &db]).output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a closed day"));
+    // `yesterday` (the daily CronJob's argument) names the day before today (UTC).
+    let out = eventctl().args(["stats", "backfill", "--date", "yesterday", "--json", "--lake"]).arg(&lake).args(["--database-url", &db]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yesterday = (chrono::Utc::now().date_naive() - chrono::Days::new(1)).format("%Y-%m-%d").to_string();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&yesterday), "{}", String::from_utf8_lossy(&out.stdout));
 }
