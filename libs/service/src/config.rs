@@ -53,3 +53,35 @@ pub fn file_from_args() -> Option<std::path::PathBuf> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from)
 }
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `#[serde(deserialize_with = "service_kit::config::string_list")]`: a list given as a
+/// sequence (TOML) or as one comma-separated string (an environment variable).
+pub fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(OneOrMany::deserialize(d)?.into_vec())
+}
+
+/// A map of lists, each a sequence or a comma-separated string (see [`string_list`]).
+pub fn string_list_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, D::Error> {
+    use serde::Deserialize;
+    let raw = std::collections::BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+}

@@ -1,10 +1,11 @@
 //! What every service of the platform shares, so no service writes it again: typed layered
-//! configuration, API keys (stored as SHA-256 hashes), structured logs, Prometheus metrics, `/healthz` `/readyz` `/metrics`, and a
+//! configuration, API keys (stored as SHA-256 hashes), the HTTP error body and overload answers, structured logs, Prometheus metrics, `/healthz` `/readyz` `/metrics`, and a
 //! shutdown signal (SIGTERM or Ctrl-C).
 
 pub mod auth;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -3,7 +3,7 @@
 //! hashes, and only from the environment (`GATEWAY_API_KEY_HASHES=hash1,hash2`).
 
 use event_bus::JetStreamConfig;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
 /// Everything the gateway needs.
@@ -26,10 +26,10 @@ pub struct GatewayConfig {
     /// Retry-After seconds sent with 429 and 503.
     pub retry_after_secs: u64,
     /// SHA-256 (hex) of the accepted API keys.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub api_key_hashes: Vec<String>,
     /// SHA-256 (hex) of revoked API keys (answered 403).
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub revoked_key_hashes: Vec<String>,
     /// The bus.
     pub bus: JetStreamConfig,
@@ -50,20 +50,6 @@ impl Default for GatewayConfig {
             bus: JetStreamConfig::default(),
         }
     }
-}
-
-/// A list given as a sequence or as one comma-separated string (environment variables).
-fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        OneOrMany::Many(v) => v,
-    })
 }
 
 impl Validate for GatewayConfig {

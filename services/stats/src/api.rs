@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 use tokio::sync::Semaphore;
-use utoipa::ToSchema;
 
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::query::{DEFAULT_DAYS, MAX_DAYS, StatsReader};
@@ -41,26 +39,16 @@ impl AppState {
     }
 }
 
-/// An error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable error code.
-    pub error: String,
-    /// For people.
-    pub message: String,
-}
+pub use service_kit::http::ErrorBody;
+
+const REQUESTS_METRIC: &str = "stats_requests_total";
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    metrics::counter!("stats_requests_total", "status" => status.as_u16().to_string()).increment(1);
-    (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response()
+    service_kit::http::error_response(REQUESTS_METRIC, status, code, message)
 }
 
 fn unavailable(message: impl Into<String>, secs: u64) -> Response {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    service_kit::http::with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message), secs)
 }
 
 /// The router: the API, health and metrics, the OpenAPI document.
@@ -75,17 +63,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     });
     let api = Router::new()
         .route("/v1/users/{user_id}/stats", get(user_stats))
-        .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
+        .layer(middleware::from_fn_with_state(
+            service_kit::http::InFlightLimit { permits: state.in_flight.clone(), retry_after_secs: state.retry_after_secs, metric: REQUESTS_METRIC },
+            service_kit::http::limit_in_flight,
+        ))
         .with_state(state);
     api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) })).merge(service_kit::health::routes(ready))
-}
-
-/// Refuses requests beyond the in-flight bound with 503 instead of queueing them.
-async fn limit_in_flight(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => unavailable("too many requests in flight; retry later", state.retry_after_secs),
-    }
 }
 
 /// Parses `days` from the query string: absent -> 7, else an integer in 1..=90.

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use event_lake::Lake;
@@ -124,26 +124,16 @@ pub struct TimelineEvent {
     pub payload: Option<Value>,
 }
 
-/// An error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable error code.
-    pub error: String,
-    /// For people.
-    pub message: String,
-}
+pub use service_kit::http::ErrorBody;
+
+const REQUESTS_METRIC: &str = "timeline_requests_total";
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    metrics::counter!("timeline_requests_total", "status" => status.as_u16().to_string()).increment(1);
-    (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response()
+    service_kit::http::error_response(REQUESTS_METRIC, status, code, message)
 }
 
 fn retry_later(status: StatusCode, code: &str, message: impl Into<String>, secs: u64) -> Response {
-    let mut r = error(status, code, message);
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    service_kit::http::with_retry_after(error(status, code, message), secs)
 }
 
 /// The router: the API, health and metrics, the OpenAPI document.
@@ -155,19 +145,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     });
     let api = Router::new()
         .route("/v1/users/{user_id}/events", get(get_events))
-        .layer(middleware::from_fn_with_state(state.clone(), limit_in_flight))
+        .layer(middleware::from_fn_with_state(
+            service_kit::http::InFlightLimit { permits: state.in_flight.clone(), retry_after_secs: state.retry_after_secs, metric: REQUESTS_METRIC },
+            service_kit::http::limit_in_flight,
+        ))
         .with_state(state);
     api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .merge(service_kit::health::routes(ready))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-/// Refuses requests beyond `max_in_flight_requests` with 503 instead of queueing them.
-async fn limit_in_flight(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => retry_later(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry later", state.retry_after_secs),
-    }
 }
 
 /// A validated page request.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use event_bus::JetStreamConfig;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
 use crate::item::ItemOptions;
@@ -42,10 +42,10 @@ pub struct TimelineConfig {
     /// everything). Events already older than this are not written.
     pub hot_window_days: u32,
     /// JSON paths (dotted) naming the user, for types without their own entry.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub default_user_paths: Vec<String>,
     /// Per event type: the JSON paths naming the user(s) (replaces the default list).
-    #[serde(deserialize_with = "list_map")]
+    #[serde(deserialize_with = "service_kit::config::string_list_map")]
     pub user_paths: BTreeMap<String, Vec<String>>,
     /// An item is kept within this many bytes (DynamoDB item size): the attributes are
     /// stored inline only when the item fits (1024 = one write request unit).
@@ -73,10 +73,10 @@ pub struct TimelineConfig {
     /// Retry-After seconds sent with 503.
     pub retry_after_secs: u64,
     /// SHA-256 (hex) of the accepted API keys.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub api_key_hashes: Vec<String>,
     /// SHA-256 (hex) of revoked API keys (answered 403).
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub revoked_key_hashes: Vec<String>,
     /// The bus.
     pub bus: JetStreamConfig,
@@ -181,33 +181,6 @@ impl TimelineConfig {
             max_payload_limit: self.max_payload_limit,
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-/// A list given as a sequence or as one comma-separated string (environment variables).
-fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(OneOrMany::deserialize(d)?.into_vec())
-}
-
-/// A map of lists, each a sequence or a comma-separated string.
-fn list_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
-    let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
 }
 
 impl Validate for TimelineConfig {

@@ -1,27 +1,20 @@
 //! The timeline's OpenAPI 3.1 document, generated from the handlers (utoipa), served at
 //! `/openapi.json` and checked in as `openapi/timeline.json` (a test fails when it is stale).
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use service_kit::http::BearerScheme;
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Timeline", description = "Per-user event history for internal teams: every event of a user, time-ordered, in pages."),
     paths(crate::api::get_events),
     components(schemas(crate::api::EventsPage, crate::api::TimelineEvent, crate::api::ErrorBody)),
-    modifiers(&BearerKey),
+    modifiers(&BEARER),
     tags((name = "timeline", description = "Per-user event history"))
 )]
 struct ApiDoc;
 
-struct BearerKey;
-
-impl Modify for BearerKey {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    }
-}
+const BEARER: BearerScheme = BearerScheme { name: "api_key", description: None };
 
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {
