@@ -3,7 +3,8 @@
 # through the updater (in-process bus and a private NATS JetStream) against raw pipelined
 # HINCRBYs, publish -> visible freshness, and batch-of-500 reads over gRPC and HTTP against a
 # raw Redis pipeline of the same reads. Needs Redis (scripts/services.sh up) and nats-server.
-# Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL.
+# Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL,
+# BENCH_ONLY=updates (only the update figures: in-process bus and NATS against the baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/services.sh env)"

@@ -8,7 +8,8 @@
 //!    (the same `MGET` of 500 read views straight from the client).
 //!
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
-//! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL.
+//! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL; BENCH_ONLY=updates
+//! stops after the update figures.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -251,6 +252,12 @@ async fn main() {
     let s: Arc<dyn WindowStore> = Arc::new(store(&nprefix).await);
     let rate_nats = drain(s, sources, want, n).await;
     println!("  updater, NATS JetStream          {rate_nats:>10.0} events/s  ({:.2} x baseline; publishing ran at {pub_rate:.0}/s before)", rate_nats / base);
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "updates") {
+        drop(nats);
+        cleanup(&prefix).await;
+        cleanup(&nprefix).await;
+        return;
+    }
 
     // --- freshness -----------------------------------------------------------------------
     let fprefix = format!("{run}fresh:");

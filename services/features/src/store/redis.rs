@@ -28,8 +28,11 @@ use std::collections::HashSet;
 
 use crate::layout::{Batch, Hit, Layout, aggregate};
 
-/// Hits per script call: bounds how long one call blocks Redis (a few ms).
-const APPLY_CHUNK: usize = 5000;
+/// A script call takes whole products (all their hits of the batch, so each product is
+/// aggregated over the whole batch and touched once) until it holds this many products ...
+const APPLY_CHUNK_PRODUCTS: usize = 3000;
+/// ... or this many hits: bounds how long one call blocks Redis (tens of ms).
+const APPLY_CHUNK_HITS: usize = 10_000;
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -120,10 +123,14 @@ impl RedisStore {
         }
     }
 
-    /// Applies in chunks of [`APPLY_CHUNK`] hits in position order (one script call each, so
-    /// Redis is never blocked long). Each chunk stores the highest position it applied, so the
-    /// rule "above the stored position means new" stays true between chunks; the batch's
-    /// positions of uncounted deliveries go with the last chunk.
+    /// Applies the batch aggregated per product over the whole batch (a product is touched
+    /// once per batch, however many of its hits it holds), in chunks of whole products (one
+    /// script call each, so Redis is never blocked long: [`APPLY_CHUNK_PRODUCTS`],
+    /// [`APPLY_CHUNK_HITS`]). Each chunk carries the marks (source, position) of its own
+    /// hits and stores the highest position it applied, so "above the stored position means
+    /// new" stays true between chunks (a later chunk's positions at or below it are looked
+    /// up in the bitmap, which is the truth); the batch's positions of uncounted deliveries
+    /// go with the last chunk.
     async fn apply_now(&self, batch: &Batch) -> Result<ApplyReport, StoreError> {
         // Sources sharing a name share positions (e.g. consumers of one JetStream stream).
         let mut names: Vec<&str> = Vec::new();
@@ -137,9 +144,23 @@ impl RedisStore {
         }
         let name_of = |source: usize| index_of.get(source).copied().unwrap_or(0);
         let mut hits: Vec<&Hit> = batch.hits.iter().collect();
-        hits.sort_by_key(|h| h.seq);
+        hits.sort_unstable_by(|a, b| a.product.cmp(&b.product).then(a.seq.cmp(&b.seq)));
+        let mut chunks: Vec<&[&Hit]> = Vec::new();
+        let (mut from, mut products) = (0, 0);
+        for k in 0..hits.len() {
+            let ends_product = hits.get(k + 1).is_none_or(|next| next.product != hits[k].product);
+            if ends_product {
+                products += 1;
+                if products >= APPLY_CHUNK_PRODUCTS || k + 1 - from >= APPLY_CHUNK_HITS {
+                    chunks.push(&hits[from..=k]);
+                    (from, products) = (k + 1, 0);
+                }
+            }
+        }
+        if from < hits.len() || chunks.is_empty() {
+            chunks.push(&hits[from..]);
+        }
         let mut report = ApplyReport::default();
-        let chunks: Vec<&[&Hit]> = if hits.is_empty() { vec![&[]] } else { hits.chunks(APPLY_CHUNK).collect() };
         let last = chunks.len() - 1;
         for (k, chunk) in chunks.into_iter().enumerate() {
             let mut max = vec![0u64; names.len()];
@@ -177,9 +198,12 @@ impl RedisStore {
             for (n, m) in names.iter().zip(max) {
                 inv.arg(*n).arg(*m);
             }
-            inv.arg(hits.len());
-            for h in &hits {
-                inv.arg(name_of(h.source)).arg(h.seq);
+            // Marks in (source, position) order: consecutive ones share a bitmap key.
+            let mut marks: Vec<(usize, u64)> = hits.iter().map(|h| (name_of(h.source), h.seq)).collect();
+            marks.sort_unstable();
+            inv.arg(marks.len());
+            for (s, q) in &marks {
+                inv.arg(*s).arg(*q);
             }
             inv.arg(incs.len());
             for (product, list) in &incs {
