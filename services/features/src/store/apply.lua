@@ -109,6 +109,10 @@ end
 local nsums = #allsums
 local due_members, due_keys = {}, {}
 local names, deltas, dues = {}, {}, {}
+-- Bucket field names and schedule names, built once per batch (products share buckets).
+local bfield, bdue = {}, {}
+for col = 1, #allsums do bfield[col] = {} end
+for w = 1, nw do bdue[w] = {} end
 for k = 1, nsums do names[k] = allsums[k] end
 local nprod = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nprod do
@@ -124,14 +128,24 @@ for _ = 1, nprod do
     local bs = ARGV[i + 2]
     local delta = tonumber(ARGV[i + 3])
     i = i + 4
-    local due = tonumber(bs) + wn[w]
-    if due > wlimit[w] then
+    local dk = bdue[w][bs]
+    if dk == nil then
+      local due = tonumber(bs) + wn[w]
+      if due > wlimit[w] then dk = wname[w] .. ':' .. string.format('%d', due) else dk = false end
+      bdue[w][bs] = dk
+    end
+    if dk then
       local col = sumcol[w][c]
       deltas[col] = deltas[col] + delta
       nn = nn + 1
-      names[nn] = allsums[col] .. ':' .. bs
+      local f = bfield[col][bs]
+      if not f then
+        f = allsums[col] .. ':' .. bs
+        bfield[col][bs] = f
+      end
+      names[nn] = f
       deltas[nn] = delta
-      dues[nn] = wname[w] .. ':' .. string.format('%d', due)
+      dues[nn] = dk
     end
   end
   if nn > nsums then
