@@ -4,7 +4,8 @@
 # HINCRBYs, publish -> visible freshness, and batch-of-500 reads over gRPC and HTTP against a
 # raw Redis pipeline of the same reads. Needs Redis (scripts/services.sh up) and nats-server.
 # Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL,
-# BENCH_ONLY=updates (only the update figures: in-process bus and NATS against the baseline).
+# BENCH_MAX_BATCH (updater max_batch_events, default 50000), BENCH_ONLY=updates (only the update
+# figures: in-process bus and NATS against the baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/services.sh env)"

@@ -58,6 +58,20 @@ impl Delivery {
         }
     }
 
+    /// Acknowledges the message without waiting for the server's confirmation (a single
+    /// publish, no round trip). For consumers that recognise redeliveries themselves: an ack
+    /// lost on the way only means the message comes back after `ack_wait`. In-process it is
+    /// the same as [`Delivery::ack`].
+    pub async fn ack_unconfirmed(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::JetStream(acker) => acker
+                .ack()
+                .await
+                .map_err(|e| BusError::Unavailable(format!("ack failed: {e}"))),
+            Acker::InProcess(ack) => ack.ack(),
+        }
+    }
+
     /// Negative acknowledgement: the message is redelivered soon (to any consumer replica).
     pub async fn nak(self) -> Result<(), BusError> {
         match self.acker {
@@ -102,4 +116,13 @@ pub async fn ack_all(deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
         .buffered(CONCURRENCY)
         .collect()
         .await
+}
+
+/// [`Delivery::ack_unconfirmed`] for many deliveries, in order; one result per delivery.
+pub async fn ack_all_unconfirmed(deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
+    let mut results = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        results.push(d.ack_unconfirmed().await);
+    }
+    results
 }

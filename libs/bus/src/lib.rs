@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use delivery::{Delivery, ack_all};
+pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;
 pub use inprocess::{InProcessBus, InProcessSubscriber};
 pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber};

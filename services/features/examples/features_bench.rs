@@ -8,7 +8,8 @@
 //!    (the same `MGET` of 500 read views straight from the client).
 //!
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
-//! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL; BENCH_ONLY=updates
+//! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL, BENCH_MAX_BATCH (the
+//! updater's max_batch_events, 50000; the service's default is 200000); BENCH_ONLY=updates
 //! stops after the update figures.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -138,7 +139,7 @@ fn updater(store: Arc<dyn WindowStore>) -> Updater {
         Layout::default_layout(),
         store,
         Arc::new(SystemClock),
-        UpdaterOptions { flush_interval: Duration::from_millis(150), max_batch_events: 50_000, fetch_batch: 5000 },
+        UpdaterOptions { flush_interval: Duration::from_millis(150), max_batch_events: env("BENCH_MAX_BATCH", 50_000) as usize, fetch_batch: 5000 },
     )
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use event_bus::{Delivery, Subscriber, ack_all};
+use event_bus::{Delivery, Subscriber, ack_all_unconfirmed};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -185,7 +185,9 @@ impl Updater {
             if !deliveries.is_empty() && !write(&*store, &stats, &batch, &stop).await {
                 return;
             }
-            let results = ack_all(deliveries).await;
+            // Unconfirmed acks (no round trip each): a lost ack only brings the message back,
+            // and its redelivery is recognised as counted.
+            let results = ack_all_unconfirmed(deliveries).await;
             let ok = results.iter().filter(|r| r.is_ok()).count();
             stats.acked.fetch_add(ok as u64, Ordering::Relaxed);
             if ok < results.len() {
