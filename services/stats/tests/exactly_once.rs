@@ -85,8 +85,25 @@ async fn kill_9_in_the_middle_counts_every_event_once() {
         assert!(Instant::now() < deadline, "the aggregator made no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let publisher = tokio::spawn(async move { bus.publish_batch(second).await.iter().all(Result::is_ok) });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The rest arrives paced (30 chunks over about a second), so the kill lands mid-stream
+    // however fast the aggregator is: it is killed as soon as it has counted into the
+    // second half.
+    let publisher = tokio::spawn(async move {
+        let mut ok = true;
+        let mut rest = second;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(100));
+            ok &= bus.publish_batch(rest).await.iter().all(Result::is_ok);
+            rest = tail;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        ok
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while position(&pool).await < 3100 {
+        assert!(Instant::now() < deadline, "the aggregator did not reach the second half");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
     let at_kill = position(&pool).await;
