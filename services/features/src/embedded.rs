@@ -53,16 +53,7 @@ pub async fn start(bus: &InProcessBus, http: &str, grpc: &str, stop: watch::Rece
             Source { name: durable, subscriber: Box::new(sub) }
         })
         .collect();
-    let updater = Updater::new(
-        layout.clone(),
-        store.clone(),
-        Arc::new(SystemClock),
-        UpdaterOptions {
-            flush_interval: Duration::from_millis(config.flush_interval_ms),
-            max_batch_events: config.max_batch_events,
-            fetch_batch: config.fetch_batch,
-        },
-    );
+    let updater = Updater::new(layout.clone(), store.clone(), Arc::new(SystemClock), UpdaterOptions::from_config(&config));
     let reader = Arc::new(FeatureReader::new(store, layout, config.max_batch_ids, config.max_id_bytes, config.max_in_flight_reads, config.retry_after_secs));
     let updater_task = tokio::spawn(updater.run(sources, stop.clone()));
     let mut http_stop = stop.clone();

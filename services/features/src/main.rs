@@ -54,16 +54,7 @@ async fn run() -> anyhow::Result<()> {
             // Stream sequences are comparable across the stream's consumers.
             sources.push(Source { name: config.bus.stream.clone(), subscriber: Box::new(sub) });
         }
-        let updater = Updater::new(
-            layout.clone(),
-            store.clone(),
-            Arc::new(SystemClock),
-            UpdaterOptions {
-                flush_interval: Duration::from_millis(config.flush_interval_ms),
-                max_batch_events: config.max_batch_events,
-                fetch_batch: config.fetch_batch,
-            },
-        );
+        let updater = Updater::new(layout.clone(), store.clone(), Arc::new(SystemClock), UpdaterOptions::from_config(&config));
         Some(tokio::spawn(updater.run(sources, stop_rx.clone())))
     } else {
         None

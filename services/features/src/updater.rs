@@ -44,6 +44,17 @@ pub struct UpdaterOptions {
     pub fetch_batch: usize,
 }
 
+impl UpdaterOptions {
+    /// The settings of the service's configuration.
+    pub fn from_config(config: &crate::config::FeaturesConfig) -> Self {
+        UpdaterOptions {
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            max_batch_events: config.max_batch_events,
+            fetch_batch: config.fetch_batch,
+        }
+    }
+}
+
 /// Counts since start, readable while it runs.
 #[derive(Debug, Default)]
 pub struct UpdaterStats {
