@@ -66,8 +66,10 @@ pub struct StatsConfig {
     /// API: requests in flight at once; beyond, 503 with Retry-After.
     pub max_in_flight: usize,
     /// SHA-256 hashes of the service keys internal callers may use (any user).
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub service_key_hashes: Vec<String>,
     /// Revoked service key hashes (403).
+    #[serde(deserialize_with = "service_kit::config::string_list")]
     pub revoked_key_hashes: Vec<String>,
     /// HS256 secret of the mobile JWTs (from `STATS_JWT_SECRET`).
     pub jwt_secret: String,
@@ -173,5 +175,23 @@ impl StatsConfig {
             local_capacity: self.cache_local_capacity,
             disabled: self.cache_disabled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hashes_come_as_one_comma_separated_variable() {
+        // How k8s passes them (a Secret value): one string.
+        // SAFETY: a prefix no other test reads; set before loading, in this test only.
+        unsafe {
+            std::env::set_var("STATS_CFGTEST_SERVICE_KEY_HASHES", "aa, bb");
+            std::env::set_var("STATS_CFGTEST_REVOKED_KEY_HASHES", "cc");
+        }
+        let cfg: StatsConfig = service_kit::config::load("STATS_CFGTEST", None).expect("config");
+        assert_eq!(cfg.service_key_hashes, vec!["aa".to_owned(), "bb".to_owned()]);
+        assert_eq!(cfg.revoked_key_hashes, vec!["cc".to_owned()]);
     }
 }
