@@ -93,18 +93,7 @@ impl PgStore {
             tx.rollback().await?;
             return Err(StoreError::PositionMoved { consumer: consumer.to_owned(), expected });
         }
-        let mut start = 0;
-        while start < rows.len() {
-            let end = (start + CHUNK).min(rows.len());
-            sqlx::query(UPSERT)
-                .bind(&rows.users[start..end])
-                .bind(&rows.days[start..end])
-                .bind(&rows.metrics[start..end])
-                .bind(&rows.counts[start..end])
-                .execute(&mut *tx)
-                .await?;
-            start = end;
-        }
+        upsert_rows(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -180,18 +169,7 @@ impl PgStore {
         .bind(metrics)
         .fetch_all(&mut *tx)
         .await?;
-        let mut start = 0;
-        while start < rows.len() {
-            let end = (start + CHUNK).min(rows.len());
-            sqlx::query(UPSERT)
-                .bind(&rows.users[start..end])
-                .bind(&rows.days[start..end])
-                .bind(&rows.metrics[start..end])
-                .bind(&rows.counts[start..end])
-                .execute(&mut *tx)
-                .await?;
-            start = end;
-        }
+        upsert_rows(&mut tx, rows).await?;
         tx.commit().await?;
         let mut users: HashSet<String> = old.into_iter().collect();
         users.extend(rows.users.iter().cloned());
@@ -224,4 +202,21 @@ impl PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Adds `rows` to their counts inside `tx`, in `UNNEST` batches of `CHUNK` rows.
+async fn upsert_rows(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, rows: &Rows) -> Result<(), sqlx::Error> {
+    let mut start = 0;
+    while start < rows.len() {
+        let end = (start + CHUNK).min(rows.len());
+        sqlx::query(UPSERT)
+            .bind(&rows.users[start..end])
+            .bind(&rows.days[start..end])
+            .bind(&rows.metrics[start..end])
+            .bind(&rows.counts[start..end])
+            .execute(&mut **tx)
+            .await?;
+        start = end;
+    }
+    Ok(())
 }
