@@ -75,7 +75,6 @@ async fn store(prefix: &str) -> RedisStore {
         RedisStoreOptions {
             url: redis_url(),
             prefix: prefix.into(),
-            retention_margin_secs: 3600,
             dedup_ttl_secs: 3600,
             expire_budget: 5000,
             timeout: Duration::from_secs(5),
@@ -235,7 +234,7 @@ async fn main() {
     println!("  updater, in-process bus          {rate_inproc:>10.0} events/s  ({:.2} x baseline)", rate_inproc / base);
     // Keep this prefix's data for the read phase; its memory per product:
     let (bytes, keys) = memory_of(&prefix).await;
-    println!("  Redis memory after it: {:.1} MiB in {keys} keys ({} product hashes), {:.0} bytes per product", bytes as f64 / 1048576.0, keys_like(&prefix, "p:").await, bytes as f64 / keys_like(&prefix, "p:").await.max(1) as f64);
+    println!("  Redis memory after it: {:.1} MiB in {keys} keys ({} product states), {:.0} bytes per product", bytes as f64 / 1048576.0, keys_like(&prefix, "st:").await, bytes as f64 / keys_like(&prefix, "st:").await.max(1) as f64);
 
     let nats = NatsServer::start();
     let js = JetStreamBus::connect(&JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() }).await.unwrap();

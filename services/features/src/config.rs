@@ -63,10 +63,6 @@ pub struct FeaturesConfig {
     /// Expiry work per Redis call (products whose bucket leaves a window), bounds how long
     /// one call blocks Redis.
     pub expire_budget: usize,
-    /// Product keys expire this long after their last event leaves the longest window, and
-    /// schedules of due expirations are kept this long beyond their window (an updater down
-    /// longer than this leaves some sums too high until the product's key expires), seconds.
-    pub retention_margin_secs: u64,
     /// How long applied bus positions are remembered for exactly-once (a redelivery later
     /// than this after its first application would count twice), seconds.
     pub dedup_ttl_secs: u64,
@@ -101,7 +97,6 @@ impl Default for FeaturesConfig {
             max_ack_pending: 100_000,
             ack_wait_secs: 30,
             expire_budget: 5000,
-            retention_margin_secs: 7 * 86_400,
             dedup_ttl_secs: 86_400,
             max_batch_ids: 1000,
             max_id_bytes: 256,

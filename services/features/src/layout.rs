@@ -216,30 +216,30 @@ pub struct Increment {
 }
 
 /// Hits summed per product and (window, counter, bucket), skipping what is already outside a
-/// window at `now` (late events). Sorted by product for a deterministic write.
-pub fn aggregate<'h>(layout: &Layout, hits: impl IntoIterator<Item = &'h Hit>, now_ms: i64) -> Vec<(String, Vec<Increment>)> {
-    let mut per: HashMap<&str, HashMap<(usize, usize, i64), i64>> = HashMap::new();
+/// window at `now` (late events). Sorted by product (and increments by window, counter,
+/// bucket) for a deterministic write. One sort of flat tuples, no map per product.
+pub fn aggregate<'h>(layout: &Layout, hits: impl IntoIterator<Item = &'h Hit>, now_ms: i64) -> Vec<(&'h str, Vec<Increment>)> {
+    let current: Vec<i64> = layout.windows.iter().map(|w| w.bucket(now_ms)).collect();
+    let mut flat: Vec<(&'h str, usize, usize, i64)> = Vec::new();
     for h in hits {
         let t = h.t_ms.min(now_ms);
         for (wi, w) in layout.windows.iter().enumerate() {
             let b = w.bucket(t);
-            if w.due(b) > w.bucket(now_ms) {
-                *per.entry(h.product.as_str()).or_default().entry((wi, h.counter, b)).or_default() += 1;
+            if w.due(b) > current[wi] {
+                flat.push((h.product.as_str(), wi, h.counter, b));
             }
         }
     }
-    let mut out: Vec<(String, Vec<Increment>)> = per
-        .into_iter()
-        .map(|(p, m)| {
-            let mut incs: Vec<Increment> = m
-                .into_iter()
-                .map(|((window, counter, bucket), delta)| Increment { window, counter, bucket, delta })
-                .collect();
-            incs.sort_by_key(|i| (i.window, i.counter, i.bucket));
-            (p.to_owned(), incs)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    flat.sort_unstable();
+    let mut out: Vec<(&'h str, Vec<Increment>)> = Vec::new();
+    for run in flat.chunk_by(|a, b| a == b) {
+        let (product, window, counter, bucket) = run[0];
+        let inc = Increment { window, counter, bucket, delta: run.len() as i64 };
+        match out.last_mut() {
+            Some((p, list)) if *p == product => list.push(inc),
+            _ => out.push((product, vec![inc])),
+        }
+    }
     out
 }
 

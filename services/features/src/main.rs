@@ -30,7 +30,6 @@ async fn run() -> anyhow::Result<()> {
         RedisStoreOptions {
             url: config.redis_url.clone(),
             prefix: config.key_prefix.clone(),
-            retention_margin_secs: config.retention_margin_secs,
             dedup_ttl_secs: config.dedup_ttl_secs,
             expire_budget: config.expire_budget,
             timeout: Duration::from_millis(config.redis_timeout_ms),

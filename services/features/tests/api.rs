@@ -136,7 +136,6 @@ async fn with_redis_unreachable_reads_answer_503_with_retry_after() {
         features::RedisStoreOptions {
             url: format!("redis://127.0.0.1:{port}"),
             prefix: "t:".into(),
-            retention_margin_secs: 60,
             dedup_ttl_secs: 60,
             expire_budget: 10,
             timeout: std::time::Duration::from_millis(300),

@@ -91,7 +91,7 @@ impl MemoryStore {
         let cols = self.layout.counters.len() * self.layout.windows.len();
         let mut refused = 0u64;
         for (product, list) in incs {
-            if !st.products.contains_key(&product) && st.products.len() >= self.max_products {
+            if !st.products.contains_key(product) && st.products.len() >= self.max_products {
                 // Bounded memory: a new product beyond the bound is not counted (until old
                 // ones leave the windows); refusing the whole batch would stall the updater.
                 refused += list.iter().map(|i| i.delta as u64).sum::<u64>();
@@ -103,13 +103,13 @@ impl MemoryStore {
                 if w.due(inc.bucket) <= limit {
                     continue;
                 }
-                let p = st.products.entry(product.clone()).or_default();
+                let p = st.products.entry(product.to_owned()).or_default();
                 if p.sums.is_empty() {
                     p.sums = vec![0; cols];
                 }
                 p.sums[self.layout.column(inc.counter, inc.window)] += inc.delta;
                 *p.buckets.entry((inc.window, inc.counter, inc.bucket)).or_default() += inc.delta;
-                st.due.entry((inc.window, w.due(inc.bucket))).or_default().insert(product.clone());
+                st.due.entry((inc.window, w.due(inc.bucket))).or_default().insert(product.to_owned());
             }
         }
         if refused > 0 {

@@ -14,6 +14,7 @@
 //! fields per product.
 
 pub mod memory;
+pub mod product_state;
 pub mod redis;
 
 use futures::future::BoxFuture;

@@ -1,38 +1,62 @@
 //! The Redis store. Key layout (every key starts with the configured prefix):
 //!
-//! - `p:<product>`: a hash per product: window sums `<counter>:<window>` and bucket counts
-//!   `<counter>:<window>:<bucket>`; expires `longest window + margin` after its last new
-//!   bucket; emptied fields are deleted, an empty hash disappears.
-//! - `s:<product>`: the read view: the product's window sums in column order joined by
-//!   commas, rewritten by every script that changes them (deleted when all are zero), so a
-//!   batch read is one `MGET`.
-//! - `due:<window>:<bucket>`: the set of products whose bucket `bucket - n` leaves the window
-//!   at `bucket` (the expiry schedule); expires `window + margin` after its last addition.
+//! - `st:<product>`: the product's state, its non-empty bucket counts per window and
+//!   counter ([`ProductState`], a few bytes per bucket); expires `longest window + margin`
+//!   after its last change.
+//! - `s:<product>`: the read view, the product's window sums, one big-endian i64 per column
+//!   (`counters x windows`, counter-major), written with the state; same expiry; deleted
+//!   with the state when no bucket is left.
+//! - `due:<window>:<bucket>`: the expiry schedule, the set of products with a bucket
+//!   `bucket - n` (which leaves the window at `bucket`); expires `window + margin` after its
+//!   last addition.
 //! - `meta`: a hash with `closed:<window>`, `done:<window>` (expiry markers), `pos:<source>`
-//!   (highest applied bus position per source) and `as_of` (last complete expiry pass).
+//!   (highest applied bus position per source), `as_of` (last complete expiry pass) and
+//!   `version` (incremented by every write: the optimistic lock).
 //! - `seen:<source>:<position / 65536>`: bitmaps of applied positions (exactly-once across
 //!   redeliveries), 8 KiB each, expiring `dedup_ttl` after their last write.
 //!
-//! Writes are two Lua scripts (`apply.lua`, `expire.lua`), each atomic, so a crash at any
-//! point leaves either all or none of a batch; a read is one `MGET` (one round trip per
-//! batch).
+//! Every write (apply and expiry) is the same optimistic transaction: `WATCH meta`, read
+//! what it needs (markers, positions, the states of the products it changes), compute the
+//! new states here, then `MULTI` ... `EXEC` of plain `SET`s, `SADD`s and `BITFIELD`s that
+//! also increments `meta.version`. Another writer's transaction in between changes `meta`,
+//! so the `EXEC` is refused and the step is computed again from fresh data: all or nothing,
+//! never on stale state, whatever the number of writers. Redis does plain key writes only
+//! (two `SET`s per product touched, instead of a field update per window, counter and
+//! bucket); a read is one `MGET` of the views (one round trip per batch). The counter and
+//! window order is part of the layout: reordering them in the configuration needs a new
+//! prefix.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
-use redis::Script;
 
+use super::product_state::{ProductState, decode_sums, encode_sums};
 use super::{ApplyReport, ExpireReport, StoreError, Sums, WindowStore};
-use std::collections::HashSet;
-
 use crate::layout::{Batch, Hit, Layout, aggregate};
 
-/// A script call takes whole products (all their hits of the batch, so each product is
+/// A transaction takes whole products (all their hits of the batch, so each product is
 /// aggregated over the whole batch and touched once) until it holds this many products ...
 const APPLY_CHUNK_PRODUCTS: usize = 3000;
-/// ... or this many hits: bounds how long one call blocks Redis (tens of ms).
+/// ... or this many hits: bounds how long one transaction blocks Redis (a few ms).
 const APPLY_CHUNK_HITS: usize = 10_000;
+/// Positions per bitmap key of applied positions.
+const SEEN_BITS: u64 = 65_536;
+/// Transactions of one step refused because another writer changed `meta` meanwhile
+/// before the step reports a failure (the updater retries it later).
+const MAX_TRANSACTION_ATTEMPTS: usize = 16;
+
+/// What `meta` holds, read at the start of a transaction.
+struct Markers {
+    closed: Vec<Option<i64>>,
+    done: Vec<Option<i64>>,
+    as_of: i64,
+    /// Incremented by every write transaction.
+    version: i64,
+    /// Stored position per source name asked for.
+    pos: Vec<u64>,
+}
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -41,8 +65,6 @@ pub struct RedisStoreOptions {
     pub url: String,
     /// Key prefix.
     pub prefix: String,
-    /// Retention margin beyond the windows, seconds.
-    pub retention_margin_secs: u64,
     /// Dedup memory, seconds.
     pub dedup_ttl_secs: u64,
     /// Expiry work per call.
@@ -60,12 +82,8 @@ pub struct RedisStore {
     writer: ConnectionManager,
     readers: Vec<ConnectionManager>,
     next_reader: std::sync::atomic::AtomicUsize,
-    apply_script: Script,
-    expire_script: Script,
-    /// `counters x windows` sum field names, column order.
-    sum_fields: Vec<String>,
-    key_ttl: u64,
-    due_ttl: u64,
+    /// `counters x windows`.
+    columns: usize,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -85,25 +103,14 @@ impl RedisStore {
         for _ in 0..opts.read_connections.max(1) {
             readers.push(client.get_connection_manager_with_config(config.clone()).await.map_err(unavailable)?);
         }
-        let sum_fields = layout
-            .counters
-            .iter()
-            .flat_map(|c| layout.windows.iter().map(move |w| format!("{c}:{}", w.name)))
-            .collect();
-        let longest_secs = (layout.longest_ms() / 1000).max(1) as u64;
-        let max_bucket_secs = layout.windows.iter().map(|w| w.bucket_ms / 1000).max().unwrap_or(0) as u64;
-        let key_ttl = longest_secs + max_bucket_secs + opts.retention_margin_secs;
+        let columns = layout.counters.len() * layout.windows.len();
         Ok(RedisStore {
-            sum_fields,
-            key_ttl,
-            due_ttl: key_ttl,
+            columns,
             layout,
             opts,
             writer,
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
-            apply_script: Script::new(include_str!("apply.lua")),
-            expire_script: Script::new(include_str!("expire.lua")),
         })
     }
 
@@ -112,25 +119,17 @@ impl RedisStore {
         &self.opts.prefix
     }
 
-    fn windows_args(&self, inv: &mut redis::ScriptInvocation<'_>, now_ms: i64) {
-        inv.arg(self.layout.counters.len());
-        for c in &self.layout.counters {
-            inv.arg(c);
-        }
-        inv.arg(self.layout.windows.len());
-        for w in &self.layout.windows {
-            inv.arg(&w.name).arg(w.buckets).arg(w.bucket(now_ms));
-        }
-    }
-
     /// Applies the batch aggregated per product over the whole batch (a product is touched
     /// once per batch, however many of its hits it holds), in chunks of whole products (one
-    /// script call each, so Redis is never blocked long: [`APPLY_CHUNK_PRODUCTS`],
+    /// transaction each, so Redis is never blocked long: [`APPLY_CHUNK_PRODUCTS`],
     /// [`APPLY_CHUNK_HITS`]). Each chunk carries the marks (source, position) of its own
     /// hits and stores the highest position it applied, so "above the stored position means
-    /// new" stays true between chunks (a later chunk's positions at or below it are looked
-    /// up in the bitmap, which is the truth); the batch's positions of uncounted deliveries
-    /// go with the last chunk.
+    /// new" stays true whenever a batch is cut short; the batch's positions of uncounted
+    /// deliveries go with the last chunk. Positions of one batch interleave across its
+    /// chunks: a later chunk compares its marks with the positions stored when the batch
+    /// began, as long as no other writer committed in between (`meta.version` is the one
+    /// its previous chunk left), so only marks at or below those are looked up in the
+    /// bitmaps (normally none).
     async fn apply_now(&self, batch: &Batch) -> Result<ApplyReport, StoreError> {
         // Sources sharing a name share positions (e.g. consumers of one JetStream stream).
         let mut names: Vec<&str> = Vec::new();
@@ -161,6 +160,7 @@ impl RedisStore {
             chunks.push(&hits[from..]);
         }
         let mut report = ApplyReport::default();
+        let mut own = None;
         let last = chunks.len() - 1;
         for (k, chunk) in chunks.into_iter().enumerate() {
             let mut max = vec![0u64; names.len()];
@@ -172,13 +172,18 @@ impl RedisStore {
                     max[name_of(si)] = max[name_of(si)].max(q);
                 }
             }
-            let r = self.apply_chunk(batch.now_ms, &names, &max, chunk, &name_of).await?;
+            let r = self.apply_chunk(batch.now_ms, &names, &max, chunk, &name_of, &mut own).await?;
             report.applied += r.applied;
             report.duplicates += r.duplicates;
         }
         Ok(report)
     }
 
+    /// One chunk as one optimistic transaction (see the module doc): reads the positions and
+    /// markers, drops the hits whose (source, position) the bitmaps say were applied, reads
+    /// the states of the chunk's products, adds the increments that are still inside their
+    /// windows, then writes the marks, the new states and views, the schedule additions
+    /// for new buckets and the positions at once.
     async fn apply_chunk(
         &self,
         now_ms: i64,
@@ -186,56 +191,299 @@ impl RedisStore {
         max: &[u64],
         chunk: &[&Hit],
         name_of: &(dyn Fn(usize) -> usize + Sync),
+        own: &mut Option<(i64, Vec<u64>)>,
     ) -> Result<ApplyReport, StoreError> {
-        let mut skip: HashSet<(usize, u64)> = HashSet::new();
-        loop {
-            let hits: Vec<&Hit> = chunk.iter().copied().filter(|h| !skip.contains(&(name_of(h.source), h.seq))).collect();
+        let meta = self.key("meta");
+        let mut conn = self.writer.clone();
+        // Marks in (source, position) order: consecutive ones share a bitmap key.
+        let mut all_marks: Vec<(usize, u64)> = chunk.iter().map(|h| (name_of(h.source), h.seq)).collect();
+        all_marks.sort_unstable();
+        all_marks.dedup();
+        for _attempt in 0..MAX_TRANSACTION_ATTEMPTS {
+            redis::cmd("WATCH").arg(&meta).exec_async(&mut conn).await.map_err(unavailable)?;
+            let markers = self.markers(&mut conn, names).await?;
+            // Positions above `threshold` were never applied (see `apply_now`).
+            let threshold = match own {
+                Some((version, t)) if *version == markers.version => t.clone(),
+                _ => markers.pos.clone(),
+            };
+            let seen = self.applied_before(&mut conn, names, &threshold, &all_marks).await?;
+            let hits: Vec<&Hit> = chunk.iter().copied().filter(|h| !seen.contains(&(name_of(h.source), h.seq))).collect();
             let incs = aggregate(&self.layout, hits.iter().copied(), now_ms);
-            let mut inv = self.apply_script.prepare_invoke();
-            inv.arg(&self.opts.prefix).arg(self.key_ttl).arg(self.due_ttl).arg(self.opts.dedup_ttl_secs);
-            self.windows_args(&mut inv, now_ms);
-            inv.arg(names.len());
-            for (n, m) in names.iter().zip(max) {
-                inv.arg(*n).arg(*m);
-            }
-            // Marks in (source, position) order: consecutive ones share a bitmap key.
-            let mut marks: Vec<(usize, u64)> = hits.iter().map(|h| (name_of(h.source), h.seq)).collect();
-            marks.sort_unstable();
-            inv.arg(marks.len());
-            for (s, q) in &marks {
-                inv.arg(*s).arg(*q);
-            }
-            inv.arg(incs.len());
-            for (product, list) in &incs {
-                inv.arg(product).arg(list.len());
-                for i in list {
-                    inv.arg(i.window).arg(i.counter).arg(i.bucket).arg(i.delta);
+            let products: Vec<&str> = incs.iter().map(|(p, _)| *p).collect();
+            let mut states = self.states(&mut conn, &products).await?;
+
+            let mut tx = redis::pipe();
+            tx.atomic();
+            tx.cmd("HINCRBY").arg(&meta).arg("version").arg(1);
+            for (w, win) in self.layout.windows.iter().enumerate() {
+                if markers.closed[w].is_none() {
+                    let cur = win.bucket(now_ms);
+                    tx.cmd("HSET").arg(&meta).arg(format!("closed:{}", win.name)).arg(cur).arg(format!("done:{}", win.name)).arg(cur).ignore();
                 }
             }
-            let mut conn = self.writer.clone();
-            let dups: Vec<u64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-            if dups.is_empty() {
+            let marks: Vec<(usize, u64)> = all_marks.iter().copied().filter(|m| !seen.contains(m)).collect();
+            for group in marks.chunk_by(|a, b| a.0 == b.0 && a.1 / SEEN_BITS == b.1 / SEEN_BITS) {
+                let key = self.seen_key(names[group[0].0], group[0].1);
+                let mut bf = redis::cmd("BITFIELD");
+                bf.arg(&key);
+                for (_, q) in group {
+                    bf.arg("SET").arg("u1").arg(q % SEEN_BITS).arg(1);
+                }
+                tx.add_command(bf).ignore();
+                tx.cmd("EXPIRE").arg(&key).arg(self.opts.dedup_ttl_secs).ignore();
+            }
+            // A window takes an increment only while its bucket's due is above
+            // max(closed, current bucket): the expiry never subtracts what was not added.
+            let limit: Vec<i64> = self.layout.windows.iter().enumerate().map(|(w, win)| markers.closed[w].map_or(i64::MIN, |c| c).max(win.bucket(now_ms))).collect();
+            let mut due: HashMap<(usize, i64), Vec<&str>> = HashMap::new();
+            for ((product, list), state) in incs.iter().zip(states.iter_mut()) {
+                state.remove_overdue(&self.layout, &markers.done);
+                for i in list {
+                    let d = self.layout.windows[i.window].due(i.bucket);
+                    if d > limit[i.window] && state.add(i.window, i.counter, i.bucket, i.delta) {
+                        due.entry((i.window, d)).or_default().push(*product);
+                    }
+                }
+            }
+            self.write_states(&mut tx, &products, &states);
+            for ((w, d), members) in &due {
+                let dk = self.due_key(*w, *d);
+                for part in members.chunks(5000) {
+                    tx.cmd("SADD").arg(&dk).arg(part).ignore();
+                }
+            }
+            let moved: Vec<(String, u64)> = names
+                .iter()
+                .zip(max)
+                .zip(&markers.pos)
+                .filter(|((_, m), p)| *m > *p)
+                .map(|((n, m), _)| (format!("pos:{n}"), *m))
+                .collect();
+            if !moved.is_empty() {
+                tx.cmd("HSET").arg(&meta).arg(moved).ignore();
+            }
+            let done: Option<(i64,)> = tx.query_async(&mut conn).await.map_err(unavailable)?;
+            if let Some((version,)) = done {
+                *own = Some((version, threshold));
                 return Ok(ApplyReport { applied: hits.len(), duplicates: chunk.len() - hits.len() });
             }
-            for pair in dups.chunks(2) {
-                if let [s, q] = pair {
-                    skip.insert((*s as usize, *q));
+            tracing::debug!("meta changed under the transaction (another writer); computing the chunk again");
+        }
+        Err(StoreError::Unavailable(format!("{MAX_TRANSACTION_ATTEMPTS} transactions in a row were refused (other writers)")))
+    }
+
+    /// One bounded expiry step as one optimistic transaction: moves each window's `closed`
+    /// marker to the current bucket, then takes up to `expire_budget` scheduled products of
+    /// the due buckets not processed yet (in order), removes those buckets from their states
+    /// and advances `done` past every schedule it emptied.
+    async fn expire_now(&self, now_ms: i64) -> Result<ExpireReport, StoreError> {
+        let meta = self.key("meta");
+        let mut conn = self.writer.clone();
+        for _attempt in 0..MAX_TRANSACTION_ATTEMPTS {
+            redis::cmd("WATCH").arg(&meta).exec_async(&mut conn).await.map_err(unavailable)?;
+            let markers = self.markers(&mut conn, &[]).await?;
+            let mut budget = self.opts.expire_budget.max(1);
+            let mut complete = true;
+            // (window, due bucket, products taken, whether that empties the schedule)
+            let mut taken: Vec<(usize, i64, Vec<String>, bool)> = Vec::new();
+            let mut closed = Vec::with_capacity(self.layout.windows.len());
+            let mut done = Vec::with_capacity(self.layout.windows.len());
+            for (w, win) in self.layout.windows.iter().enumerate() {
+                let cur = win.bucket(now_ms);
+                let c = markers.closed[w].map_or(cur, |c| c.max(cur));
+                let mut d = markers.done[w].unwrap_or(c);
+                closed.push(c);
+                while d < c {
+                    if budget == 0 {
+                        complete = false;
+                        break;
+                    }
+                    let dk = self.due_key(w, d + 1);
+                    let (card, members): (usize, Vec<String>) = redis::pipe()
+                        .cmd("SCARD")
+                        .arg(&dk)
+                        .cmd("SRANDMEMBER")
+                        .arg(&dk)
+                        .arg(budget)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    let empties = members.len() >= card;
+                    budget = budget.saturating_sub(members.len().max(1));
+                    taken.push((w, d + 1, members, empties));
+                    if !empties {
+                        complete = false;
+                        break;
+                    }
+                    d += 1;
+                }
+                done.push(d);
+            }
+            let mut products: Vec<&str> = taken.iter().flat_map(|(_, _, m, _)| m.iter().map(String::as_str)).collect();
+            products.sort_unstable();
+            products.dedup();
+            let mut states = self.states(&mut conn, &products).await?;
+            let mut expired = 0;
+            for (w, d, members, _) in &taken {
+                let bucket = d - self.layout.windows[*w].buckets;
+                for m in members {
+                    if let Ok(k) = products.binary_search(&m.as_str()) {
+                        states[k].remove_bucket(*w, bucket);
+                        expired += 1;
+                    }
                 }
             }
+            let mut tx = redis::pipe();
+            tx.atomic();
+            tx.cmd("HINCRBY").arg(&meta).arg("version").arg(1).ignore();
+            let mut fields: Vec<(String, i64)> = Vec::new();
+            for (w, win) in self.layout.windows.iter().enumerate() {
+                fields.push((format!("closed:{}", win.name), closed[w]));
+                fields.push((format!("done:{}", win.name), done[w]));
+            }
+            if complete && now_ms > markers.as_of {
+                fields.push(("as_of".to_string(), now_ms));
+            }
+            tx.cmd("HSET").arg(&meta).arg(fields).ignore();
+            self.write_states(&mut tx, &products, &states);
+            for (w, d, members, empties) in &taken {
+                let dk = self.due_key(*w, *d);
+                if *empties {
+                    tx.cmd("DEL").arg(&dk).ignore();
+                } else {
+                    tx.cmd("SREM").arg(&dk).arg(members).ignore();
+                }
+            }
+            let ok: Option<Vec<redis::Value>> = tx.query_async(&mut conn).await.map_err(unavailable)?;
+            if ok.is_some() {
+                return Ok(ExpireReport { expired, complete });
+            }
+            tracing::debug!("meta changed under the expiry step (another writer); computing it again");
+        }
+        Err(StoreError::Unavailable(format!("{MAX_TRANSACTION_ATTEMPTS} expiry steps in a row were refused (other writers)")))
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.opts.prefix)
+    }
+
+    fn due_key(&self, window: usize, due: i64) -> String {
+        format!("{}due:{}:{due}", self.opts.prefix, self.layout.windows[window].name)
+    }
+
+    fn seen_key(&self, source: &str, position: u64) -> String {
+        format!("{}seen:{source}:{}", self.opts.prefix, position / SEEN_BITS)
+    }
+
+    /// The markers and positions in `meta` (call under `WATCH meta`).
+    async fn markers(&self, conn: &mut ConnectionManager, names: &[&str]) -> Result<Markers, StoreError> {
+        let nw = self.layout.windows.len();
+        let mut fields: Vec<String> = Vec::with_capacity(2 * nw + names.len() + 1);
+        fields.extend(self.layout.windows.iter().map(|w| format!("closed:{}", w.name)));
+        fields.extend(self.layout.windows.iter().map(|w| format!("done:{}", w.name)));
+        fields.push("as_of".into());
+        fields.push("version".into());
+        fields.extend(names.iter().map(|n| format!("pos:{n}")));
+        let v: Vec<Option<i64>> = redis::cmd("HMGET").arg(self.key("meta")).arg(&fields).query_async(conn).await.map_err(unavailable)?;
+        let at = |k: usize| v.get(k).copied().flatten();
+        Ok(Markers {
+            closed: (0..nw).map(at).collect(),
+            done: (nw..2 * nw).map(at).collect(),
+            as_of: at(2 * nw).unwrap_or(0),
+            version: at(2 * nw + 1).unwrap_or(0),
+            pos: (0..names.len()).map(|k| at(2 * nw + 2 + k).unwrap_or(0).max(0) as u64).collect(),
+        })
+    }
+
+    /// The stored states of these products, in order (one `MGET`). A state that cannot be
+    /// read is counted (`features_state_unreadable_total`) and started afresh: refusing it
+    /// would stop the updater for good.
+    async fn states(&self, conn: &mut ConnectionManager, products: &[&str]) -> Result<Vec<ProductState>, StoreError> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for p in products {
+            mget.arg(format!("{}st:{p}", self.opts.prefix));
+        }
+        let raw: Vec<Option<Vec<u8>>> = mget.query_async(conn).await.map_err(unavailable)?;
+        Ok(raw
+            .iter()
+            .zip(products)
+            .map(|(v, p)| match v.as_deref().map(ProductState::decode) {
+                None => ProductState::default(),
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::error!(product = %p, error = %e, "product state unreadable; starting it afresh");
+                    metrics::counter!("features_state_unreadable_total").increment(1);
+                    ProductState::default()
+                }
+            })
+            .collect())
+    }
+
+    /// Queues the writes of these states and their views (deleted when no bucket is left):
+    /// one `MSET` and one `UNLINK` for all of them.
+    fn write_states(&self, tx: &mut redis::Pipeline, products: &[&str], states: &[ProductState]) {
+        let (mut blob, mut view) = (Vec::new(), Vec::new());
+        let mut mset = redis::cmd("MSET");
+        let mut unlink = redis::cmd("UNLINK");
+        let (mut sets, mut unlinks) = (0, 0);
+        for (p, state) in products.iter().zip(states) {
+            let (st, s) = (format!("{}st:{p}", self.opts.prefix), format!("{}s:{p}", self.opts.prefix));
+            if state.is_empty() {
+                unlink.arg(&st).arg(&s);
+                unlinks += 1;
+            } else {
+                state.encode(&mut blob);
+                encode_sums(&state.sums(&self.layout), &mut view);
+                mset.arg(&st).arg(&blob).arg(&s).arg(&view);
+                sets += 1;
+            }
+        }
+        if sets > 0 {
+            tx.add_command(mset).ignore();
+        }
+        if unlinks > 0 {
+            tx.add_command(unlink).ignore();
         }
     }
 
-    async fn expire_now(&self, now_ms: i64) -> Result<ExpireReport, StoreError> {
-        let mut inv = self.expire_script.prepare_invoke();
-        inv.arg(&self.opts.prefix).arg(self.opts.expire_budget).arg(now_ms);
-        self.windows_args(&mut inv, now_ms);
-        let mut conn = self.writer.clone();
-        let (expired, complete): (usize, i64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(ExpireReport { expired, complete: complete == 1 })
+    /// The marks (source, position) at or below their source's stored position that the
+    /// bitmaps say were applied (one `BITFIELD_RO` per bitmap, in one pipeline).
+    async fn applied_before(
+        &self,
+        conn: &mut ConnectionManager,
+        names: &[&str],
+        pos: &[u64],
+        marks: &[(usize, u64)],
+    ) -> Result<HashSet<(usize, u64)>, StoreError> {
+        let old: Vec<(usize, u64)> = marks.iter().copied().filter(|(s, q)| *q <= pos.get(*s).copied().unwrap_or(0)).collect();
+        let mut seen = HashSet::new();
+        if old.is_empty() {
+            return Ok(seen);
+        }
+        let mut pipe = redis::pipe();
+        for group in old.chunk_by(|a, b| a.0 == b.0 && a.1 / SEEN_BITS == b.1 / SEEN_BITS) {
+            let mut bf = redis::cmd("BITFIELD_RO");
+            bf.arg(self.seen_key(names[group[0].0], group[0].1));
+            for (_, q) in group {
+                bf.arg("GET").arg("u1").arg(q % SEEN_BITS);
+            }
+            pipe.add_command(bf);
+        }
+        let bits: Vec<Vec<u8>> = pipe.query_async(conn).await.map_err(unavailable)?;
+        for (m, b) in old.iter().zip(bits.iter().flatten()) {
+            if *b == 1 {
+                seen.insert(*m);
+            }
+        }
+        Ok(seen)
     }
 
     async fn read_now(&self, products: &[String]) -> Result<Sums, StoreError> {
-        // One MGET of the products' read views (`s:<product>`, the sums joined by commas).
+        // One MGET of the products' read views (`s:<product>`).
         let mut pipe = redis::pipe();
         pipe.cmd("HGET").arg(format!("{}meta", self.opts.prefix)).arg("as_of");
         let mut mget = redis::cmd("MGET");
@@ -251,19 +499,7 @@ impl RedisStore {
         let n = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
         let mut conn = self.readers[n].clone();
         let (as_of, views): (Option<i64>, Vec<Option<Vec<u8>>>) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let cols = self.sum_fields.len();
-        let values = views
-            .into_iter()
-            .map(|v| {
-                let mut out = vec![0i64; cols];
-                if let Some(bytes) = v {
-                    for (slot, part) in out.iter_mut().zip(bytes.split(|&b| b == b',')) {
-                        *slot = std::str::from_utf8(part).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                    }
-                }
-                out
-            })
-            .collect();
+        let values = views.into_iter().map(|v| decode_sums(v.as_deref(), self.columns)).collect();
         Ok(Sums { as_of_ms: as_of.unwrap_or(0), values })
     }
 }

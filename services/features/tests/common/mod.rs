@@ -22,7 +22,6 @@ pub async fn redis_store(layout: Layout, prefix: &str, budget: usize) -> RedisSt
         RedisStoreOptions {
             url: redis_url(),
             prefix: prefix.to_owned(),
-            retention_margin_secs: 3600,
             dedup_ttl_secs: 3600,
             expire_budget: budget,
             timeout: Duration::from_secs(5),
