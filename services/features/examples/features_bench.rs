@@ -9,7 +9,7 @@
 //!
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
 //! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL, BENCH_MAX_BATCH (the
-//! updater's max_batch_events, 50000; the service's default is 200000); BENCH_ONLY=updates
+//! updater's max_batch_events, default 200000 like the service); BENCH_ONLY=updates
 //! stops after the update figures.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use event_bus::testing::NatsServer;
-use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, OutMessage, Publisher};
+use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, OutMessage, Publisher, Subscriber};
 use features::clock::SystemClock;
 use features::grpc::FeaturesGrpc;
 use features::proto::GetFeaturesRequest;
@@ -138,7 +138,7 @@ fn updater(store: Arc<dyn WindowStore>) -> Updater {
         Layout::default_layout(),
         store,
         Arc::new(SystemClock),
-        UpdaterOptions { flush_interval: Duration::from_millis(150), max_batch_events: env("BENCH_MAX_BATCH", 50_000) as usize, fetch_batch: 5000 },
+        UpdaterOptions { flush_interval: Duration::from_millis(150), max_batch_events: env("BENCH_MAX_BATCH", 200_000) as usize, fetch_batch: 5000 },
     )
 }
 
@@ -230,7 +230,7 @@ async fn main() {
     }
     let prefix = format!("{run}inproc:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&prefix).await);
-    let rate_inproc = drain(s, sources, want, n).await;
+    let rate_inproc = drain(s, sources, want, want).await;
     println!("  updater, in-process bus          {rate_inproc:>10.0} events/s  ({:.2} x baseline)", rate_inproc / base);
     // Keep this prefix's data for the read phase; its memory per product:
     let (bytes, keys) = memory_of(&prefix).await;
@@ -250,8 +250,29 @@ async fn main() {
     let pub_rate = n as f64 / pub_started.elapsed().as_secs_f64();
     let nprefix = format!("{run}nats:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&nprefix).await);
-    let rate_nats = drain(s, sources, want, n).await;
+    let rate_nats = drain(s, sources, want, want).await;
     println!("  updater, NATS JetStream          {rate_nats:>10.0} events/s  ({:.2} x baseline; publishing ran at {pub_rate:.0}/s before)", rate_nats / base);
+    // The bus alone on the same machine: the same consumers fetching and acking the same
+    // messages with no processing at all (what the NATS figure above can at most reach here).
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in layout.event_types() {
+        let mut sub = js.subscriber(&format!("bare-{t}"), &format!("raw-event.{t}"), Duration::from_secs(60), 100_000).await.unwrap();
+        let want = msgs.iter().filter(|m| m.subject == format!("raw-event.{t}")).count();
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < want {
+                let ds = sub.fetch(5000, Duration::from_millis(100)).await.unwrap();
+                got += ds.len();
+                event_bus::ack_all_unconfirmed(ds).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let bare = counted(&msgs) as f64 / started.elapsed().as_secs_f64();
+    println!("  NATS alone: fetch + ack, no work {bare:>10.0} events/s  (the updater from NATS: {:.2} x this)", rate_nats / bare);
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "updates") {
         drop(nats);
         cleanup(&prefix).await;

@@ -139,23 +139,25 @@ impl ProductState {
     }
 }
 
-/// Sums as the read view stores them: one big-endian i64 per column.
+/// Sums as the read view stores them: decimal, comma-separated, column order (`12,340,0,...`;
+/// small, and readable with `redis-cli GET`).
 pub fn encode_sums(sums: &[i64], out: &mut Vec<u8>) {
     out.clear();
-    for s in sums {
-        out.extend_from_slice(&s.to_be_bytes());
+    for (k, s) in sums.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(s.to_string().as_bytes());
     }
 }
 
-/// A product's sums from its read view (a shorter value, or none, means zeros for the
-/// missing columns).
+/// A product's sums from its read view (none, or a missing or unreadable column, gives
+/// zeros).
 pub fn decode_sums(value: Option<&[u8]>, cols: usize) -> Vec<i64> {
     let mut out = vec![0i64; cols];
     if let Some(bytes) = value {
-        for (slot, part) in out.iter_mut().zip(bytes.chunks(8)) {
-            let mut be = [0u8; 8];
-            be[..part.len()].copy_from_slice(part);
-            *slot = i64::from_be_bytes(be);
+        for (slot, part) in out.iter_mut().zip(bytes.split(|&b| b == b',')) {
+            *slot = std::str::from_utf8(part).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         }
     }
     out
@@ -258,12 +260,12 @@ mod tests {
     }
 
     #[test]
-    fn sums_decode_from_the_view_layout() {
+    fn sums_round_trip_through_the_view() {
         let mut v = Vec::new();
         encode_sums(&[5, -2, 0, 1 << 40], &mut v);
+        assert_eq!(v, b"5,-2,0,1099511627776");
         assert_eq!(decode_sums(Some(&v), 6), vec![5, -2, 0, 1 << 40, 0, 0]);
         assert_eq!(decode_sums(None, 2), vec![0, 0]);
-        // A truncated value: the partial column is read as if zero-padded on the right.
-        assert_eq!(decode_sums(Some(&v[..12]), 3), vec![5, i64::from_be_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), 0]);
+        assert_eq!(decode_sums(Some(b"7,x,3"), 3), vec![7, 0, 3]);
     }
 }

@@ -1,14 +1,17 @@
 //! The Redis store. Key layout (every key starts with the configured prefix):
 //!
 //! - `st:<product>`: the product's state, its non-empty bucket counts per window and
-//!   counter ([`ProductState`], a few bytes per bucket); expires `longest window + margin`
-//!   after its last change.
-//! - `s:<product>`: the read view, the product's window sums, one big-endian i64 per column
-//!   (`counters x windows`, counter-major), written with the state; same expiry; deleted
-//!   with the state when no bucket is left.
+//!   counter ([`ProductState`], a few bytes per bucket).
+//! - `s:<product>`: the read view, the product's window sums in column order (`counters x
+//!   windows`, counter-major) joined by commas, written with the state; deleted with it
+//!   when no bucket is left.
 //! - `due:<window>:<bucket>`: the expiry schedule, the set of products with a bucket
-//!   `bucket - n` (which leaves the window at `bucket`); expires `window + margin` after its
-//!   last addition.
+//!   `bucket - n` (which leaves the window at `bucket`).
+//!
+//! Only the bitmaps expire by time: states, views and schedules are removed by the expiry
+//! pass, so an updater that was down for days catches up (bounded work per call) instead of
+//! leaving sums wrong; Redis must therefore not evict keys (`maxmemory-policy noeviction`,
+//! its default).
 //! - `meta`: a hash with `closed:<window>`, `done:<window>` (expiry markers), `pos:<source>`
 //!   (highest applied bus position per source), `as_of` (last complete expiry pass) and
 //!   `version` (incremented by every write: the optimistic lock).
