@@ -267,3 +267,26 @@ async fn redis_big_batches_count_once() {
 async fn memory_big_batches_count_once() {
     big_batches_count_once(&MemoryStore::new(Layout::default_layout(), 1000, 100)).await;
 }
+
+/// A schedule lost (deleted by hand, say) leaves a bucket the expiry cannot find; the next
+/// event of that product drops it (it is already due), so the sums are right again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_schedule_heals_on_the_next_event() {
+    let prefix = unique_prefix("heal");
+    let store = redis_store(Layout::default_layout(), &prefix, 100).await;
+    let now = 1_767_225_600_000 + 10 * 60_000;
+    let b = |hits: Vec<Hit>, pos, at| Batch { now_ms: at, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    store.apply(&b(vec![hit("x", 0, now, 1)], 1, now)).await.unwrap();
+    let mut c = redis_conn().await;
+    for k in keys(&prefix).await.into_iter().filter(|k| k.contains(":due:")) {
+        let _: () = redis::cmd("DEL").arg(&k).query_async(&mut c).await.unwrap();
+    }
+    let later = now + 2 * HOUR;
+    drive_expiry(&store, later).await;
+    let v = store.read(&["x".to_string()]).await.unwrap().values.remove(0);
+    assert_eq!(&v[0..3], &[1, 1, 1], "the lost schedule keeps the old minute in the hour");
+    store.apply(&b(vec![hit("x", 0, later, 2)], 2, later)).await.unwrap();
+    let v = store.read(&["x".to_string()]).await.unwrap().values.remove(0);
+    assert_eq!(&v[0..3], &[1, 2, 2], "1h: only the new event; 1d and 7d: both");
+    cleanup(&prefix).await;
+}
