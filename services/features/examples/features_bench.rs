@@ -143,7 +143,7 @@ fn updater(store: Arc<dyn WindowStore>) -> Updater {
 }
 
 /// Runs the updater over pre-published events until `counted` are applied; events/s.
-async fn drain(store: Arc<dyn WindowStore>, sources: Vec<Source>, counted: u64, total: u64) -> f64 {
+async fn drain(store: Arc<dyn WindowStore>, sources: Vec<Source>, counted: u64) -> f64 {
     let u = updater(store);
     let stats = u.stats();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -160,7 +160,7 @@ async fn drain(store: Arc<dyn WindowStore>, sources: Vec<Source>, counted: u64, 
     task.await.unwrap();
     let write = stats.write_micros.load(Ordering::Relaxed) as f64 / 1e6;
     println!("    ({} writes, {:.0}% of the time in store writes)", stats.flushes.load(Ordering::Relaxed), 100.0 * write / secs);
-    total as f64 / secs
+    counted as f64 / secs
 }
 
 fn counted(msgs: &[OutMessage]) -> u64 {
@@ -230,7 +230,7 @@ async fn main() {
     }
     let prefix = format!("{run}inproc:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&prefix).await);
-    let rate_inproc = drain(s, sources, want, want).await;
+    let rate_inproc = drain(s, sources, want).await;
     println!("  updater, in-process bus          {rate_inproc:>10.0} events/s  ({:.2} x baseline)", rate_inproc / base);
     // Keep this prefix's data for the read phase; its memory per product:
     let (bytes, keys) = memory_of(&prefix).await;
@@ -250,7 +250,7 @@ async fn main() {
     let pub_rate = n as f64 / pub_started.elapsed().as_secs_f64();
     let nprefix = format!("{run}nats:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&nprefix).await);
-    let rate_nats = drain(s, sources, want, want).await;
+    let rate_nats = drain(s, sources, want).await;
     println!("  updater, NATS JetStream          {rate_nats:>10.0} events/s  ({:.2} x baseline; publishing ran at {pub_rate:.0}/s before)", rate_nats / base);
     // The bus alone on the same machine: the same consumers fetching and acking the same
     // messages with no processing at all (what the NATS figure above can at most reach here).

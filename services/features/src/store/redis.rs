@@ -488,7 +488,7 @@ impl RedisStore {
     async fn read_now(&self, products: &[String]) -> Result<Sums, StoreError> {
         // One MGET of the products' read views (`s:<product>`).
         let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(format!("{}meta", self.opts.prefix)).arg("as_of");
+        pipe.cmd("HGET").arg(self.key("meta")).arg("as_of");
         let mut mget = redis::cmd("MGET");
         let mut key = String::with_capacity(self.opts.prefix.len() + 40);
         for p in products {
@@ -524,7 +524,7 @@ impl WindowStore for RedisStore {
         Box::pin(async move {
             let mut conn = self.writer.clone();
             let v: Option<u64> = redis::cmd("HGET")
-                .arg(format!("{}meta", self.opts.prefix))
+                .arg(self.key("meta"))
                 .arg(format!("pos:{source}"))
                 .query_async(&mut conn)
                 .await
