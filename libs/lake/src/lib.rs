@@ -7,8 +7,10 @@
 
 mod error;
 pub mod buffer;
+pub mod column_plan;
 pub mod compact;
 pub mod layout;
+pub mod node;
 pub mod quarantine;
 pub mod reader;
 pub mod registry;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::node::{Members, Node};
 
 /// Name of the event id column.
 pub const ID: &str = "id";
@@ -218,19 +219,15 @@ impl DType {
     }
 
     /// Infers the type of a value; `None` for values that fix no type (null, [], {}).
-    pub fn infer(v: &Value, depth: usize) -> Option<DType> {
+    pub fn infer(v: &Node, depth: usize) -> Option<DType> {
         match v {
-            Value::Null => None,
-            Value::Bool(_) => Some(DType::Bool),
-            Value::Number(n) => Some(if n.is_i64() {
-                DType::Int
-            } else if n.is_u64() {
-                DType::Json
-            } else {
-                DType::Float
-            }),
-            Value::String(_) => Some(DType::Str),
-            Value::Array(items) => {
+            Node::Null => None,
+            Node::Bool(_) => Some(DType::Bool),
+            Node::Int(_) => Some(DType::Int),
+            Node::UInt(_) => Some(DType::Json),
+            Node::Float(_) => Some(DType::Float),
+            Node::Str(_) => Some(DType::Str),
+            Node::Array(items) => {
                 if depth >= MAX_DEPTH {
                     return Some(DType::Json);
                 }
@@ -247,16 +244,35 @@ impl DType {
                 }
                 item.map(|item| DType::List { item: Box::new(item) })
             }
-            Value::Object(map) => {
+            Node::Object(members) => {
                 if depth >= MAX_DEPTH {
                     return Some(DType::Json);
                 }
-                let fields: Vec<StructField> = map
+                let fields: Vec<StructField> = members
                     .iter()
-                    .filter_map(|(k, v)| DType::infer(v, depth + 1).map(|dtype| StructField { name: k.clone(), dtype }))
+                    .filter_map(|(k, v)| {
+                        DType::infer(v, depth + 1).map(|dtype| StructField { name: k.to_string(), dtype })
+                    })
                     .collect();
                 (!fields.is_empty()).then_some(DType::Struct { fields })
             }
+        }
+    }
+
+    /// True when a value at `depth` adds nothing to this type: inferring it and merging the
+    /// result the way [`Needs`] does would leave the type as it is. A quick check that
+    /// allocates nothing; `false` only means "work it out".
+    pub fn covers(&self, v: &Node, depth: usize) -> bool {
+        match (self, v) {
+            (_, Node::Null) | (DType::Json, _) => true,
+            (DType::Bool, Node::Bool(_)) | (DType::Int, Node::Int(_)) | (DType::Str, Node::Str(_)) => true,
+            (DType::Float, Node::Int(_) | Node::Float(_)) => true,
+            (DType::List { .. } | DType::Struct { .. }, _) if depth >= MAX_DEPTH => false,
+            (DType::List { item }, Node::Array(items)) => items.iter().all(|e| item.covers(e, depth + 1)),
+            (DType::Struct { fields }, Node::Object(members)) => members.iter().all(|(k, v)| {
+                matches!(v, Node::Null) || fields.iter().any(|f| f.name == *k && f.dtype.covers(v, depth + 1))
+            }),
+            _ => false,
         }
     }
 
@@ -316,17 +332,22 @@ pub struct Needs {
 
 impl Needs {
     /// Records the fields of one section of one event.
-    pub fn observe(&mut self, section: Section, obj: &serde_json::Map<String, Value>) {
+    pub fn observe(&mut self, section: Section, obj: &Members) {
         for (k, v) in obj {
             if section == Section::Meta && k == "created_at" {
                 continue;
             }
-            let Some(t) = DType::infer(v, 0) else { continue };
             let index = match section {
                 Section::Meta => &mut self.meta,
                 Section::Attributes => &mut self.attributes,
             };
-            match index.get(k.as_str()) {
+            if let Some(&i) = index.get(k.as_ref())
+                && self.order[i].2.covers(v, 0)
+            {
+                continue;
+            }
+            let Some(t) = DType::infer(v, 0) else { continue };
+            match index.get(k.as_ref()) {
                 Some(&i) => {
                     if let Some(u) = self.order[i].2.unify(&t) {
                         // A Json column is only chosen when the first values disagree within
@@ -337,8 +358,8 @@ impl Needs {
                     }
                 }
                 None => {
-                    index.insert(k.clone(), self.order.len());
-                    self.order.push((section, k.clone(), t));
+                    index.insert(k.to_string(), self.order.len());
+                    self.order.push((section, k.to_string(), t));
                 }
             }
         }
@@ -353,11 +374,11 @@ impl Needs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn infers_nested_types() {
-        let v = json!({"a": 1, "b": [1, 2.5], "c": {"d": "x", "e": null}, "f": [], "g": [1, "x"]});
+        let raw = br#"{"a": 1, "b": [1, 2.5], "c": {"d": "x", "e": null}, "f": [], "g": [1, "x"]}"#;
+        let v = Node::parse(raw).unwrap();
         let t = DType::infer(&v, 0).unwrap();
         let DType::Struct { fields } = t else { panic!() };
         let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();

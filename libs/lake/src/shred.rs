@@ -1,10 +1,12 @@
-//! Shredding: events (parsed JSON) into an Arrow record batch of a type's schema, and back.
+//! Shredding: events (parsed as borrowed [`Node`] trees) into an Arrow record batch of a type's schema, and back.
 //!
 //! Lossless by construction: every value lands either in its typed column or, under its JSON
 //! Pointer, in `_leftovers` (explicit nulls, values that conflict with their column's type,
 //! keys outside `data.{id,type,attributes}` and `meta`, fields without a column). Reading a
 //! row back rebuilds the event from the columns and then applies the leftovers.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
@@ -16,45 +18,46 @@ use arrow_schema::Field;
 use serde_json::{Map, Value};
 
 use crate::LakeError;
+use crate::node::{Members, Node};
 use crate::schema::{CREATED_AT, DType, ID, LEFTOVERS, Section, StructField, TypeSchema, escape_pointer, struct_fields};
 
 /// Integers that a Float64 column stores exactly.
 const MAX_EXACT_F64_INT: u64 = 1 << 53;
 
-/// One event, parsed, with its required fields.
-pub struct ParsedEvent {
+/// One event, parsed (borrowing from its line), with its required fields.
+pub struct ParsedEvent<'a> {
     /// `data.id`.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// `meta.created_at`.
     pub created_at: i64,
     /// The whole event.
-    pub value: Value,
+    pub root: Node<'a>,
 }
 
-impl ParsedEvent {
+impl<'a> ParsedEvent<'a> {
     /// Parses a line that passed the contract.
-    pub fn parse(raw: &[u8]) -> Result<ParsedEvent, LakeError> {
-        let value: Value = serde_json::from_slice(raw)
-            .map_err(|e| LakeError::Internal(format!("a validated event does not parse: {e}")))?;
-        let id = value
-            .pointer("/data/id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| LakeError::Internal("a validated event has no data.id".into()))?
-            .to_owned();
-        let created_at = value
-            .pointer("/meta/created_at")
-            .and_then(Value::as_i64)
+    pub fn parse(raw: &'a [u8]) -> Result<ParsedEvent<'a>, LakeError> {
+        let root =
+            Node::parse(raw).map_err(|e| LakeError::Internal(format!("a validated event does not parse: {e}")))?;
+        let id = match root.get("data").and_then(|d| d.get("id")) {
+            Some(Node::Str(id)) => id.clone(),
+            _ => return Err(LakeError::Internal("a validated event has no data.id".into())),
+        };
+        let created_at = root
+            .get("meta")
+            .and_then(|m| m.get("created_at"))
+            .and_then(Node::as_i64)
             .ok_or_else(|| LakeError::Internal("a validated event has no meta.created_at".into()))?;
-        Ok(ParsedEvent { id, created_at, value })
+        Ok(ParsedEvent { id, created_at, root })
     }
 
-    /// The object of a section, if present.
-    pub fn section(&self, section: Section) -> Option<&Map<String, Value>> {
+    /// The members of a section, if present.
+    pub fn section(&self, section: Section) -> Option<&Members<'a>> {
         match section {
-            Section::Meta => self.value.get("meta"),
-            Section::Attributes => self.value.get("data").and_then(|d| d.get("attributes")),
+            Section::Meta => self.root.get("meta"),
+            Section::Attributes => self.root.get("data").and_then(|d| d.get("attributes")),
         }
-        .and_then(Value::as_object)
+        .and_then(Node::as_object)
     }
 }
 
@@ -67,36 +70,37 @@ impl Leftovers {
     fn new() -> Self {
         Leftovers { text: String::new() }
     }
-    fn add(&mut self, pointer: &str, v: &Value) {
+    fn add(&mut self, pointer: &str, v: &Node) {
         self.text.push(if self.text.is_empty() { '{' } else { ',' });
-        // Writing into a String cannot fail.
-        self.text.push_str(&Value::String(pointer.to_owned()).to_string());
+        Node::Str(Cow::Borrowed(pointer)).write_json(&mut self.text);
         self.text.push(':');
-        self.text.push_str(&v.to_string());
+        v.write_json(&mut self.text);
     }
-    fn take(&mut self) -> Option<String> {
+    fn take(&mut self) -> Option<&str> {
         if self.text.is_empty() {
             None
         } else {
             self.text.push('}');
-            Some(std::mem::take(&mut self.text))
+            Some(&self.text)
         }
     }
 }
 
 /// Does a value fit a type without any leftover at its own place?
-fn fits(t: &DType, v: &Value) -> bool {
+fn fits(t: &DType, v: &Node) -> bool {
     match (t, v) {
-        (_, Value::Null) => true,
+        (_, Node::Null) => true,
         (DType::Json, _) => true,
-        (DType::Bool, Value::Bool(_)) => true,
-        (DType::Int, Value::Number(n)) => n.is_i64() || n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15),
-        (DType::Float, Value::Number(n)) => {
-            n.is_f64() || n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_EXACT_F64_INT)
+        (DType::Bool, Node::Bool(_)) => true,
+        (DType::Int, n) if n.is_number() => {
+            matches!(n, Node::Int(_)) || n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
         }
-        (DType::Str, Value::String(_)) => true,
-        (DType::List { item }, Value::Array(items)) => items.iter().all(|e| fits(item, e)),
-        (DType::Struct { .. }, Value::Object(_)) => true,
+        (DType::Float, n) if n.is_number() => {
+            matches!(n, Node::Float(_)) || n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_EXACT_F64_INT)
+        }
+        (DType::Str, Node::Str(_)) => true,
+        (DType::List { item }, Node::Array(items)) => items.iter().all(|e| fits(item, e)),
+        (DType::Struct { .. }, Node::Object(_)) => true,
         _ => false,
     }
 }
@@ -113,24 +117,28 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(t: &DType) -> Builder {
+    fn new(t: &DType, rows: usize) -> Builder {
         match t {
-            DType::Bool => Builder::Bool(BooleanBuilder::new()),
-            DType::Int => Builder::Int(Int64Builder::new()),
-            DType::Float => Builder::Float(Float64Builder::new()),
-            DType::Str => Builder::Str(StringBuilder::new()),
-            DType::Json => Builder::Json(StringBuilder::new()),
+            DType::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            DType::Int => Builder::Int(Int64Builder::with_capacity(rows)),
+            DType::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+            DType::Str => Builder::Str(StringBuilder::with_capacity(rows, rows * 8)),
+            DType::Json => Builder::Json(StringBuilder::with_capacity(rows, rows * 8)),
             DType::List { item } => Builder::List {
                 field: Arc::new(Field::new("item", item.arrow(), true)),
-                item: Box::new(Builder::new(item)),
-                offsets: vec![0],
-                nulls: NullBufferBuilder::new(0),
+                item: Box::new(Builder::new(item, rows)),
+                offsets: {
+                    let mut o = Vec::with_capacity(rows + 1);
+                    o.push(0);
+                    o
+                },
+                nulls: NullBufferBuilder::new(rows),
             },
             DType::Struct { fields } => Builder::Struct {
                 fields: fields.clone(),
                 escaped: fields.iter().map(|f| escape_pointer(&f.name)).collect(),
-                children: fields.iter().map(|f| Builder::new(&f.dtype)).collect(),
-                nulls: NullBufferBuilder::new(0),
+                children: fields.iter().map(|f| Builder::new(&f.dtype, rows)).collect(),
+                nulls: NullBufferBuilder::new(rows),
             },
         }
     }
@@ -158,21 +166,21 @@ impl Builder {
     /// Appends a value found at `ptr` (`None` when the key is absent). `in_list` elements
     /// keep JSON nulls as nulls; elsewhere a null is recorded in the leftovers so that an
     /// explicit null and an absent key read back differently.
-    fn append(&mut self, v: Option<&Value>, ptr: &mut String, left: &mut Leftovers, in_list: bool) {
+    fn append(&mut self, v: Option<&Node>, ptr: &mut String, left: &mut Leftovers, in_list: bool) {
         let v = match v {
             None => return self.append_null(),
-            Some(Value::Null) if !matches!(self, Builder::Json(_)) => {
+            Some(Node::Null) if !matches!(self, Builder::Json(_)) => {
                 if !in_list {
-                    left.add(ptr, &Value::Null);
+                    left.add(ptr, &Node::Null);
                 }
                 return self.append_null();
             }
             Some(v) => v,
         };
         match self {
-            Builder::Bool(b) => match v.as_bool() {
-                Some(x) => b.append_value(x),
-                None => conflict(self, ptr, v, left),
+            Builder::Bool(b) => match v {
+                Node::Bool(x) => b.append_value(*x),
+                _ => conflict(self, ptr, v, left),
             },
             Builder::Int(b) => match v.as_i64().or_else(|| {
                 v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
@@ -180,27 +188,24 @@ impl Builder {
                 Some(x) if v.is_number() => b.append_value(x),
                 _ => conflict(self, ptr, v, left),
             },
-            Builder::Float(b) => match v {
-                Value::Number(n) if fits(&DType::Float, v) => match n.as_f64() {
-                    Some(x) => b.append_value(x),
-                    None => conflict(self, ptr, v, left),
-                },
+            Builder::Float(b) => match v.as_f64() {
+                Some(x) if fits(&DType::Float, v) => b.append_value(x),
                 _ => conflict(self, ptr, v, left),
             },
-            Builder::Str(b) => match v.as_str() {
-                Some(s) => b.append_value(s),
-                None => conflict(self, ptr, v, left),
+            Builder::Str(b) => match v {
+                Node::Str(s) => b.append_value(s),
+                _ => conflict(self, ptr, v, left),
             },
-            Builder::Json(b) => b.append_value(v.to_string()),
+            Builder::Json(b) => b.append_value(v.to_json()),
             Builder::List { item, offsets, nulls, .. } => {
                 let item_type_fits = match v {
-                    Value::Array(items) => items.iter().all(|e| item.accepts(e)),
+                    Node::Array(items) => items.iter().all(|e| item.accepts(e)),
                     _ => false,
                 };
                 if !item_type_fits {
                     return conflict(self, ptr, v, left);
                 }
-                let Value::Array(items) = v else { return };
+                let Node::Array(items) = v else { return };
                 let base = ptr.len();
                 for (i, e) in items.iter().enumerate() {
                     ptr.push('/');
@@ -213,16 +218,16 @@ impl Builder {
                 nulls.append_non_null();
             }
             Builder::Struct { fields, escaped, children, nulls } => {
-                let Value::Object(obj) = v else { return conflict(self, ptr, v, left) };
+                let Node::Object(obj) = v else { return conflict(self, ptr, v, left) };
                 let base = ptr.len();
                 for ((f, name), child) in fields.iter().zip(escaped.iter()).zip(children.iter_mut()) {
                     ptr.push('/');
                     ptr.push_str(name);
-                    child.append(obj.get(&f.name), ptr, left, false);
+                    child.append(obj.iter().find(|(k, _)| *k == f.name).map(|(_, v)| v), ptr, left, false);
                     ptr.truncate(base);
                 }
                 for (k, val) in obj {
-                    if !fields.iter().any(|f| &f.name == k) {
+                    if !fields.iter().any(|f| f.name == *k) {
                         ptr.push('/');
                         ptr.push_str(&escape_pointer(k));
                         left.add(ptr, val);
@@ -235,7 +240,7 @@ impl Builder {
     }
 
     /// Does a value fit this builder's type without a leftover at its place?
-    fn accepts(&self, v: &Value) -> bool {
+    fn accepts(&self, v: &Node) -> bool {
         match self {
             Builder::Bool(_) => fits(&DType::Bool, v),
             Builder::Int(_) => fits(&DType::Int, v),
@@ -243,11 +248,11 @@ impl Builder {
             Builder::Str(_) => fits(&DType::Str, v),
             Builder::Json(_) => true,
             Builder::List { item, .. } => match v {
-                Value::Null => true,
-                Value::Array(items) => items.iter().all(|e| item.accepts(e)),
+                Node::Null => true,
+                Node::Array(items) => items.iter().all(|e| item.accepts(e)),
                 _ => false,
             },
-            Builder::Struct { .. } => matches!(v, Value::Null | Value::Object(_)),
+            Builder::Struct { .. } => matches!(v, Node::Null | Node::Object(_)),
         }
     }
 
@@ -269,64 +274,80 @@ impl Builder {
     }
 }
 
-fn conflict(b: &mut Builder, ptr: &str, v: &Value, left: &mut Leftovers) {
+fn conflict(b: &mut Builder, ptr: &str, v: &Node, left: &mut Leftovers) {
     left.add(ptr, v);
     b.append_null();
 }
 
 /// Encodes events (already sorted and deduplicated) into one batch of `schema`.
 pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch, LakeError> {
-    let mut ids = StringBuilder::with_capacity(events.len(), events.len() * 24);
-    let mut times = TimestampMillisecondBuilder::with_capacity(events.len()).with_timezone("UTC");
-    let mut builders: Vec<Builder> = schema.columns.iter().map(|c| Builder::new(&c.dtype)).collect();
+    let rows = events.len();
+    let mut ids = StringBuilder::with_capacity(rows, rows * 24);
+    let mut times = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
+    let mut builders: Vec<Builder> = schema.columns.iter().map(|c| Builder::new(&c.dtype, rows)).collect();
     let mut leftovers = StringBuilder::new();
     let mut left = Leftovers::new();
     let mut ptr = String::with_capacity(64);
     let pointers: Vec<String> =
         schema.columns.iter().map(|c| format!("{}/{}", c.section.pointer(), escape_pointer(&c.key))).collect();
+    // Column of each key, per section: one pass over an event's members finds every value.
+    let mut meta_columns: HashMap<&str, usize> = HashMap::new();
+    let mut attribute_columns: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in schema.columns.iter().enumerate() {
+        match c.section {
+            Section::Meta => meta_columns.insert(&c.key, i),
+            Section::Attributes => attribute_columns.insert(&c.key, i),
+        };
+    }
+    let mut slots: Vec<Option<&Node>> = vec![None; schema.columns.len()];
 
     for ev in events {
         ids.append_value(&ev.id);
         times.append_value(ev.created_at);
-        // Keys outside the typed sections.
-        if let Value::Object(top) = &ev.value {
-            for (k, v) in top {
-                match k.as_str() {
-                    "meta" => {}
-                    "data" => {
-                        if let Value::Object(data) = v {
-                            for (dk, dv) in data {
-                                if !matches!(dk.as_str(), "id" | "type" | "attributes") {
-                                    left.add(&format!("/data/{}", escape_pointer(dk)), dv);
-                                }
-                            }
+        slots.iter_mut().for_each(|s| *s = None);
+        // One pass over the members: typed values to their slots, the rest to the leftovers.
+        for (k, v) in ev.root.as_object().map(Vec::as_slice).unwrap_or_default() {
+            match k.as_ref() {
+                "meta" => {
+                    for (mk, mv) in v.as_object().map(Vec::as_slice).unwrap_or_default() {
+                        if mk == "created_at" {
+                            continue;
+                        }
+                        match meta_columns.get(mk.as_ref()) {
+                            Some(&i) => slots[i] = Some(mv),
+                            None => left.add(&format!("/meta/{}", escape_pointer(mk)), mv),
                         }
                     }
-                    _ => left.add(&format!("/{}", escape_pointer(k)), v),
                 }
+                "data" => {
+                    for (dk, dv) in v.as_object().map(Vec::as_slice).unwrap_or_default() {
+                        match dk.as_ref() {
+                            "id" | "type" => {}
+                            "attributes" => {
+                                for (ak, av) in dv.as_object().map(Vec::as_slice).unwrap_or_default() {
+                                    match attribute_columns.get(ak.as_ref()) {
+                                        Some(&i) => slots[i] = Some(av),
+                                        None => left.add(&format!("/data/attributes/{}", escape_pointer(ak)), av),
+                                    }
+                                }
+                            }
+                            _ => left.add(&format!("/data/{}", escape_pointer(dk)), dv),
+                        }
+                    }
+                }
+                _ => left.add(&format!("/{}", escape_pointer(k)), v),
             }
         }
-        for section in [Section::Meta, Section::Attributes] {
-            let Some(obj) = ev.section(section) else { continue };
-            for (k, v) in obj {
-                if section == Section::Meta && k == "created_at" {
-                    continue;
-                }
-                if schema.column(section, k).is_none() {
-                    left.add(&format!("{}/{}", section.pointer(), escape_pointer(k)), v);
-                }
-            }
-        }
-        for ((c, b), p) in schema.columns.iter().zip(builders.iter_mut()).zip(&pointers) {
-            let obj = ev.section(c.section);
+        for ((b, p), slot) in builders.iter_mut().zip(&pointers).zip(&slots) {
             ptr.clear();
             ptr.push_str(p);
-            b.append(obj.and_then(|o| o.get(&c.key)), &mut ptr, &mut left, false);
+            b.append(*slot, &mut ptr, &mut left, false);
         }
         match left.take() {
             Some(text) => leftovers.append_value(text),
             None => leftovers.append_null(),
         }
+        left.text.clear();
     }
 
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len() + 3);

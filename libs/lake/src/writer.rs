@@ -15,6 +15,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::column_plan;
 use crate::layout::{PartitionKey, new_file_name};
 use crate::registry::SchemaRegistry;
 use crate::schema::{ID, Needs, Section};
@@ -91,9 +92,11 @@ impl Lake {
         }
         let before = events.len();
         events.sort_by_key(|e| e.created_at);
-        let mut seen = HashSet::with_capacity(events.len());
-        events.retain(|e| seen.insert(e.id.clone()));
+        let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
+        let first: Vec<bool> = events.iter().map(|e| seen.insert(e.id.as_ref())).collect();
         drop(seen);
+        let mut first = first.into_iter();
+        events.retain(|_| first.next().unwrap_or(false));
         let duplicates_dropped = (before - events.len()) as u64;
         if events.is_empty() {
             return Ok(None);
@@ -131,12 +134,20 @@ impl Lake {
     }
 }
 
-/// Writer properties for lake files.
-pub fn writer_properties(options: &WriteOptions, schema_version: u64, compacted: bool, rows: usize) -> WriterProperties {
+/// Writer properties for a lake file holding `batches` (one schema): zstd and dictionaries
+/// per column as [`column_plan`](crate::column_plan) chooses, page statistics, a Bloom filter
+/// on `id` sized to the rows, and `created_at` as the sorting column.
+pub fn writer_properties(
+    options: &WriteOptions,
+    schema_version: u64,
+    compacted: bool,
+    schema: &arrow_schema::Schema,
+    batches: &[RecordBatch],
+) -> WriterProperties {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let level = if compacted { options.compacted_zstd_level } else { options.zstd_level };
     let level = ZstdLevel::try_new(level).unwrap_or_default();
     let b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(Some(options.row_group_bytes.max(1 << 20)))
@@ -147,6 +158,8 @@ pub fn writer_properties(options: &WriteOptions, schema_version: u64, compacted:
             KeyValue::new("lake.schema_version".to_owned(), schema_version.to_string()),
             KeyValue::new("lake.compacted".to_owned(), compacted.to_string()),
         ]));
+    let choices = column_plan::choose(schema, batches);
+    let b = column_plan::apply(b, schema, &choices, Compression::ZSTD(level));
     let b = b.set_sorting_columns(Some(vec![SortingColumn { column_idx: 1, descending: false, nulls_first: false }]));
     b.build()
 }
@@ -160,8 +173,7 @@ pub fn encode_parquet(
     compacted: bool,
 ) -> Result<Vec<u8>, LakeError> {
     let mut data = Vec::new();
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let props = writer_properties(options, schema_version, compacted, rows);
+    let props = writer_properties(options, schema_version, compacted, &schema, batches);
     let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
     for b in batches {
         writer.write(b)?;

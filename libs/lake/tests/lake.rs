@@ -106,11 +106,38 @@ async fn files_are_sorted_deduplicated_and_typed_for_readers() {
     let meta = reader.metadata();
     let rg = meta.row_group(0);
     assert!(rg.sorting_columns().is_some(), "sorting columns recorded");
-    assert!(matches!(rg.column(0).compression(), parquet::basic::Compression::ZSTD(_)));
+    // Column chunks this small are stored plain (see event_lake::column_plan).
+    assert_eq!(rg.column(0).compression(), parquet::basic::Compression::UNCOMPRESSED);
     assert!(rg.column(1).statistics().is_some(), "statistics on created_at");
     let back = read_all(&lake, "t").await;
     let times: Vec<i64> = back.iter().map(|e| e["meta"]["created_at"].as_i64().expect("ms")).collect();
     assert_eq!(times, vec![T0 + 10, T0 + 20], "sorted by created_at, the earliest repeat kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_columns_are_zstd_compressed_and_unique_ones_skip_the_dictionary() {
+    let (dir, lake) = local_lake();
+    let k = key("t", T0);
+    let kinds = ["a", "b"];
+    let lines: Vec<Vec<u8>> = (0..2000)
+        .map(|i| event(&format!("event-{i:06}"), "t", T0 + i, json!({"kind": kinds[i as usize % 2]})))
+        .collect();
+    let f = lake.write_events(&k, lines.iter().map(Vec::as_slice)).await.expect("write").expect("a file");
+    let file = std::fs::File::open(dir.path().join(f.path.as_ref())).expect("file on disk");
+    let reader = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    let rg = meta.row_group(0);
+    let column = |name: &str| {
+        (0..rg.num_columns()).map(|i| rg.column(i)).find(|c| c.column_path().string() == name).expect("column")
+    };
+    let dictionary = |c: &parquet::file::metadata::ColumnChunkMetaData| c.dictionary_page_offset().is_some();
+    // ids: unique and 24 KB -> zstd, no dictionary.
+    assert!(matches!(column("id").compression(), parquet::basic::Compression::ZSTD(_)));
+    assert!(!dictionary(column("id")), "unique ids get no dictionary");
+    // two kinds: a dictionary (the indices are tiny, so plain).
+    assert!(dictionary(column("kind")), "repeated values get a dictionary");
+    assert_eq!(read_all(&lake, "t").await.len(), 2000);
 }
 
 #[test]
