@@ -17,9 +17,6 @@
 //!
 //! Readers are unaffected: compression and encodings are recorded per column chunk.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash};
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
@@ -82,15 +79,12 @@ pub fn apply(
 /// Does a sample of the column repeat values enough for a dictionary (at most half distinct)?
 /// Nested columns keep their dictionaries: their leaves are not sampled.
 fn repeats(array: &dyn Array) -> bool {
-    fn half_distinct<T: Hash + Eq>(values: impl Iterator<Item = T>) -> bool {
-        let state = std::hash::RandomState::new();
-        let mut seen = HashSet::with_capacity_and_hasher(SAMPLE, state.clone());
-        let mut n = 0usize;
-        for v in values.take(SAMPLE) {
-            n += 1;
-            seen.insert(state.hash_one(v));
-        }
-        seen.len() * 2 <= n
+    // Sorting a small sample and counting runs needs no hashing of long strings.
+    fn half_distinct<T: Ord>(values: impl Iterator<Item = T>) -> bool {
+        let mut sample: Vec<T> = values.take(SAMPLE).collect();
+        sample.sort_unstable();
+        let distinct = sample.windows(2).filter(|w| w[0] != w[1]).count() + usize::from(!sample.is_empty());
+        distinct * 2 <= sample.len()
     }
     match array.data_type() {
         DataType::Utf8 => half_distinct(array.as_string::<i32>().iter().flatten()),

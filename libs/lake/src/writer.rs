@@ -92,11 +92,10 @@ impl Lake {
         }
         let before = events.len();
         events.sort_by_key(|e| e.created_at);
-        let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
-        let first: Vec<bool> = events.iter().map(|e| seen.insert(e.id.as_ref())).collect();
+        // Ids borrow from the lines, so the set copies pointers, not strings.
+        let mut seen = HashSet::with_capacity(events.len());
+        events.retain(|e| seen.insert(e.id.clone()));
         drop(seen);
-        let mut first = first.into_iter();
-        events.retain(|_| first.next().unwrap_or(false));
         let duplicates_dropped = (before - events.len()) as u64;
         if events.is_empty() {
             return Ok(None);
