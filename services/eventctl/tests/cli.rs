@@ -257,6 +257,8 @@ fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
     let mut child = eventctl()
         .args(["dev", "--lake", lake.to_str().expect("utf8"), "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--max-age-secs", "1"])
+        // Its SQLite files (./dev-data by default) go to the temporary folder, not the source tree.
+        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start eventctl dev");
