@@ -387,6 +387,40 @@ mod tests {
         assert_eq!(fields[3].dtype, DType::Json);
     }
 
+    /// The fast path of `Needs::observe` never skips a value that would change a type.
+    #[test]
+    fn covers_only_values_that_change_nothing() {
+        let samples = [
+            "null", "true", "1", "-7", "18446744073709551615", "2.5", "\"x\"", "[]", "[1,2]", "[1,2.5]", "[1,\"x\"]",
+            "[null]", "[[1],[2]]", "{}", "{\"a\":1}", "{\"a\":1.5}", "{\"a\":\"x\"}", "{\"b\":true}",
+            "{\"a\":1,\"b\":null}", "{\"a\":{\"c\":[1]}}", "[{\"a\":1},{\"b\":2}]", "{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1}}}}}",
+        ];
+        let nodes: Vec<Node> = samples.iter().map(|s| Node::parse(s.as_bytes()).unwrap()).collect();
+        let mut checked = 0;
+        for first in &nodes {
+            for second in &nodes {
+                let mut needs = Needs::default();
+                needs.observe(Section::Attributes, &vec![(std::borrow::Cow::Borrowed("k"), first.clone())]);
+                let Some((_, _, before)) = needs.as_slice().first().cloned() else { continue };
+                if before.covers(second, 0) {
+                    checked += 1;
+                    // What inference and merging (the slow path) would make of it.
+                    let t = DType::infer(second, 0);
+                    if let (Some(t), Some(u)) = (t.as_ref(), t.as_ref().and_then(|t| before.unify(t))) {
+                        let applied = !matches!(u, DType::Json) || matches!(before, DType::Json);
+                        assert!(
+                            !applied || u == before,
+                            "{} then {}: covers, but {before:?} would become {u:?} ({t:?})",
+                            first.to_json(),
+                            second.to_json()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} pairs exercised the fast path");
+    }
+
     #[test]
     fn names_avoid_reserved_and_case_collisions() {
         let mut s = TypeSchema::empty("t");
