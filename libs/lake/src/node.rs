@@ -46,7 +46,7 @@ impl<'a> Node<'a> {
 
     /// The member `key` of an object.
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
-        self.as_object()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        member(self.as_object()?, key)
     }
 
     /// The members, when an object.
@@ -96,6 +96,11 @@ impl<'a> Node<'a> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// The value of `key` among an object's members.
+pub fn member<'m, 'a>(members: &'m [(Cow<'a, str>, Node<'a>)], key: &str) -> Option<&'m Node<'a>> {
+    members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 impl<'de> Deserialize<'de> for Node<'de> {

@@ -18,7 +18,7 @@ use arrow_schema::Field;
 use serde_json::{Map, Value};
 
 use crate::LakeError;
-use crate::node::{Members, Node};
+use crate::node::{Members, Node, member};
 use crate::schema::{CREATED_AT, DType, ID, LEFTOVERS, Section, StructField, TypeSchema, escape_pointer, struct_fields};
 
 /// Integers that a Float64 column stores exactly.
@@ -76,12 +76,14 @@ impl Leftovers {
         self.text.push(':');
         v.write_json(&mut self.text);
     }
-    fn take(&mut self) -> Option<&str> {
+    /// Appends the row's leftovers (null when there are none) and starts the next row.
+    fn finish_row(&mut self, column: &mut StringBuilder) {
         if self.text.is_empty() {
-            None
+            column.append_null();
         } else {
             self.text.push('}');
-            Some(&self.text)
+            column.append_value(&self.text);
+            self.text.clear();
         }
     }
 }
@@ -223,7 +225,7 @@ impl Builder {
                 for ((f, name), child) in fields.iter().zip(escaped.iter()).zip(children.iter_mut()) {
                     ptr.push('/');
                     ptr.push_str(name);
-                    child.append(obj.iter().find(|(k, _)| *k == f.name).map(|(_, v)| v), ptr, left, false);
+                    child.append(member(obj, &f.name), ptr, left, false);
                     ptr.truncate(base);
                 }
                 for (k, val) in obj {
@@ -315,7 +317,7 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
                         }
                         match meta_columns.get(mk.as_ref()) {
                             Some(&i) => slots[i] = Some(mv),
-                            None => left.add(&format!("/meta/{}", escape_pointer(mk)), mv),
+                            None => left.add(&format!("{}/{}", Section::Meta.pointer(), escape_pointer(mk)), mv),
                         }
                     }
                 }
@@ -327,7 +329,10 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
                                 for (ak, av) in dv.as_object().map(Vec::as_slice).unwrap_or_default() {
                                     match attribute_columns.get(ak.as_ref()) {
                                         Some(&i) => slots[i] = Some(av),
-                                        None => left.add(&format!("/data/attributes/{}", escape_pointer(ak)), av),
+                                        None => {
+                                            let pointer = format!("{}/{}", Section::Attributes.pointer(), escape_pointer(ak));
+                                            left.add(&pointer, av)
+                                        }
                                     }
                                 }
                             }
@@ -343,11 +348,7 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
             ptr.push_str(p);
             b.append(*slot, &mut ptr, &mut left, false);
         }
-        match left.take() {
-            Some(text) => leftovers.append_value(text),
-            None => leftovers.append_null(),
-        }
-        left.text.clear();
+        left.finish_row(&mut leftovers);
     }
 
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len() + 3);
