@@ -1,12 +1,22 @@
 //! Per-partition buffers of validated events, bounded in memory.
 //!
 //! Events wait here until their partition is flushed as one file. Each partition keeps an
-//! open chunk and, once the buffers are past half their budget, zstd-compressed closed chunks
-//! (JSON compresses 4-10x), so the memory budget holds several times more events than raw
-//! buffering would, and fewer, larger files come out. Callers flush a partition when it is full (`push` returns it), the largest one
-//! when the whole buffer is over budget, old ones by age, and all of them at the end.
+//! open chunk in memory. Once the buffers are past half their memory budget, full chunks
+//! leave memory: appended to a spill file on local disk when the buffers have one
+//! ([`SpillLimits`]), zstd-compressed in memory otherwise (JSON compresses 3-10x). Either way
+//! the budget holds several times more events than raw buffering would, so fewer, larger
+//! files come out. Spilling costs a buffered write and a read of the page cache; compressing
+//! costs a core (a fifth of a whole `eventctl ingest`), so batch ingest spills and the lake
+//! writer, whose buffers are small and short-lived, compresses.
+//!
+//! Callers flush a partition when it is full (`push` returns it), the largest one when the
+//! buffers are over budget (memory or spill disk), old ones by age, and all of them at the end.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::LakeError;
@@ -19,32 +29,86 @@ pub struct BufferLimits {
     pub max_bytes: usize,
     /// A partition is handed out for flushing once it holds this many raw bytes.
     pub max_partition_raw_bytes: usize,
-    /// Size at which an open chunk is compressed.
+    /// Size at which an open chunk is spilled or compressed.
     pub chunk_bytes: usize,
-    /// zstd level of chunks.
+    /// zstd level of compressed chunks.
     pub level: i32,
+    /// Spill full chunks to local disk instead of compressing them.
+    pub spill: Option<SpillLimits>,
 }
 
 impl Default for BufferLimits {
     fn default() -> Self {
-        BufferLimits { max_bytes: 512 << 20, max_partition_raw_bytes: 64 << 20, chunk_bytes: 64 << 10, level: 1 }
+        BufferLimits {
+            max_bytes: 512 << 20,
+            max_partition_raw_bytes: 64 << 20,
+            chunk_bytes: 64 << 10,
+            level: 1,
+            spill: None,
+        }
     }
 }
+
+/// Where and how much to spill.
+#[derive(Debug, Clone)]
+pub struct SpillLimits {
+    /// Folder of the spill files. They are unlinked as soon as they are created, so nothing
+    /// is left behind, even after a crash.
+    pub dir: PathBuf,
+    /// Disk for spilled chunks, in bytes (the largest spilled partition is handed out past it).
+    pub max_bytes: u64,
+    /// Size of one spill file. A file's space returns once every chunk in it was flushed.
+    pub file_bytes: u64,
+}
+
+impl SpillLimits {
+    /// Spill into `dir`, at most `max_bytes` of it, in files of 64 MiB.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        SpillLimits { dir: dir.into(), max_bytes, file_bytes: 64 << 20 }
+    }
+}
+
+/// One spill file: an unlinked temporary file, kept open while any chunk in it is buffered.
+#[derive(Debug)]
+struct SpillFile {
+    file: File,
+}
+
+/// A chunk that left memory.
+#[derive(Debug)]
+enum Frame {
+    /// zstd-compressed in memory.
+    Compressed { raw_len: usize, data: Vec<u8> },
+    /// Written to a spill file.
+    Spilled { file: Arc<SpillFile>, offset: u64, len: usize },
+}
+
+/// Memory accounted for a spilled frame (its place in the frame list).
+const SPILLED_FRAME_MEM: usize = std::mem::size_of::<Frame>();
 
 /// The buffered events of one partition.
 #[derive(Debug)]
 pub struct PartitionBuffer {
-    frames: Vec<(usize, Vec<u8>)>,
+    frames: Vec<Frame>,
     open: Vec<u8>,
     rows: usize,
     raw_bytes: usize,
     mem_bytes: usize,
+    spilled_bytes: u64,
     opened_at: Instant,
 }
 
 impl PartitionBuffer {
     fn new() -> Self {
-        PartitionBuffer { frames: Vec::new(), open: Vec::new(), rows: 0, raw_bytes: 0, mem_bytes: 0, opened_at: Instant::now() }
+        PartitionBuffer {
+            frames: Vec::new(),
+            open: Vec::new(),
+            rows: 0,
+            raw_bytes: 0,
+            mem_bytes: 0,
+            spilled_bytes: 0,
+            opened_at: Instant::now(),
+        }
     }
 
     /// Number of events.
@@ -62,19 +126,34 @@ impl PartitionBuffer {
         self.opened_at
     }
 
-    /// The events, decompressed, as length-prefixed records; iterate with [`Records`].
+    /// The events, read back and decompressed, as length-prefixed records; iterate with
+    /// [`Records`].
     pub fn into_records(self) -> Result<Records, LakeError> {
         let mut data = Vec::with_capacity(self.raw_bytes + 4 * self.rows);
-        if !self.frames.is_empty() {
-            let mut d = zstd::bulk::Decompressor::new()
-                .map_err(|e| LakeError::Internal(format!("zstd decompressor: {e}")))?;
-            for (raw_len, frame) in &self.frames {
-                let start = data.len();
-                data.resize(start + raw_len, 0);
-                let n = d
-                    .decompress_to_buffer(frame, &mut data[start..])
-                    .map_err(|e| LakeError::Internal(format!("buffer chunk does not decompress: {e}")))?;
-                data.truncate(start + n);
+        let mut decompressor = None;
+        for frame in &self.frames {
+            let start = data.len();
+            match frame {
+                Frame::Compressed { raw_len, data: frame } => {
+                    let d = match &mut decompressor {
+                        Some(d) => d,
+                        None => decompressor.insert(
+                            zstd::bulk::Decompressor::new()
+                                .map_err(|e| LakeError::Internal(format!("zstd decompressor: {e}")))?,
+                        ),
+                    };
+                    data.resize(start + raw_len, 0);
+                    let n = d
+                        .decompress_to_buffer(frame, &mut data[start..])
+                        .map_err(|e| LakeError::Internal(format!("buffer chunk does not decompress: {e}")))?;
+                    data.truncate(start + n);
+                }
+                Frame::Spilled { file, offset, len } => {
+                    data.resize(start + len, 0);
+                    file.file.read_exact_at(&mut data[start..], *offset).map_err(|e| {
+                        LakeError::Internal(format!("reading back {len} spilled bytes at offset {offset}: {e}"))
+                    })?;
+                }
             }
         }
         data.extend_from_slice(&self.open);
@@ -134,24 +213,71 @@ impl Compressor {
     }
 }
 
+/// The writing end of the spill files.
+#[derive(Debug)]
+struct Spiller {
+    limits: SpillLimits,
+    current: Option<(Arc<SpillFile>, u64)>,
+}
+
+impl Spiller {
+    /// Appends `data` to the current spill file (a new one when it is full).
+    fn write(&mut self, data: &[u8]) -> std::io::Result<Frame> {
+        let (file, offset) = match &mut self.current {
+            Some((file, offset)) if *offset < self.limits.file_bytes => (file, offset),
+            current => {
+                std::fs::create_dir_all(&self.limits.dir)?;
+                let file = Arc::new(SpillFile { file: tempfile::tempfile_in(&self.limits.dir)? });
+                let (file, offset) = current.insert((file, 0));
+                (file, offset)
+            }
+        };
+        file.file.write_all_at(data, *offset)?;
+        let frame = Frame::Spilled { file: file.clone(), offset: *offset, len: data.len() };
+        *offset += data.len() as u64;
+        Ok(frame)
+    }
+}
+
 /// Buffers of all open partitions.
 #[derive(Debug)]
 pub struct PartitionBuffers {
     parts: HashMap<PartitionKey, PartitionBuffer>,
     compressor: Compressor,
+    spiller: Option<Spiller>,
     mem_bytes: usize,
+    spilled_bytes: u64,
+    spilled_total: u64,
     limits: BufferLimits,
 }
 
 impl PartitionBuffers {
     /// Empty buffers.
     pub fn new(limits: BufferLimits) -> Self {
-        PartitionBuffers { parts: HashMap::new(), compressor: Compressor::new(limits.level), mem_bytes: 0, limits }
+        PartitionBuffers {
+            parts: HashMap::new(),
+            compressor: Compressor::new(limits.level),
+            spiller: limits.spill.clone().map(|limits| Spiller { limits, current: None }),
+            mem_bytes: 0,
+            spilled_bytes: 0,
+            spilled_total: 0,
+            limits,
+        }
     }
 
     /// Memory held, in bytes.
     pub fn mem_bytes(&self) -> usize {
         self.mem_bytes
+    }
+
+    /// Bytes of events in spill files now.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled_bytes
+    }
+
+    /// Bytes of events spilled since the buffers were made.
+    pub fn spilled_total(&self) -> u64 {
+        self.spilled_total
     }
 
     /// Open partitions.
@@ -164,9 +290,13 @@ impl PartitionBuffers {
         self.parts.is_empty()
     }
 
-    /// True when over the memory budget: flush [`take_largest`](Self::take_largest).
+    /// True when over the memory or spill budget: flush [`take_largest`](Self::take_largest).
     pub fn over_budget(&self) -> bool {
-        self.mem_bytes > self.limits.max_bytes
+        self.mem_bytes > self.limits.max_bytes || self.spill_over_budget()
+    }
+
+    fn spill_over_budget(&self) -> bool {
+        self.spiller.as_ref().is_some_and(|s| self.spilled_bytes > s.limits.max_bytes)
     }
 
     /// Buffers one event. Returns its partition when that partition is full.
@@ -184,18 +314,43 @@ impl PartitionBuffers {
         part.rows += 1;
         part.raw_bytes += line.len();
         let mut mem = part.mem_bytes - before + part.open.capacity();
-        // Compression costs CPU: chunks are compressed only once the buffers are past half
-        // their budget (or a chunk grew very large), so small ingests never pay for it.
+        // Chunks leave memory only once the buffers are past half their budget (or a chunk
+        // grew very large), so small ingests never pay for it.
         let chunk = self.limits.chunk_bytes;
         if part.open.len() >= chunk && pressure || part.open.len() >= 16 * chunk {
-            let frame = self.compressor.compress(&part.open)?;
-            mem = mem - part.open.capacity() + frame.len();
-            part.frames.push((part.open.len(), frame));
+            let spilled = match &mut self.spiller {
+                Some(spiller) => match spiller.write(&part.open) {
+                    Ok(frame) => Some(frame),
+                    Err(e) => {
+                        // A full or unwritable disk: keep going in memory, compressed.
+                        tracing::warn!(dir = %spiller.limits.dir.display(), error = %e,
+                            "cannot spill buffered events to disk; compressing them in memory instead");
+                        self.spiller = None;
+                        None
+                    }
+                },
+                None => None,
+            };
+            let frame = match spilled {
+                Some(frame) => {
+                    mem += SPILLED_FRAME_MEM;
+                    part.spilled_bytes += part.open.len() as u64;
+                    self.spilled_bytes += part.open.len() as u64;
+                    self.spilled_total += part.open.len() as u64;
+                    frame
+                }
+                None => {
+                    let data = self.compressor.compress(&part.open)?;
+                    mem += data.len();
+                    Frame::Compressed { raw_len: part.open.len(), data }
+                }
+            };
+            mem -= part.open.capacity();
+            part.frames.push(frame);
             part.open = Vec::new();
         }
-        let frames_mem: usize = mem;
-        self.mem_bytes = self.mem_bytes - part.mem_bytes + frames_mem;
-        part.mem_bytes = frames_mem;
+        self.mem_bytes = self.mem_bytes - part.mem_bytes + mem;
+        part.mem_bytes = mem;
         if part.raw_bytes >= self.limits.max_partition_raw_bytes {
             return Ok(self.remove(key));
         }
@@ -205,12 +360,19 @@ impl PartitionBuffers {
     fn remove(&mut self, key: &PartitionKey) -> Option<(PartitionKey, PartitionBuffer)> {
         let (k, p) = self.parts.remove_entry(key)?;
         self.mem_bytes -= p.mem_bytes;
+        self.spilled_bytes -= p.spilled_bytes;
         Some((k, p))
     }
 
-    /// Takes the partition holding the most memory.
+    /// Takes the partition holding the most memory, or, when the spill files are over their
+    /// budget, the one with the most spilled bytes.
     pub fn take_largest(&mut self) -> Option<(PartitionKey, PartitionBuffer)> {
-        let key = self.parts.iter().max_by_key(|(_, p)| p.mem_bytes).map(|(k, _)| k.clone())?;
+        let by_spill = self.mem_bytes <= self.limits.max_bytes && self.spill_over_budget();
+        let key = self
+            .parts
+            .iter()
+            .max_by_key(|(_, p)| if by_spill { p.spilled_bytes } else { p.mem_bytes as u64 })
+            .map(|(k, _)| k.clone())?;
         self.remove(&key)
     }
 
@@ -224,6 +386,7 @@ impl PartitionBuffers {
     /// Takes every partition.
     pub fn take_all(&mut self) -> Vec<(PartitionKey, PartitionBuffer)> {
         self.mem_bytes = 0;
+        self.spilled_bytes = 0;
         let mut all: Vec<_> = self.parts.drain().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -241,14 +404,14 @@ mod tests {
         let raw: usize = lines.iter().map(String::len).sum();
         let key = PartitionKey { event_type: Arc::from("t"), hour: 1 };
         // A roomy budget: nothing is compressed (no CPU spent).
-        let roomy = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 1 << 30, chunk_bytes: 64 << 10, level: 1 };
+        let roomy = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 1 << 30, chunk_bytes: 64 << 10, level: 1, spill: None };
         let mut b = PartitionBuffers::new(roomy);
         for l in &lines {
             assert!(b.push(&key, l.as_bytes()).unwrap().is_none());
         }
         assert!(b.mem_bytes() >= raw, "uncompressed {} < raw {raw}", b.mem_bytes());
         // A tight budget: past half of it, chunks are compressed and memory stays under it.
-        let tight = BufferLimits { max_bytes: 40_000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1 };
+        let tight = BufferLimits { max_bytes: 40_000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1, spill: None };
         let mut b = PartitionBuffers::new(tight);
         for l in &lines {
             assert!(b.push(&key, l.as_bytes()).unwrap().is_none());
@@ -264,12 +427,83 @@ mod tests {
 
     #[test]
     fn a_full_partition_is_handed_out() {
-        let limits = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 100, chunk_bytes: 1024, level: 1 };
+        let limits = BufferLimits { max_bytes: 1 << 20, max_partition_raw_bytes: 100, chunk_bytes: 1024, level: 1, spill: None };
         let mut b = PartitionBuffers::new(limits);
         let key = PartitionKey { event_type: Arc::from("t"), hour: 1 };
         assert!(b.push(&key, &[b'x'; 60]).unwrap().is_none());
         let (_, full) = b.push(&key, &[b'x'; 60]).unwrap().unwrap();
         assert_eq!(full.rows(), 2);
         assert!(b.is_empty());
+    }
+
+    fn sample_lines() -> Vec<String> {
+        (0..1000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(50))).collect()
+    }
+
+    #[test]
+    fn under_pressure_chunks_spill_to_unlinked_files_and_come_back_in_order() {
+        let lines = sample_lines();
+        let raw: usize = lines.iter().map(String::len).sum();
+        let dir = tempfile::tempdir().unwrap();
+        let spill = SpillLimits { dir: dir.path().join("spill"), max_bytes: 1 << 30, file_bytes: 8 << 10 };
+        let limits = BufferLimits { max_bytes: 20_000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1, spill: Some(spill) };
+        let mut b = PartitionBuffers::new(limits);
+        let keys: Vec<PartitionKey> = (0..3).map(|h| PartitionKey { event_type: Arc::from("t"), hour: h }).collect();
+        for (i, l) in lines.iter().enumerate() {
+            assert!(b.push(&keys[i % 3], l.as_bytes()).unwrap().is_none());
+        }
+        // Memory holds the open chunks only; most bytes went to disk, in several files.
+        assert!(!b.over_budget(), "{} bytes in memory", b.mem_bytes());
+        assert!(b.spilled_bytes() as usize > raw / 2, "{} of {raw} bytes spilled", b.spilled_bytes());
+        // The files are unlinked at once: a crash leaves nothing behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("spill")).unwrap().count(), 0);
+        for (h, part) in b.take_all() {
+            let recs = part.into_records().unwrap();
+            let back: Vec<&[u8]> = recs.iter().collect();
+            let want: Vec<&[u8]> = lines.iter().skip(h.hour as usize).step_by(3).map(|l| l.as_bytes()).collect();
+            assert_eq!(back, want);
+        }
+        assert_eq!(b.spilled_bytes(), 0);
+    }
+
+    #[test]
+    fn past_the_spill_budget_the_partition_with_most_on_disk_is_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = SpillLimits::new(dir.path(), 10_000);
+        let limits = BufferLimits { max_bytes: 4000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 256, level: 1, spill: Some(spill) };
+        let mut b = PartitionBuffers::new(limits);
+        let big = PartitionKey { event_type: Arc::from("big"), hour: 1 };
+        let small = PartitionKey { event_type: Arc::from("small"), hour: 1 };
+        for _ in 0..4 {
+            b.push(&small, &[b's'; 300]).unwrap();
+        }
+        while !b.over_budget() {
+            b.push(&big, &[b'b'; 300]).unwrap();
+        }
+        assert!(b.mem_bytes() <= 4000);
+        let (k, p) = b.take_largest().unwrap();
+        assert_eq!(k, big);
+        assert!(p.into_records().unwrap().iter().all(|l| l == [b'b'; 300]));
+        assert!(!b.over_budget());
+    }
+
+    #[test]
+    fn when_the_spill_folder_is_unusable_chunks_are_compressed_instead() {
+        let lines = sample_lines();
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let spill = SpillLimits::new(not_a_dir.join("spill"), 1 << 30);
+        let limits = BufferLimits { max_bytes: 40_000, max_partition_raw_bytes: 1 << 30, chunk_bytes: 1024, level: 1, spill: Some(spill) };
+        let mut b = PartitionBuffers::new(limits);
+        let key = PartitionKey { event_type: Arc::from("t"), hour: 1 };
+        for l in &lines {
+            assert!(b.push(&key, l.as_bytes()).unwrap().is_none());
+        }
+        assert_eq!(b.spilled_bytes(), 0);
+        assert!(!b.over_budget(), "{} bytes in memory", b.mem_bytes());
+        let (_, part) = b.take_largest().unwrap();
+        let recs = part.into_records().unwrap();
+        assert!(recs.iter().eq(lines.iter().map(|l| l.as_bytes())));
     }
 }

@@ -81,6 +81,16 @@ struct IngestArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Local folder for events buffered past half the memory budget (its files are unlinked
+    /// at once). A tmpfs folder would hold them in RAM.
+    #[arg(long, env = "EVENTCTL_SPILL_DIR", default_value = "/var/tmp")]
+    spill_dir: std::path::PathBuf,
+    /// Disk the spilled events may take; past it the partition with most on disk is written.
+    #[arg(long, env = "EVENTCTL_SPILL_MAX", default_value = "16GiB", value_parser = size::parse)]
+    spill_max: u64,
+    /// Compress buffered events in memory instead of spilling them (costs about a core).
+    #[arg(long)]
+    no_spill: bool,
 }
 
 #[derive(Args)]
@@ -270,6 +280,9 @@ fn run(cli: Cli) -> Result<i32> {
                 workers: None,
                 json: false,
                 no_progress: false,
+                spill_dir: dir.clone(),
+                spill_max: 16 << 30,
+                no_spill: false,
             })?;
             let _ = std::fs::remove_dir_all(&dir);
             println!("\nread it back:   eventctl cat --lake {} --type product_viewed | head", lake.lake);
@@ -299,6 +312,8 @@ fn ingest(args: IngestArgs) -> Result<i32> {
         },
         workers,
         progress: !args.no_progress && !args.json,
+        spill_dir: (!args.no_spill).then(|| args.spill_dir.clone()),
+        spill_max_bytes: args.spill_max,
     };
     if opts.limits.min_created_at >= opts.limits.max_created_at {
         bail!("--min-created-at must be below --max-created-at");

@@ -220,11 +220,32 @@ fn a_small_memory_budget_still_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("events.ndjson");
     generate(&input, &["--events", "30000", "--types", "40", "--size", "2KiB"]);
-    let lake = dir.path().join("lake");
-    let (s, code) = ingest(lake.to_str().expect("utf8"), &[input.to_str().expect("utf8")], &["--memory", "64MiB"]);
-    assert_eq!(code, 0);
-    assert_eq!(s["rows_written"], s["valid"]);
-    assert_eq!(cat(lake.to_str().expect("utf8")).len() as u64, s["valid"].as_u64().expect("valid"));
+    let input = input.to_str().expect("utf8");
+    let spill = dir.path().join("spill");
+    let spill_arg = spill.to_str().expect("utf8");
+    let mut runs = Vec::new();
+    for (name, extra) in [("spill", vec!["--memory", "64MiB", "--spill-dir", spill_arg]), ("no-spill", vec!["--memory", "64MiB", "--no-spill"])] {
+        let lake = dir.path().join(format!("lake-{name}"));
+        let lake = lake.to_str().expect("utf8");
+        let (s, code) = ingest(lake, &[input], &extra);
+        assert_eq!(code, 0, "{name}: {s}");
+        assert_eq!(s["rows_written"], s["valid"], "{name}");
+        assert_eq!(s["balanced"], true, "{name}");
+        assert_eq!(s["sources"], 1, "{name}");
+        let mut events: Vec<String> = cat(lake).iter().map(Value::to_string).collect();
+        events.sort();
+        assert_eq!(events.len() as u64, s["valid"].as_u64().expect("valid"), "{name}");
+        runs.push((s, events));
+    }
+    let (spilled, unspilled) = (&runs[0], &runs[1]);
+    // 60 MB of events against 16 MiB of buffer pressure: most of it waited on disk, in files
+    // that were unlinked at once, and every partition still became one file.
+    assert!(spilled.0["bytes_spilled"].as_u64().expect("bytes_spilled") > 20_000_000, "{}", spilled.0);
+    assert_eq!(spilled.0["files_written"], spilled.0["partitions_written"]);
+    assert_eq!(std::fs::read_dir(&spill).expect("spill folder").count(), 0, "spill files are unlinked");
+    // Without a spill folder the buffers compress instead; the lake holds the same events.
+    assert_eq!(unspilled.0["bytes_spilled"], 0);
+    assert!(spilled.1 == unspilled.1, "the two lakes hold different events");
 }
 
 #[test]
