@@ -363,6 +363,12 @@ fn router(
             }
     }
     spilled.store(buffers.spilled_total(), Ordering::Relaxed);
+    tracing::info!(
+        partitions = buffers.len(),
+        in_memory_bytes = buffers.mem_bytes(),
+        spilled_bytes = buffers.spilled_bytes(),
+        "input read; writing the buffered partitions"
+    );
     for (k, p) in buffers.take_all() {
         send(Job::Partition(k, p))?;
     }
