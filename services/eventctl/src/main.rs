@@ -88,7 +88,7 @@ struct IngestArgs {
     /// Disk the spilled events may take; past it the partition with most on disk is written.
     #[arg(long, env = "EVENTCTL_SPILL_MAX", default_value = "16GiB", value_parser = size::parse)]
     spill_max: u64,
-    /// Compress buffered events in memory instead of spilling them (costs about a core).
+    /// Compress buffered events in memory instead of spilling them (about a fifth more CPU).
     #[arg(long)]
     no_spill: bool,
 }
