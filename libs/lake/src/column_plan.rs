@@ -125,7 +125,7 @@ mod tests {
             (0..rows).map(|i| ["a", "b", "c"][i % 3]).collect(),
             (0..rows as i64).map(|i| i % 2).collect(),
         );
-        let c = choose(&b.schema(), &[b.clone()]);
+        let c = choose(&b.schema(), std::slice::from_ref(&b));
         // ids: unique, large -> compressed, no dictionary.
         assert_eq!(c[0], ColumnChoice { compress: true, dictionary: false });
         // three kinds -> dictionary; 8 KB of i64 -> compressed.
@@ -133,7 +133,7 @@ mod tests {
 
         // A small file: nothing is compressed (under 4 KiB each) and no dictionary.
         let small = batch(vec!["a".into(), "b".into()], vec!["k", "k"], vec![1, 1]);
-        let c = choose(&small.schema(), &[small.clone()]);
+        let c = choose(&small.schema(), std::slice::from_ref(&small));
         assert!(c.iter().all(|c| !c.compress && !c.dictionary));
     }
 }

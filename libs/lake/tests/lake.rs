@@ -91,7 +91,7 @@ async fn round_trip(lake: &Lake) {
 async fn files_are_sorted_deduplicated_and_typed_for_readers() {
     let (dir, lake) = local_lake();
     let k = key("t", T0);
-    let lines = vec![
+    let lines = [
         event("b", "t", T0 + 30, json!({"x": 1})),
         event("a", "t", T0 + 10, json!({"x": 2})),
         event("b", "t", T0 + 20, json!({"x": 3})),

@@ -233,7 +233,10 @@ pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::*;
 
-    fn run(input: &[u8], chunk: usize, max_line: usize) -> (Vec<(u64, Vec<Vec<u8>>)>, Vec<(u64, usize, u64)>) {
+    /// Chunks as (first line, lines) and long lines as (line, bytes kept, length).
+    type Read = (Vec<(u64, Vec<Vec<u8>>)>, Vec<(u64, usize, u64)>);
+
+    fn run(input: &[u8], chunk: usize, max_line: usize) -> Read {
         let mut chunks = Vec::new();
         let mut longs = Vec::new();
         read_pieces(Arc::from("t"), Box::new(io::Cursor::new(input.to_vec())), chunk, max_line, |p| {

@@ -81,10 +81,10 @@ pub fn run(cmd: StatsCommand) -> Result<i32> {
                     Some(path) => stats::definitions::load_metrics_file(path).map_err(anyhow::Error::msg)?,
                     None => stats::default_metrics(),
                 };
-                if let Some(dir) = db.database_url.strip_prefix("sqlite://").and_then(|p| std::path::Path::new(p).parent()) {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                    }
+                if let Some(dir) = db.database_url.strip_prefix("sqlite://").and_then(|p| std::path::Path::new(p).parent())
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 }
                 let lake = Lake::open(&lake, WriteOptions::default()).with_context(|| format!("opening the lake {lake}"))?;
                 let store = Store::open(&db.database_url, &db.database_schema, 4, true).await.context("opening the statistics database")?;

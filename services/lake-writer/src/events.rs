@@ -36,8 +36,11 @@ pub struct EventWriter {
     limits: Limits,
     stats: WriterStats,
     /// Flushes running on the blocking pool, with the deliveries each one settles.
-    flushing: JoinSet<(PartitionKey, Vec<Delivery>, Result<Option<WrittenFile>, LakeError>)>,
+    flushing: JoinSet<Flushed>,
 }
+
+/// A finished flush: its partition, the deliveries it settles, and what it wrote.
+type Flushed = (PartitionKey, Vec<Delivery>, Result<Option<WrittenFile>, LakeError>);
 
 /// Flushes running at once (shredding and Parquet encoding use a core each).
 const MAX_CONCURRENT_FLUSHES: usize = 2;
@@ -167,7 +170,7 @@ impl EventWriter {
     /// Acks or naks the deliveries of a finished flush.
     async fn settle(
         &mut self,
-        done: Result<(PartitionKey, Vec<Delivery>, Result<Option<WrittenFile>, LakeError>), tokio::task::JoinError>,
+        done: Result<Flushed, tokio::task::JoinError>,
     ) {
         match done {
             Ok((key, deliveries, Ok(file))) => {
