@@ -68,23 +68,32 @@ impl SpillLimits {
     }
 }
 
-/// One spill file: an unlinked temporary file, kept open while any chunk in it is buffered.
-#[derive(Debug)]
-struct SpillFile {
-    file: File,
-}
-
 /// A chunk that left memory.
 #[derive(Debug)]
 enum Frame {
     /// zstd-compressed in memory.
     Compressed { raw_len: usize, data: Vec<u8> },
-    /// Written to a spill file.
-    Spilled { file: Arc<SpillFile>, offset: u64, len: usize },
+    /// Written to a spill file (unlinked; it stays open while any chunk in it is buffered).
+    Spilled { file: Arc<File>, offset: u64, len: usize },
 }
 
-/// Memory accounted for a spilled frame (its place in the frame list).
-const SPILLED_FRAME_MEM: usize = std::mem::size_of::<Frame>();
+impl Frame {
+    /// Memory the frame holds: its compressed bytes, or its place in the frame list.
+    fn mem_bytes(&self) -> usize {
+        match self {
+            Frame::Compressed { data, .. } => data.len(),
+            Frame::Spilled { .. } => std::mem::size_of::<Frame>(),
+        }
+    }
+
+    /// Bytes of events the frame keeps on disk.
+    fn spilled_bytes(&self) -> u64 {
+        match self {
+            Frame::Compressed { .. } => 0,
+            Frame::Spilled { len, .. } => *len as u64,
+        }
+    }
+}
 
 /// The buffered events of one partition.
 #[derive(Debug)]
@@ -150,7 +159,7 @@ impl PartitionBuffer {
                 }
                 Frame::Spilled { file, offset, len } => {
                     data.resize(start + len, 0);
-                    file.file.read_exact_at(&mut data[start..], *offset).map_err(|e| {
+                    file.read_exact_at(&mut data[start..], *offset).map_err(|e| {
                         LakeError::Internal(format!("reading back {len} spilled bytes at offset {offset}: {e}"))
                     })?;
                 }
@@ -217,7 +226,7 @@ impl Compressor {
 #[derive(Debug)]
 struct Spiller {
     limits: SpillLimits,
-    current: Option<(Arc<SpillFile>, u64)>,
+    current: Option<(Arc<File>, u64)>,
 }
 
 impl Spiller {
@@ -227,16 +236,32 @@ impl Spiller {
             Some((file, offset)) if *offset < self.limits.file_bytes => (file, offset),
             current => {
                 std::fs::create_dir_all(&self.limits.dir)?;
-                let file = Arc::new(SpillFile { file: tempfile::tempfile_in(&self.limits.dir)? });
+                let file = Arc::new(tempfile::tempfile_in(&self.limits.dir)?);
                 let (file, offset) = current.insert((file, 0));
                 (file, offset)
             }
         };
-        file.file.write_all_at(data, *offset)?;
+        file.write_all_at(data, *offset)?;
         let frame = Frame::Spilled { file: file.clone(), offset: *offset, len: data.len() };
         *offset += data.len() as u64;
         Ok(frame)
     }
+}
+
+/// Moves a full chunk out of memory: into the spill file, or compressed when there is none
+/// (a spill file that cannot be written turns spilling off for good).
+fn park(spiller: &mut Option<Spiller>, compressor: &mut Compressor, chunk: &[u8]) -> Result<Frame, LakeError> {
+    if let Some(s) = spiller {
+        match s.write(chunk) {
+            Ok(frame) => return Ok(frame),
+            Err(e) => {
+                tracing::warn!(dir = %s.limits.dir.display(), error = %e,
+                    "cannot spill buffered events to disk; compressing them in memory instead");
+                *spiller = None;
+            }
+        }
+    }
+    Ok(Frame::Compressed { raw_len: chunk.len(), data: compressor.compress(chunk)? })
 }
 
 /// Buffers of all open partitions.
@@ -318,34 +343,12 @@ impl PartitionBuffers {
         // grew very large), so small ingests never pay for it.
         let chunk = self.limits.chunk_bytes;
         if part.open.len() >= chunk && pressure || part.open.len() >= 16 * chunk {
-            let spilled = match &mut self.spiller {
-                Some(spiller) => match spiller.write(&part.open) {
-                    Ok(frame) => Some(frame),
-                    Err(e) => {
-                        // A full or unwritable disk: keep going in memory, compressed.
-                        tracing::warn!(dir = %spiller.limits.dir.display(), error = %e,
-                            "cannot spill buffered events to disk; compressing them in memory instead");
-                        self.spiller = None;
-                        None
-                    }
-                },
-                None => None,
-            };
-            let frame = match spilled {
-                Some(frame) => {
-                    mem += SPILLED_FRAME_MEM;
-                    part.spilled_bytes += part.open.len() as u64;
-                    self.spilled_bytes += part.open.len() as u64;
-                    self.spilled_total += part.open.len() as u64;
-                    frame
-                }
-                None => {
-                    let data = self.compressor.compress(&part.open)?;
-                    mem += data.len();
-                    Frame::Compressed { raw_len: part.open.len(), data }
-                }
-            };
-            mem -= part.open.capacity();
+            let frame = park(&mut self.spiller, &mut self.compressor, &part.open)?;
+            let spilled = frame.spilled_bytes();
+            part.spilled_bytes += spilled;
+            self.spilled_bytes += spilled;
+            self.spilled_total += spilled;
+            mem = mem + frame.mem_bytes() - part.open.capacity();
             part.frames.push(frame);
             part.open = Vec::new();
         }
@@ -477,9 +480,13 @@ mod tests {
         for _ in 0..4 {
             b.push(&small, &[b's'; 300]).unwrap();
         }
-        while !b.over_budget() {
+        for _ in 0..1000 {
+            if b.over_budget() {
+                break;
+            }
             b.push(&big, &[b'b'; 300]).unwrap();
         }
+        assert!(b.over_budget() && b.spilled_bytes() > 10_000, "{} bytes spilled", b.spilled_bytes());
         assert!(b.mem_bytes() <= 4000);
         let (k, p) = b.take_largest().unwrap();
         assert_eq!(k, big);

@@ -98,6 +98,12 @@ struct Validated {
     lines: u64,
 }
 
+/// What the router counted: quarantined lines by reason, bytes spilled.
+struct Routed {
+    by_reason: BTreeMap<String, u64>,
+    bytes_spilled: u64,
+}
+
 enum Job {
     Partition(PartitionKey, PartitionBuffer),
     Quarantine(Vec<QuarantineRecord>),
@@ -157,8 +163,7 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
     let (valid_tx, valid_rx) = bounded::<Validated>(workers * 2);
     let (job_tx, job_rx) = bounded::<Job>(workers);
 
-    let spilled = AtomicU64::new(0);
-    let by_reason = std::thread::scope(|s| -> Result<BTreeMap<String, u64>> {
+    let routed = std::thread::scope(|s| -> Result<Routed> {
         // Reader.
         let reader_errors = io_errors.clone();
         let reader_counters = counters.clone();
@@ -201,14 +206,14 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
 
         // Router (this thread).
         let progress = (opts.progress && std::io::stderr().is_terminal()).then(progress_bar);
-        let result = router(valid_rx, &job_tx, buffer_limits, &counters, &written, &spilled, progress.as_ref());
+        let result = router(valid_rx, &job_tx, buffer_limits, &counters, &written, progress.as_ref());
         drop(job_tx);
         if let Some(p) = progress {
             p.finish_and_clear();
         }
         result
     });
-    let by_reason = by_reason?;
+    let routed = routed?;
 
     let w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
     if let Some(e) = &w.error {
@@ -228,10 +233,10 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         files_written: w.files,
         quarantine_files: w.quarantine_files,
         bytes_written: w.bytes,
-        bytes_spilled: spilled.load(Ordering::Relaxed),
+        bytes_spilled: routed.bytes_spilled,
         elapsed_s: elapsed,
         io_errors: io_errors.lock().map(|e| e.clone()).unwrap_or_default(),
-        quarantined_by_reason: by_reason,
+        quarantined_by_reason: routed.by_reason,
         ..Summary::default()
     };
     summary.events_per_s = summary.lines_read as f64 / elapsed.max(1e-9);
@@ -310,9 +315,8 @@ fn router(
     limits: BufferLimits,
     counters: &Counters,
     written: &Mutex<Written>,
-    spilled: &AtomicU64,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<BTreeMap<String, u64>> {
+) -> Result<Routed> {
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     const QUARANTINE_FLUSH_BYTES: usize = 32 << 20;
     let mut buffers = PartitionBuffers::new(limits);
@@ -323,7 +327,7 @@ fn router(
     for v in rx {
         if written.lock().map(|w| w.error.is_some()).unwrap_or(true) {
             // A flush failed: stop reading; the error is reported by the caller.
-            return Ok(by_reason);
+            return Ok(Routed { by_reason, bytes_spilled: buffers.spilled_total() });
         }
         counters.lines.fetch_add(v.lines, Ordering::Relaxed);
         counters.valid.fetch_add(v.valid.len() as u64, Ordering::Relaxed);
@@ -362,7 +366,7 @@ fn router(
                 ));
             }
     }
-    spilled.store(buffers.spilled_total(), Ordering::Relaxed);
+    let bytes_spilled = buffers.spilled_total();
     tracing::info!(
         partitions = buffers.len(),
         in_memory_bytes = buffers.mem_bytes(),
@@ -375,7 +379,7 @@ fn router(
     if !quarantine.is_empty() {
         send(Job::Quarantine(quarantine))?;
     }
-    Ok(by_reason)
+    Ok(Routed { by_reason, bytes_spilled })
 }
 
 fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, written: &Mutex<Written>) {
