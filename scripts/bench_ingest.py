@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
 """Ingest benchmark (not a test): `eventctl ingest` against DuckDB doing the same job.
 
-Generates 1,000,000 events of ~1 KiB and 200,000 of ~10 KiB with `eventctl gen`, then for
+Generates 1,000,000 events of ~1 KiB and 200,000 of ~10 KiB with `eventctl gen` (1% of lines
+invalid, BENCH_BAD_RATIO), then for
 each file, in the same run:
   - eventctl ingest into a fresh local lake;
-  - DuckDB: the contract's checks in SQL (strict JSON, id, type pattern, attributes object,
-    integer created_at in range), then COPY ... TO (FORMAT PARQUET, PARTITION_BY (type, date, hour)).
+  - DuckDB doing the same job (DUCK_SQL): every check of the contract in SQL with its reason,
+    valid events by COPY ... TO (FORMAT PARQUET, PARTITION_BY (type, date, hour)), invalid
+    lines with reason, file, line and arrival time to a quarantine; then a check that DuckDB
+    kept and quarantined exactly what eventctl did (same valid count, same quarantined line
+    numbers with the same reasons);
+  - DuckDB doing the lighter job earlier figures used (DUCK_LITE_SQL: no duplicate-key check,
+    no quarantine), as a second baseline.
+DuckDB still does less than eventctl: it keeps `attributes` and `meta` as JSON text (no
+typed columns per event type), does not sort rows by created_at or drop repeated ids.
 Prints events/s, MB/s, peak RSS (of that process alone, via wait4), files written, and the
-ratio eventctl/DuckDB. Run: scripts/bench-ingest.sh (builds release, uses the tools venv).
+ratios eventctl/DuckDB. Run: scripts/bench-ingest.sh (builds release, uses the tools venv).
 """
 import json
 import os
@@ -18,9 +26,78 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.environ.get("BENCH_DIR", "/tmp/eventplat-bench")
+# 1% invalid lines (every kind the generator makes): both tools quarantine them.
+BAD_RATIO = float(os.environ.get("BENCH_BAD_RATIO", "0.01"))
 EVENTCTL = os.environ.get("EVENTCTL", os.path.join(ROOT, "target", "release", "eventctl"))
 
+# DuckDB doing the same job: every check of the contract with its reason code (duplicate keys
+# included: DuckDB's JSON functions keep both keys, so `json_keys` shows them), valid events
+# into hive partitions, invalid lines with reason, source file, line number and arrival time
+# into `quarantine/`. Multi-path `json_type`/`json_extract` parse a line once per call. The
+# line number is `row_number() OVER ()`; the run checks it against eventctl's (see
+# duck_counts), since DuckDB does not promise scan order with preserve_insertion_order off.
 DUCK_SQL = r"""
+SET threads TO {threads};
+SET memory_limit = '8GB';
+SET preserve_insertion_order = false;
+CREATE TEMP TABLE checked AS
+WITH src AS (
+  SELECT row_number() OVER () AS line_no, filename AS source, line
+  FROM read_csv('{input}', columns={{'line': 'VARCHAR'}}, delim=E'\x1f', quote='', escape='', header=false,
+                auto_detect=false, max_line_size=2000000, strict_mode=false, filename=true)
+), parsed AS (
+  SELECT *, CASE WHEN ok THEN json_type(line, ['$', '$.data', '$.meta', '$.data.id', '$.data.type',
+                                              '$.data.attributes', '$.meta.created_at']) END AS t
+  FROM (SELECT *, line IS NOT NULL AND strlen(line) <= {max_bytes} AND json_valid(line) AS ok FROM src)
+), typed AS (
+  SELECT *,
+    CASE WHEN t[1] = 'OBJECT' THEN json_keys(line) END AS k0,
+    CASE WHEN t[2] = 'OBJECT' THEN json_keys(line, '$.data') END AS k1,
+    CASE WHEN t[3] = 'OBJECT' THEN json_keys(line, '$.meta') END AS k2,
+    CASE WHEN t[4] = 'VARCHAR' AND t[5] = 'VARCHAR' THEN json_extract_string(line, ['$.data.id', '$.data.type']) END AS s,
+    CASE WHEN t[7] IN ('UBIGINT', 'BIGINT') THEN TRY_CAST(json_extract(line, '$.meta.created_at') AS BIGINT) END AS ca
+  FROM parsed
+)
+SELECT line_no, source, line, s[1] AS id, s[2] AS type, ca,
+  CASE
+    WHEN line IS NULL OR trim(line) = '' THEN 'empty_line'
+    WHEN strlen(line) > {max_bytes} THEN 'too_large'
+    WHEN NOT ok THEN 'invalid_json'
+    WHEN t[1] <> 'OBJECT' THEN 'not_an_object'
+    WHEN len(k0) <> len(list_distinct(k0)) THEN 'duplicate_key'
+    WHEN t[2] IS NULL THEN 'missing_data'
+    WHEN t[2] <> 'OBJECT' THEN 'data_not_object'
+    WHEN len(k1) <> len(list_distinct(k1)) THEN 'duplicate_key'
+    WHEN t[3] IS NULL THEN 'missing_meta'
+    WHEN t[3] <> 'OBJECT' THEN 'meta_not_object'
+    WHEN len(k2) <> len(list_distinct(k2)) THEN 'duplicate_key'
+    WHEN t[4] IS NULL THEN 'missing_id'
+    WHEN t[4] <> 'VARCHAR' OR s[1] = '' THEN 'invalid_id'
+    WHEN t[5] IS NULL THEN 'missing_type'
+    WHEN t[5] <> 'VARCHAR' OR NOT regexp_full_match(s[2], '[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}') THEN 'invalid_type'
+    WHEN t[6] IS NULL THEN 'missing_attributes'
+    WHEN t[6] <> 'OBJECT' THEN 'attributes_not_object'
+    WHEN t[7] IS NULL THEN 'missing_created_at'
+    WHEN ca IS NULL THEN 'invalid_created_at'
+    WHEN ca < 0 OR ca >= 4102444800000 THEN 'created_at_out_of_range'
+  END AS reason
+FROM typed;
+COPY (
+  SELECT id, make_timestamp(ca * 1000) AS created_at, type,
+         strftime(make_timestamp(ca * 1000), '%Y-%m-%d') AS date, hour(make_timestamp(ca * 1000)) AS hour,
+         j[1] AS attributes, j[2] AS meta
+  FROM (SELECT *, json_extract(line, ['$.data.attributes', '$.meta']) AS j FROM checked WHERE reason IS NULL)
+) TO '{out}/events' (FORMAT PARQUET, PARTITION_BY (type, date, hour), COMPRESSION zstd);
+COPY (
+  SELECT line AS raw, reason, source, line_no AS line, now() AS arrived_at,
+         strftime(now(), '%Y-%m-%d') AS date, hour(now()) AS hour
+  FROM checked WHERE reason IS NOT NULL
+) TO '{out}/quarantine' (FORMAT PARQUET, PARTITION_BY (date, hour), COMPRESSION zstd);
+"""
+
+# The lighter job earlier figures were measured against: most checks but no duplicate-key
+# check, no reasons and no quarantine (invalid lines are dropped). Kept as a second baseline.
+DUCK_LITE_SQL = r"""
 SET threads TO {threads};
 SET memory_limit = '8GB';
 SET preserve_insertion_order = false;
@@ -95,26 +172,60 @@ def count_files(folder):
     return sum(1 for _, _, fs in os.walk(folder) for f in fs if f.endswith(".parquet"))
 
 
+def duck_counts(out, lake):
+    """What DuckDB wrote, next to what eventctl wrote: (valid events, {reason: quarantined
+    lines}, whether both quarantines hold the same (line number, reason) pairs). Read in a
+    separate process, outside the timed runs."""
+    code = r"""
+import duckdb, json, os, sys
+c = duckdb.connect()
+out, lake = sys.argv[1], sys.argv[2]
+valid = c.execute(f"select count(*) from read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
+def pairs(glob):
+    return set(map(tuple, c.execute(f"select line, reason from read_parquet('{glob}', hive_partitioning=false)").fetchall()))
+dq = pairs(f"{out}/quarantine/**/*.parquet") if os.path.isdir(f"{out}/quarantine") else set()
+eq = pairs(f"{lake}/quarantine/**/*.parquet") if os.path.isdir(f"{lake}/quarantine") else set()
+by_reason = {}
+for _, r in dq:
+    by_reason[r] = by_reason.get(r, 0) + 1
+print(json.dumps([valid, by_reason, dq == eq]))
+"""
+    out_json = subprocess.run([sys.executable, "-c", code, out, lake], check=True, capture_output=True).stdout
+    return json.loads(out_json)
+
+
+def duck_run(sql_template, path, out, mb, lines):
+    os.makedirs(out)
+    sql = sql_template.format(input=path, out=out, threads=os.cpu_count() or 2, max_bytes=1 << 20)
+    code = "import duckdb,sys; duckdb.connect().execute(sys.argv[1])"
+    secs, rss, _ = run([sys.executable, "-c", code, sql])
+    return dict(secs=secs, rss=rss, eps=lines / secs, mbps=mb / secs, files=count_files(out))
+
+
 def bench(name, events, size):
-    path = os.path.join(OUT, f"{name}.ndjson")
+    path = os.path.join(OUT, f"{name}-bad{BAD_RATIO}.ndjson")
     if not os.path.exists(path):
         print(f"generating {events} events of ~{size} into {path}", file=sys.stderr)
-        subprocess.run([EVENTCTL, "gen", "--events", str(events), "--size", size, "--out", path, "--seed", "1"],
-                       check=True, stderr=subprocess.DEVNULL)
+        subprocess.run([EVENTCTL, "gen", "--events", str(events), "--size", size, "--out", path, "--seed", "1",
+                        "--bad-ratio", str(BAD_RATIO)], check=True, stderr=subprocess.DEVNULL)
     mb = os.path.getsize(path) / 1e6
     lake = os.path.join(OUT, f"lake-{name}")
     secs, rss, stdout = run([EVENTCTL, "ingest", "--json", "--no-progress", "--lake", lake, path])
     s = json.loads(stdout)
-    ours = dict(secs=secs, rss=rss, eps=s["lines_read"] / secs, mbps=mb / secs,
+    lines = s["lines_read"]
+    ours = dict(secs=secs, rss=rss, eps=lines / secs, mbps=mb / secs,
                 files=s["files_written"], partitions=s["partitions_written"], valid=s["valid"])
 
-    duck_out = os.path.join(OUT, f"duck-{name}")
-    sql = DUCK_SQL.format(input=path, out=duck_out, threads=os.cpu_count() or 2)
-    code = "import duckdb,sys; duckdb.connect().execute(sys.argv[1])"
-    dsecs, drss, _ = run([sys.executable, "-c", code, sql])
-    lines = s["lines_read"]
-    duck = dict(secs=dsecs, rss=drss, eps=lines / dsecs, mbps=mb / dsecs, files=count_files(duck_out))
-    return dict(name=name, lines=lines, mb=mb, ours=ours, duck=duck, ratio=ours["eps"] / duck["eps"])
+    duck = duck_run(DUCK_SQL, path, os.path.join(OUT, f"duck-{name}"), mb, lines)
+    valid, by_reason, same_lines = duck_counts(os.path.join(OUT, f"duck-{name}"), lake)
+    same = valid == s["valid"] and by_reason == s["quarantined_by_reason"] and same_lines
+    if not same:
+        print(f"{name}: DuckDB's output differs from eventctl's: valid {valid} vs {s['valid']}, "
+              f"quarantined {by_reason} vs {s['quarantined_by_reason']}, same (line, reason) pairs: "
+              f"{same_lines}", file=sys.stderr)
+    lite = duck_run(DUCK_LITE_SQL, path, os.path.join(OUT, f"duck-lite-{name}"), mb, lines)
+    return dict(name=name, lines=lines, mb=mb, ours=ours, duck=duck, lite=lite, same_counts=same,
+                ratio=ours["eps"] / duck["eps"], ratio_lite=ours["eps"] / lite["eps"])
 
 
 def main():
@@ -123,12 +234,14 @@ def main():
     n_large = int(os.environ.get("BENCH_LARGE", "200000"))
     clear_outputs()
     results = [bench("1k", n_small, "1KiB"), bench("10k", n_large, "10KiB")]
-    print(f"{'input':<8}{'tool':<10}{'events/s':>12}{'MB/s':>9}{'peak RSS MiB':>14}{'files':>8}{'partitions':>12}{'secs':>8}")
+    print(f"{'input':<8}{'tool':<12}{'events/s':>12}{'MB/s':>9}{'peak RSS MiB':>14}{'files':>8}{'partitions':>12}{'secs':>8}")
     for r in results:
-        o, d = r["ours"], r["duck"]
-        print(f"{r['name']:<8}{'eventctl':<10}{o['eps']:>12,.0f}{o['mbps']:>9.1f}{o['rss']:>14.0f}{o['files']:>8}{o['partitions']:>12}{o['secs']:>8.1f}")
-        print(f"{'':<8}{'duckdb':<10}{d['eps']:>12,.0f}{d['mbps']:>9.1f}{d['rss']:>14.0f}{d['files']:>8}{'':>12}{d['secs']:>8.1f}")
-        print(f"{'':<8}{'ratio':<10}{r['ratio']:>11.1f}x")
+        o, d, l = r["ours"], r["duck"], r["lite"]
+        print(f"{r['name']:<8}{'eventctl':<12}{o['eps']:>12,.0f}{o['mbps']:>9.1f}{o['rss']:>14.0f}{o['files']:>8}{o['partitions']:>12}{o['secs']:>8.1f}")
+        print(f"{'':<8}{'duckdb':<12}{d['eps']:>12,.0f}{d['mbps']:>9.1f}{d['rss']:>14.0f}{d['files']:>8}{'':>12}{d['secs']:>8.1f}")
+        print(f"{'':<8}{'duckdb-lite':<12}{l['eps']:>12,.0f}{l['mbps']:>9.1f}{l['rss']:>14.0f}{l['files']:>8}{'':>12}{l['secs']:>8.1f}")
+        agree = "same valid count, same quarantined lines and reasons" if r["same_counts"] else "COUNTS DIFFER (see stderr)"
+        print(f"{'':<8}{'ratio':<12}{r['ratio']:>11.1f}x vs duckdb ({agree}), {r['ratio_lite']:.1f}x vs duckdb-lite")
     print(json.dumps(results), file=sys.stderr)
 
 
