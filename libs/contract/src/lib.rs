@@ -13,6 +13,17 @@ mod validate;
 pub use reason::Reason;
 pub use validate::{Event, is_valid_type, validate};
 
+/// Checks that `bytes` are UTF-8 and views them as a `str`.
+///
+/// A SIMD check (several times std's speed on the mostly-ASCII text of events) decides; only
+/// invalid input is checked again by std, for the position of the first bad byte.
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(bytes),
+    }
+}
+
 /// Configurable bounds of the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

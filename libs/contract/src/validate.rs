@@ -39,7 +39,7 @@ pub fn validate<'a>(line: &'a [u8], limits: &Limits) -> Result<Event<'a>, Reject
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Rejection::new(Reason::EmptyLine, "no JSON value on the line"));
     }
-    let text = std::str::from_utf8(line).map_err(|e| {
+    let text = crate::utf8(line).map_err(|e| {
         Rejection::new(Reason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
     })?;
 

@@ -12,7 +12,7 @@
 //! Callers flush a partition when it is full (`push` returns it), the largest one when the
 //! buffers are over budget (memory or spill disk), old ones by age, and all of them at the end.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;

@@ -326,8 +326,8 @@ pub fn struct_fields(fields: &[StructField]) -> Fields {
 pub struct Needs {
     order: Vec<(Section, String, DType)>,
     /// Position in `order` by key, one map per section (looked up by `&str`, no allocation).
-    meta: std::collections::HashMap<String, usize>,
-    attributes: std::collections::HashMap<String, usize>,
+    meta: foldhash::HashMap<String, usize>,
+    attributes: foldhash::HashMap<String, usize>,
 }
 
 impl Needs {

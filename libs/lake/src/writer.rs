@@ -3,7 +3,7 @@
 //! filter on `id`. A file becomes visible whole or not at all (one PUT, or a completed
 //! multipart upload; on a local folder a rename), under a name unique across writers.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;

@@ -13,7 +13,9 @@
 //! buffered write now, a page-cache read at the flush), or compressed in memory with
 //! `--no-spill`. Every line read is counted exactly once, as valid or quarantined.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

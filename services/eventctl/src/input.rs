@@ -149,9 +149,9 @@ pub fn read_pieces(
             break;
         }
         // Bytes of the current (unfinished) line already in the chunk.
-        let line_start = chunk.data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let line_start = memchr::memrchr(b'\n', &chunk.data).map_or(0, |p| p + 1);
         let partial = chunk.data.len() - line_start;
-        match memchr(b'\n', buf) {
+        match memchr::memchr(b'\n', buf) {
             Some(pos) if partial + pos <= max_line => {
                 chunk.data.extend_from_slice(&buf[..=pos]);
                 r.consume(pos + 1);
@@ -175,7 +175,7 @@ pub fn read_pieces(
                     if buf.is_empty() {
                         break;
                     }
-                    let (take, done) = match memchr(b'\n', buf) {
+                    let (take, done) = match memchr::memchr(b'\n', buf) {
                         Some(p) => (p, true),
                         None => (buf.len(), false),
                     };
@@ -219,14 +219,19 @@ pub fn read_pieces(
     Ok(())
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
-/// Splits a chunk into its lines (without `\n`, without a trailing `\r`).
+/// Splits a chunk into its lines (without `\n`, without a trailing `\r`), as `split` on
+/// `\n` would, with a SIMD search for the line ends.
 pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let data = data.strip_suffix(b"\n").unwrap_or(data);
-    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let end = ends.next();
+        start = end.map(|e| e + 1);
+        let line = &data[from..end.unwrap_or(data.len())];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
 }
 
 #[cfg(test)]
@@ -268,5 +273,19 @@ mod tests {
     fn empty_lines_are_lines() {
         let (chunks, _) = run(b"a\n\nb\n", 1 << 20, 100);
         assert_eq!(chunks[0].1.len(), 3);
+    }
+
+    #[test]
+    fn lines_split_as_newlines_do_whatever_the_chunk_looks_like() {
+        let cases: [&[u8]; 9] = [b"", b"\n", b"\n\n", b"a", b"a\n", b"a\r\n\nb", b"a\nb\r\n", b"\r\n\r", b"x\ny\nz\n\n"];
+        for data in cases {
+            let want: Vec<&[u8]> = data
+                .strip_suffix(b"\n")
+                .unwrap_or(data)
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .collect();
+            assert_eq!(lines(data).collect::<Vec<_>>(), want, "{:?}", String::from_utf8_lossy(data));
+        }
     }
 }
