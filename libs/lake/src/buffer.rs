@@ -12,12 +12,13 @@
 //! Callers flush a partition when it is full (`push` returns it), the largest one when the
 //! buffers are over budget (memory or spill disk), old ones by age, and all of them at the end.
 
-use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::LakeError;
 use crate::layout::PartitionKey;

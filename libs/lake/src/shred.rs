@@ -6,7 +6,6 @@
 //! row back rebuilds the event from the columns and then applies the leftovers.
 
 use std::borrow::Cow;
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
@@ -15,6 +14,7 @@ use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::Field;
+use foldhash::{HashMap, HashMapExt};
 use serde_json::{Map, Value};
 
 use crate::LakeError;

@@ -3,10 +3,10 @@
 //! filter on `id`. A file becomes visible whole or not at all (one PUT, or a completed
 //! multipart upload; on a local folder a rename), under a name unique across writers.
 
-use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use foldhash::{HashSet, HashSetExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;

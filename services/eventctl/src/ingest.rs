@@ -14,8 +14,6 @@
 //! `--no-spill`. Every line read is counted exactly once, as valid or quarantined.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt, HashSet};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use event_contract::{Limits, Reason, Rejection, validate};
 use event_lake::buffer::{BufferLimits, PartitionBuffer, PartitionBuffers, SpillLimits};
 use event_lake::{Lake, PartitionKey, QuarantineRecord};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use serde::Serialize;
 
 use crate::input::{self, Chunk, Piece, Source};
