@@ -109,15 +109,21 @@ impl Path<'_> {
     }
 }
 
-/// The keys seen in one object: a short vector, a hash set once the object is large.
+/// Keys an object holds before [`KeySet`] moves them to a hash set.
+const SMALL_KEYS: usize = 16;
+
+/// The keys seen in one object: an array on the stack (most objects have a few keys, and a
+/// heap vector would cost an allocation or three per object, per event), a hash set once the
+/// object is large.
 struct KeySet<'de> {
-    small: Vec<Cow<'de, str>>,
+    small: [Option<Cow<'de, str>>; SMALL_KEYS],
+    len: usize,
     large: Option<HashSet<Cow<'de, str>>>,
 }
 
 impl<'de> KeySet<'de> {
     fn new() -> Self {
-        KeySet { small: Vec::new(), large: None }
+        KeySet { small: Default::default(), len: 0, large: None }
     }
 
     /// Returns false when the key was already present. Takes the `Cow` to keep a borrowed
@@ -127,12 +133,20 @@ impl<'de> KeySet<'de> {
         if let Some(set) = &mut self.large {
             return set.insert(key.clone());
         }
-        if self.small.iter().any(|k| k == key) {
+        let seen = &self.small[..self.len];
+        if seen.iter().flatten().any(|k| k == key) {
             return false;
         }
-        self.small.push(key.clone());
-        if self.small.len() > 16 {
-            self.large = Some(self.small.drain(..).collect());
+        match self.small.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(key.clone());
+                self.len += 1;
+            }
+            None => {
+                let mut set: HashSet<Cow<'de, str>> = self.small.iter_mut().filter_map(Option::take).collect();
+                set.insert(key.clone());
+                self.large = Some(set);
+            }
         }
         true
     }

@@ -115,6 +115,22 @@ fn duplicate_key_detail_names_the_place() {
 }
 
 #[test]
+fn duplicates_are_found_in_objects_of_any_size() {
+    // Small objects keep their keys on the stack, large ones in a hash set: a repeated key is
+    // found on either side of the switch, and distinct keys are never taken for repeats.
+    for n in [1usize, 15, 16, 17, 40] {
+        let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+        let line = |attrs: &str| format!(r#"{{"data":{{"id":"a","type":"t","attributes":{{{attrs}}}}},"meta":{{"created_at":1}}}}"#);
+        assert!(validate(line(&keys.join(",")).as_bytes(), &Limits::default()).is_ok(), "{n} distinct keys");
+        for repeat in [0, n / 2, n - 1] {
+            let attrs = format!("{},\"k{repeat}\":0", keys.join(","));
+            let r = validate(line(&attrs).as_bytes(), &Limits::default()).unwrap_err();
+            assert_eq!(r.reason, Reason::DuplicateKey, "{n} keys, k{repeat} repeated");
+        }
+    }
+}
+
+#[test]
 fn codes_round_trip_and_are_unique() {
     let mut seen = std::collections::HashSet::new();
     for r in Reason::ALL {

@@ -384,12 +384,18 @@ fn router(
 }
 
 fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, written: &Mutex<Written>) {
+    // The events of one partition at a time, in a buffer kept across partitions.
+    let mut scratch = Vec::new();
     for job in rx {
         let result: Result<(), String> = match job {
             Job::Partition(key, buf) => buf
-                .into_records()
+                .into_records_in(std::mem::take(&mut scratch))
                 .map_err(|e| e.to_string())
-                .and_then(|recs| handle.block_on(lake.write_events(&key, recs.iter())).map_err(|e| e.to_string()))
+                .and_then(|recs| {
+                    let file = handle.block_on(lake.write_events(&key, recs.iter())).map_err(|e| e.to_string());
+                    scratch = recs.into_buffer();
+                    file
+                })
                 .map(|file| {
                     if let (Some(f), Ok(mut w)) = (file, written.lock()) {
                         w.rows += f.rows;
