@@ -116,7 +116,7 @@ const SMALL_KEYS: usize = 16;
 /// heap vector would cost an allocation or three per object, per event), a hash set once the
 /// object is large.
 struct KeySet<'de> {
-    small: [Option<Cow<'de, str>>; SMALL_KEYS],
+    small: [Cow<'de, str>; SMALL_KEYS],
     len: usize,
     large: Option<HashSet<Cow<'de, str>>>,
 }
@@ -133,17 +133,16 @@ impl<'de> KeySet<'de> {
         if let Some(set) = &mut self.large {
             return set.insert(key.clone());
         }
-        let seen = &self.small[..self.len];
-        if seen.iter().flatten().any(|k| k == key) {
+        if self.small[..self.len].iter().any(|k| k == key) {
             return false;
         }
         match self.small.get_mut(self.len) {
             Some(slot) => {
-                *slot = Some(key.clone());
+                *slot = key.clone();
                 self.len += 1;
             }
             None => {
-                let mut set: HashSet<Cow<'de, str>> = self.small.iter_mut().filter_map(Option::take).collect();
+                let mut set: HashSet<Cow<'de, str>> = self.small.iter_mut().map(std::mem::take).collect();
                 set.insert(key.clone());
                 self.large = Some(set);
             }
