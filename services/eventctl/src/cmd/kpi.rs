@@ -1,47 +1,20 @@
-//! `eventctl query` and `eventctl kpi`: SQL and daily KPIs straight from the lake (local
-//! folder or S3), with the `lake-query` library.
+//! `eventctl kpi`: daily KPIs straight from the lake (local folder or S3), with the
+//! `lake-query` library.
 //!
-//! - `eventctl query "SQL"`: each event type a table, `lake.events` all of them; results as a
-//!   table, CSV, JSON or Parquet; bytes read reported on stderr.
-//! - `eventctl kpi --date D`: the KPI SQL files of `libs/query/kpis/`, printed as a table and
+//! - `eventctl kpi --date D`: the KPI SQL files of `libs/lake-query/kpis/`, printed as a table and
 //!   written as JSON, CSV and a PNG chart; `--shard i/n` computes one share of the partitions
 //!   into a partial file, `eventctl kpi merge partial-*.json` combines the shares.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use lake_query::kpi::{self, Progress, Report};
-use lake_query::output::{self, Format};
 use lake_query::{LakeSession, SessionOptions, Shard};
 
-/// Options of `eventctl query`.
-#[derive(Args)]
-pub struct QueryArgs {
-    /// The SQL statement (tables: `<type>` per event type, `lake.events` for all types).
-    pub sql: String,
-    /// Lake root: a local folder or s3://bucket/prefix (AWS_ENDPOINT_URL for an S3-compatible store).
-    #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
-    pub lake: String,
-    /// Output format: table, csv, json (one object per line) or parquet (needs --out).
-    #[arg(long, short = 'f', default_value = "table", value_parser = parse_format)]
-    pub format: Format,
-    /// Write the results to this file instead of stdout.
-    #[arg(long, short = 'o')]
-    pub out: Option<PathBuf>,
-    /// Print the read statistics (bytes, files, requests) as JSON on stderr.
-    #[arg(long)]
-    pub stats: bool,
-    /// Print the physical plan instead of running the query.
-    #[arg(long)]
-    pub explain: bool,
-}
-
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
-}
+use super::{mib, runtime};
 
 /// Options of `eventctl kpi`.
 #[derive(Args)]
@@ -100,75 +73,11 @@ pub struct KpiMergeArgs {
     pub json: bool,
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
-    b.enable_all().build().context("starting the runtime")
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// Runs `eventctl query`.
-pub fn query(args: QueryArgs) -> Result<i32> {
-    if args.format == Format::Parquet && args.out.is_none() {
-        bail!("--format parquet needs --out FILE");
-    }
-    let rt = runtime(None)?;
-    let session = LakeSession::open(&args.lake, &SessionOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?;
-    let started = std::time::Instant::now();
-    if args.explain {
-        println!("{}", rt.block_on(session.explain(&args.sql))?);
-        return Ok(0);
-    }
-    let (schema, batches) = rt.block_on(session.collect_with_schema(&args.sql))?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    match &args.out {
-        Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            let mut w = std::io::BufWriter::new(file);
-            output::write(schema, &batches, args.format, &mut w)?;
-            w.flush().with_context(|| format!("writing {}", path.display()))?;
-        }
-        None => {
-            let mut w = std::io::BufWriter::new(std::io::stdout());
-            let written = output::write(schema, &batches, args.format, &mut w).map_err(anyhow::Error::from).and_then(|()| Ok(w.flush()?));
-            if let Err(e) = written
-                && !is_broken_pipe(&e)
-            {
-                return Err(e);
-            }
-        }
-    }
-    let read = session.stats().snapshot();
-    if args.stats {
-        eprintln!("{}", serde_json::json!({"rows": rows, "elapsed_ms": started.elapsed().as_millis() as u64, "read": read}));
-    } else {
-        eprintln!(
-            "{rows} rows in {:.2}s; read {} from {} files ({} GETs, {} LISTs)",
-            started.elapsed().as_secs_f64(),
-            mib(read.bytes_read),
-            read.files_read,
-            read.get_requests,
-            read.list_requests
-        );
-    }
-    Ok(0)
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
-        || e.to_string().contains("Broken pipe")
-}
-
 /// Runs `eventctl kpi` (a day, a shard of it, or `merge`).
-pub fn kpi(args: KpiArgs) -> Result<i32> {
+pub fn run(args: KpiArgs) -> Result<i32> {
     match args.command {
         Some(KpiCommand::Merge(m)) => merge(m),
-        None => run(args.run),
+        None => run_day(args.run),
     }
 }
 
@@ -185,7 +94,7 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(p)
 }
 
-fn run(args: KpiRunArgs) -> Result<i32> {
+fn run_day(args: KpiRunArgs) -> Result<i32> {
     let Some(date) = args.date.clone() else { bail!("--date YYYY-MM-DD is required (or use `eventctl kpi merge`)") };
     kpi::parse_date(&date)?;
     let shard = args.shard.unwrap_or(Shard::WHOLE);

@@ -1,4 +1,4 @@
-//! Daily KPIs: SQL files in `libs/query/kpis/` (compiled into the binary), run over one day of
+//! Daily KPIs: SQL files in `libs/lake-query/kpis/` (compiled into the binary), run over one day of
 //! the lake, whole or as one shard of several, and merged.
 //!
 //! Each file starts with a header of `-- key: value` lines:

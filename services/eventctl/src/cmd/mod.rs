@@ -1,0 +1,61 @@
+//! The subcommands of `eventctl`, one module each, and what several of them share: the lake
+//! options, the runtime, sizes and broken pipes.
+
+pub mod cat;
+pub mod compact;
+pub mod demo;
+pub mod dev;
+pub mod generate;
+pub mod ingest;
+pub mod kpi;
+pub mod query;
+pub mod schema;
+pub mod stats;
+pub mod timeline;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use event_lake::{Lake, WriteOptions};
+
+use crate::size;
+
+/// Where the lake is, for every subcommand that opens it.
+#[derive(Args, Clone)]
+pub struct LakeArgs {
+    /// Lake root: a local folder or s3://bucket/prefix (AWS_ENDPOINT_URL for an S3-compatible store).
+    #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// Target size of data files after compaction.
+    #[arg(long, env = "EVENTCTL_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = size::parse)]
+    pub target_file_size: u64,
+}
+
+impl LakeArgs {
+    /// Opens the lake with these options.
+    pub fn open(&self) -> Result<Arc<Lake>> {
+        let options = WriteOptions { target_file_bytes: self.target_file_size, ..WriteOptions::default() };
+        Ok(Arc::new(Lake::open(&self.lake, options).with_context(|| format!("opening the lake {}", self.lake))?))
+    }
+}
+
+/// A multi-threaded runtime with `threads` workers (default: one per core).
+pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().context("starting the runtime")
+}
+
+/// Bytes as MiB with one decimal, for people.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// True when an error is a closed stdout (`eventctl ... | head`): not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+        || e.to_string().contains("Broken pipe")
+}
