@@ -364,6 +364,10 @@ impl Publisher for InProcessBus {
     fn is_ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move { !self.inner.lock().closed })
     }
+
+    fn max_payload(&self) -> usize {
+        self.inner.capacity_bytes
+    }
 }
 
 /// A handle on a durable consumer of the [`InProcessBus`].

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::connection::State as ConnectionState;
 use async_nats::jetstream::{self, consumer, context, stream};
 use futures::StreamExt;
+use event_contract::wire::filter;
 use futures::future::BoxFuture;
 
 use crate::delivery::{Acker, Delivery};
@@ -33,7 +34,9 @@ pub struct JetStreamConfig {
     pub url: String,
     /// Stream name; default `EVENTS`.
     pub stream: String,
-    /// Subjects the stream stores; default `["raw-event.>", "quarantine.>"]`.
+    /// Subjects the stream stores; default the platform's
+    /// ([`filter::stream_subjects`]: `raw-event.>`, `quarantine.>`, `dead-letter.>`,
+    /// `replay.>`).
     pub subjects: Vec<String>,
     /// Retention: messages older than this are removed; default 7 days.
     pub max_age_secs: u64,
@@ -55,7 +58,7 @@ impl Default for JetStreamConfig {
         Self {
             url: "nats://127.0.0.1:4222".to_string(),
             stream: "EVENTS".to_string(),
-            subjects: vec!["raw-event.>".to_string(), "quarantine.>".to_string()],
+            subjects: filter::stream_subjects(),
             max_age_secs: 7 * 24 * 3600,
             max_bytes: -1,
             duplicate_window_secs: 120,
@@ -339,6 +342,10 @@ impl Publisher for JetStreamBus {
         })
     }
 
+    fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     fn is_ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
             if self.client.connection_state() != ConnectionState::Connected {
@@ -587,7 +594,7 @@ mod tests {
             serde_json::from_str(r#"{"url":"nats://10.0.0.1:4222","max_bytes":1000}"#).unwrap();
         assert_eq!(cfg.url, "nats://10.0.0.1:4222");
         assert_eq!(cfg.stream, "EVENTS");
-        assert_eq!(cfg.subjects, vec!["raw-event.>", "quarantine.>"]);
+        assert_eq!(cfg.subjects, vec!["raw-event.>", "quarantine.>", "dead-letter.>", "replay.>"]);
         assert_eq!(cfg.max_age_secs, 604_800);
         assert_eq!(cfg.max_bytes, 1000);
         assert_eq!(cfg.duplicate_window_secs, 120);

@@ -54,6 +54,11 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// True when the bus answers (for /readyz).
     fn is_ready(&self) -> BoxFuture<'_, bool>;
+
+    /// The largest payload a message may have (JetStream: the server's `max_payload`, 1 MiB
+    /// by default; in-process: the bus's byte capacity). Messages built to fit the bus (a
+    /// [`QuarantineMessage`](event_contract::wire::QuarantineMessage)) are cut to it.
+    fn max_payload(&self) -> usize;
 }
 
 /// A durable consumer: several replicas with the same durable name share the work.

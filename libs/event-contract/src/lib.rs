@@ -6,9 +6,13 @@
 //! a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`, `data.attributes` an object and
 //! `meta.created_at` an integer of epoch milliseconds within `[min_created_at, max_created_at)`.
 //! Every failure has a [`Reason`] with a stable code.
+//!
+//! [`wire`] is the rest of the contract between the services: the bus subjects, the
+//! quarantine and dead-letter messages, and the zero-copy view consumers read events with.
 
 mod reason;
 mod validate;
+pub mod wire;
 
 pub use reason::Reason;
 pub use validate::{Event, is_valid_type, validate};

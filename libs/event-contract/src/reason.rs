@@ -46,11 +46,14 @@ pub enum Reason {
     InvalidCreatedAt,
     /// `meta.created_at` is outside the configured bounds.
     CreatedAtOutOfRange,
+    /// A valid event that a consumer of the bus could not process (a dead letter: the
+    /// detail names the error, the source the consumer); `eventctl replay` sends it again.
+    ConsumerFailed,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::TooLarge,
         Reason::EmptyLine,
         Reason::InvalidUtf8,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::MissingCreatedAt,
         Reason::InvalidCreatedAt,
         Reason::CreatedAtOutOfRange,
+        Reason::ConsumerFailed,
     ];
 
     /// The stable snake_case code.
@@ -96,6 +100,7 @@ impl Reason {
             Reason::MissingCreatedAt => "missing_created_at",
             Reason::InvalidCreatedAt => "invalid_created_at",
             Reason::CreatedAtOutOfRange => "created_at_out_of_range",
+            Reason::ConsumerFailed => "consumer_failed",
         }
     }
 
@@ -134,6 +139,9 @@ impl Reason {
             }
             Reason::CreatedAtOutOfRange => {
                 "`meta.created_at` is outside the accepted range of epoch milliseconds"
+            }
+            Reason::ConsumerFailed => {
+                "a consumer of the bus could not process the event (its error is the detail); `eventctl replay` sends it again once fixed"
             }
         }
     }

@@ -48,7 +48,7 @@ pub async fn start(bus: &InProcessBus, http: &str, grpc: &str, stop: watch::Rece
         .into_iter()
         .map(|t| {
             let durable = format!("{}-{t}", config.durable_prefix);
-            let sub = bus.subscriber(&durable, &format!("raw-event.{t}"), ack_wait);
+            let sub = bus.subscriber(&durable, &event_contract::wire::filter::events_of(&t), ack_wait);
             // In-process positions count per durable.
             Source { name: durable, subscriber: Box::new(sub) }
         })

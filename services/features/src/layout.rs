@@ -11,11 +11,9 @@
 //! of time: compared with an exact sliding window `(now - length, now]` it misses at most
 //! the events of one bucket span at the old edge, and never counts an older one.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use event_contract::wire::{EventView, event_type_of, id_text};
 
 use crate::config::{CounterSpec, WindowSpec};
 
@@ -125,52 +123,15 @@ impl Layout {
     /// counts, or an event without a product id or a usable `meta.created_at` (such events
     /// are skipped and counted in `features_events_skipped_total`).
     pub fn hit_of(&self, subject: &str, payload: &[u8], arrival_ms: i64) -> Option<(String, usize, i64)> {
-        let event_type = subject.strip_prefix("raw-event.").unwrap_or(subject);
+        let event_type = event_type_of(subject).unwrap_or(subject);
         let counter = self.counter_of(event_type)?;
-        let ev: EventView<'_> = serde_json::from_slice(payload).ok()?;
-        let product = product_id(ev.data.attributes.product_id?)?;
-        let created = ev.meta.created_at;
-        if product.is_empty() || !created.is_finite() || created < 0.0 {
+        let ev = EventView::parse(payload).ok()?;
+        let product = id_text(ev.attribute("product_id")?)?;
+        if ev.created_at < 0 {
             return None;
         }
-        Some((product, counter, (created as i64).min(arrival_ms)))
+        Some((product.into_owned(), counter, ev.created_at.min(arrival_ms)))
     }
-}
-
-/// `attributes.product_id` as a string (a JSON string, or the text of a JSON integer).
-fn product_id(raw: &RawValue) -> Option<String> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        serde_json::from_str::<Cow<'_, str>>(text).ok().map(Cow::into_owned)
-    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-        Some(text.to_owned())
-    } else {
-        None
-    }
-}
-
-#[derive(Deserialize)]
-struct EventView<'a> {
-    #[serde(borrow)]
-    data: DataView<'a>,
-    meta: MetaView,
-}
-
-#[derive(Deserialize)]
-struct DataView<'a> {
-    #[serde(borrow)]
-    attributes: AttributesView<'a>,
-}
-
-#[derive(Deserialize)]
-struct AttributesView<'a> {
-    #[serde(borrow, default)]
-    product_id: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct MetaView {
-    created_at: f64,
 }
 
 /// One counted event.
@@ -254,9 +215,9 @@ mod tests {
         assert_eq!(l.hit_of("raw-event.product_viewed", ev, 9000), Some(("p42".into(), 0, 5000)));
         assert_eq!(l.hit_of("raw-event.product_viewed", ev, 4000), Some(("p42".into(), 0, 4000)));
         assert_eq!(l.hit_of("raw-event.product_sold", ev, 9000), None);
-        let num = br#"{"data":{"attributes":{"product_id":17}},"meta":{"created_at":1}}"#;
+        let num = br#"{"data":{"id":"n","type":"product_liked","attributes":{"product_id":17}},"meta":{"created_at":1}}"#;
         assert_eq!(l.hit_of("raw-event.product_liked", num, 9), Some(("17".into(), 1, 1)));
-        let none = br#"{"data":{"attributes":{}},"meta":{"created_at":1}}"#;
+        let none = br#"{"data":{"id":"n","type":"product_liked","attributes":{}},"meta":{"created_at":1}}"#;
         assert_eq!(l.hit_of("raw-event.product_liked", none, 9), None);
         assert_eq!(l.columns()[0], "impressions_1h");
         assert_eq!(l.columns()[8], "conversations_7d");

@@ -47,7 +47,7 @@ async fn run() -> anyhow::Result<()> {
         for t in layout.event_types() {
             let durable = format!("{}-{t}", config.durable_prefix);
             let sub = bus
-                .subscriber(&durable, &format!("raw-event.{t}"), Duration::from_secs(config.ack_wait_secs), config.max_ack_pending)
+                .subscriber(&durable, &event_contract::wire::filter::events_of(&t), Duration::from_secs(config.ack_wait_secs), config.max_ack_pending)
                 .await
                 .with_context(|| format!("creating the consumer {durable}"))?;
             // Stream sequences are comparable across the stream's consumers.

@@ -1,6 +1,7 @@
 //! The HTTP API: `POST /v1/events`, its errors, its limits, and the router with health,
 //! metrics and the OpenAPI document.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use event_bus::{BusError, OutMessage, Publisher};
+use event_contract::wire::{QuarantineMessage, Subject};
 use event_contract::{Limits, validate};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -23,8 +24,8 @@ use service_kit::auth::{ApiKeys, AuthResult};
 use service_kit::http::{InFlightLimit, limit_in_flight};
 use crate::body::{self, BodyError};
 
-/// Subject of events rejected by the gateway.
-pub const QUARANTINE_SUBJECT: &str = "quarantine.gateway";
+/// Source name of the gateway's quarantine messages (subject `quarantine.gateway`).
+pub const QUARANTINE_SOURCE: &str = "gateway";
 
 /// What the handlers share.
 pub struct AppState {
@@ -146,6 +147,7 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
     };
 
     let received_at = chrono::Utc::now().timestamp_millis();
+    let max_payload = state.publisher.max_payload();
     let mut messages = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     let mut valid = 0usize;
@@ -154,17 +156,27 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
             Ok(ev) => {
                 valid += 1;
                 messages.push(OutMessage {
-                    subject: format!("raw-event.{}", ev.event_type),
+                    subject: Subject::event(&ev.event_type).to_string(),
                     id: ev.id.into_owned(),
                     payload: raw.clone(),
                 });
             }
             Err(r) => {
                 metrics::counter!("gateway_events_rejected_total", "reason" => r.reason.code()).increment(1);
+                let quarantined = QuarantineMessage {
+                    reason: r.reason,
+                    detail: Cow::Borrowed(&r.detail),
+                    source: Cow::Borrowed(QUARANTINE_SOURCE),
+                    index: index as u64,
+                    received_at,
+                    subject: None,
+                    raw_len: raw.len() as u64,
+                    raw: Cow::Borrowed(raw),
+                };
                 messages.push(OutMessage {
-                    subject: QUARANTINE_SUBJECT.to_owned(),
+                    subject: Subject::Quarantine(Cow::Borrowed(QUARANTINE_SOURCE)).to_string(),
                     id: uuid::Uuid::now_v7().to_string(),
-                    payload: quarantine_payload(raw, &r, index, received_at),
+                    payload: Bytes::from(quarantined.encode(max_payload)),
                 });
                 rejected.push(RejectedEvent { index, reason: r.reason.code().to_owned(), detail: r.detail });
             }
@@ -203,15 +215,3 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
     (status, Json(Accepted { accepted: valid, rejected })).into_response()
 }
 
-/// The quarantine message of a rejected event: the bytes as received (base64) and why.
-fn quarantine_payload(raw: &[u8], r: &event_contract::Rejection, index: usize, received_at: i64) -> Bytes {
-    let v = serde_json::json!({
-        "reason": r.reason.code(),
-        "detail": r.detail,
-        "source": "gateway",
-        "index": index,
-        "received_at": received_at,
-        "raw_b64": base64::engine::general_purpose::STANDARD.encode(raw),
-    });
-    Bytes::from(v.to_string())
-}

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use event_bus::testing::NatsServer;
 use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, Publisher, Subscriber};
-use event_contract::Limits;
+use event_contract::wire::QuarantineMessage;
+use event_contract::{Limits, Reason};
 use gateway::auth::{ApiKeys, hash_key};
 use gateway::{AppState, router};
 use serde_json::{Value, json};
@@ -102,9 +103,11 @@ async fn one_bad_event_never_fails_the_others_and_is_quarantined() {
     assert!(delivered.iter().all(|d| d.subject == "raw-event.product_viewed"));
     let q = drain(&mut quarantine).await;
     assert_eq!(q.len(), 1);
-    let qv: Value = serde_json::from_slice(&q[0].payload).expect("quarantine message");
-    assert_eq!(qv["reason"], "invalid_created_at");
-    assert_eq!(qv["index"], 500);
+    let qm = QuarantineMessage::decode(&q[0].payload).expect("quarantine message");
+    assert_eq!((qm.reason, qm.index, qm.source.as_ref()), (Reason::InvalidCreatedAt, 500, "gateway"));
+    let original: Value = serde_json::from_slice(&qm.raw).expect("the rejected event as sent");
+    assert_eq!(original["data"]["id"], "e500");
+    assert_eq!(q[0].subject, "quarantine.gateway");
 
     // A single object; NDJSON with a malformed line; all invalid -> 422.
     assert_eq!(post(&base, Some(KEY), "application/json", None, event("single").to_string().into_bytes()).await.0, 202);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use event_bus::{Delivery, Subscriber, ack_all};
+use event_contract::wire::QuarantineMessage;
 use event_contract::{Reason, Rejection};
 use event_lake::{Lake, QuarantineRecord};
 use tokio::sync::watch;
@@ -74,31 +75,44 @@ impl QuarantineWriter {
     }
 }
 
-/// A quarantine record from the gateway's message (`reason`, `detail`, `raw_b64`...); a
-/// message of another shape is kept whole with reason `invalid_json`.
+/// A quarantine record from a [`QuarantineMessage`] (the gateway's rejected lines, the
+/// consumers' dead letters); a message of the earlier JSON shape (`raw_b64`) is read too; a
+/// message of any other shape is kept whole with reason `invalid_json`.
 fn record_of(payload: &[u8], subject: &str) -> QuarantineRecord {
     let now = chrono::Utc::now().timestamp_millis();
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
-    let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).cloned();
-    let raw = field("raw_b64")
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
-    match (raw, field("reason").and_then(|r| r.as_str().and_then(Reason::from_code))) {
-        (Some(raw), Some(reason)) => QuarantineRecord {
-            raw_len: raw.len() as u64,
-            raw,
-            rejection: Rejection::new(reason, field("detail").and_then(|d| d.as_str().map(str::to_owned)).unwrap_or_default()),
-            source: field("source").and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_else(|| subject.to_owned()),
-            line: field("index").and_then(|i| i.as_u64()).unwrap_or(0),
-            arrived_at: field("received_at").and_then(|t| t.as_i64()).unwrap_or(now),
-        },
-        _ => QuarantineRecord {
-            raw: payload.to_vec(),
-            raw_len: payload.len() as u64,
-            rejection: Rejection::new(Reason::InvalidJson, format!("unreadable quarantine message on {subject}")),
-            source: subject.to_owned(),
-            line: 0,
-            arrived_at: now,
-        },
+    if let Ok(m) = QuarantineMessage::decode(payload) {
+        return QuarantineRecord {
+            raw_len: m.raw_len,
+            raw: m.raw.into_owned(),
+            rejection: Rejection::new(m.reason, m.detail),
+            source: m.source.into_owned(),
+            line: m.index,
+            arrived_at: m.received_at,
+        };
     }
+    legacy_record(payload, subject, now).unwrap_or_else(|| QuarantineRecord {
+        raw: payload.to_vec(),
+        raw_len: payload.len() as u64,
+        rejection: Rejection::new(Reason::InvalidJson, format!("unreadable quarantine message on {subject}")),
+        source: subject.to_owned(),
+        line: 0,
+        arrived_at: now,
+    })
+}
+
+/// The JSON message gateways published before the wire contract (`reason`, `detail`,
+/// `raw_b64`...), still read so that an upgrade keeps what the stream holds.
+fn legacy_record(payload: &[u8], subject: &str, now: i64) -> Option<QuarantineRecord> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(v.get("raw_b64")?.as_str()?).ok()?;
+    let reason = Reason::from_code(v.get("reason")?.as_str()?)?;
+    let text = |k: &str| v.get(k).and_then(|d| d.as_str()).map(str::to_owned);
+    Some(QuarantineRecord {
+        raw_len: raw.len() as u64,
+        raw,
+        rejection: Rejection::new(reason, text("detail").unwrap_or_default()),
+        source: text("source").unwrap_or_else(|| subject.to_owned()),
+        line: v.get("index").and_then(serde_json::Value::as_u64).unwrap_or(0),
+        arrived_at: v.get("received_at").and_then(serde_json::Value::as_i64).unwrap_or(now),
+    })
 }

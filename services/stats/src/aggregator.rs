@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_bus::{Delivery, Subscriber, ack_all};
+use event_contract::wire::event_type_of;
 use tokio::sync::watch;
 
 use crate::cache::StatsCache;
@@ -181,7 +182,7 @@ impl Aggregator {
                 continue;
             }
             new_position = new_position.max(seq);
-            if let Some(t) = d.subject.strip_prefix("raw-event.")
+            if let Some(t) = event_type_of(&d.subject)
                 && !self.extractor.counts_type(t)
             {
                 continue;

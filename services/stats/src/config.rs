@@ -93,7 +93,7 @@ impl Default for StatsConfig {
             retention_days: 400,
             partitions_ahead_days: 3,
             durable: "stats-aggregator".into(),
-            filter: "raw-event.>".into(),
+            filter: event_contract::wire::filter::all_events(),
             fetch_batch: 5000,
             max_ack_pending: 20_000,
             ack_wait_secs: 30,

@@ -2,16 +2,14 @@
 //!
 //! A metric has a name, the event types that count, the attribute naming the credited user
 //! (a favorite counts for the product's owner: `owner_id`) and an optional filter on another
-//! attribute. An event is parsed only as far as needed: its type, `meta.created_at` and the
-//! attributes as raw (unparsed) JSON slices; only the credited and filtered fields are read.
+//! attribute. An event is read through the contract's [`EventView`]: its type and
+//! `meta.created_at` borrowed, and only the credited and filtered attributes looked up.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use event_contract::wire::EventView;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -112,59 +110,6 @@ pub fn load_metrics_file(path: &std::path::Path) -> Result<Vec<MetricDef>, Strin
 #[error("unreadable event: {0}")]
 pub struct ParseError(String);
 
-/// The few fields of an event the statistics need; the rest is skipped unparsed.
-#[derive(Deserialize)]
-struct LeanEvent<'a> {
-    #[serde(borrow)]
-    data: LeanData<'a>,
-    meta: LeanMeta,
-}
-
-#[derive(Deserialize)]
-struct LeanData<'a> {
-    #[serde(borrow, default)]
-    id: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    event_type: Cow<'a, str>,
-    #[serde(borrow, default)]
-    attributes: Attrs<'a>,
-}
-
-#[derive(Deserialize)]
-struct LeanMeta {
-    created_at: i64,
-}
-
-/// Top-level attributes as raw JSON slices, in document order.
-#[derive(Default)]
-struct Attrs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Attrs<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Attrs<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an attributes object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attrs<'a>, M::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(Attrs(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-impl Attrs<'_> {
-    fn get(&self, name: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-    }
-}
-
 /// What one event contributes.
 pub struct Counted<'a> {
     /// The event id (`data.id`).
@@ -212,8 +157,8 @@ impl Extractor {
     /// Calls `credit(user, metric_index)` for each metric the event counts for (in this
     /// shard) and returns its id and day; `Ok(None)` when it counts for nothing.
     pub fn extract<'a>(&self, payload: &'a [u8], mut credit: impl FnMut(&str, usize)) -> Result<Option<Counted<'a>>, ParseError> {
-        let ev: LeanEvent<'a> = serde_json::from_slice(payload).map_err(|e| ParseError(e.to_string()))?;
-        let Some(indexes) = self.by_type.get(ev.data.event_type.as_ref()) else {
+        let ev = EventView::parse(payload).map_err(|e| ParseError(e.to_string()))?;
+        let Some(indexes) = self.by_type.get(ev.event_type.as_ref()) else {
             return Ok(None);
         };
         let mut any = false;
@@ -221,17 +166,15 @@ impl Extractor {
             let m = &self.metrics[i];
             if let Some(f) = &m.filter {
                 let matches = ev
-                    .data
-                    .attributes
-                    .get(&f.field)
-                    .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+                    .attribute(&f.field)
+                    .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
                     .is_some_and(|v| v == f.equals);
                 if !matches {
                     continue;
                 }
             }
-            let Some(raw) = ev.data.attributes.get(&m.credit) else { continue };
-            let Ok(user) = serde_json::from_str::<Cow<'_, str>>(raw.get()) else { continue };
+            let Some(raw) = ev.attribute(&m.credit) else { continue };
+            let Ok(user) = serde_json::from_str::<Cow<'_, str>>(raw) else { continue };
             if user.is_empty() || user.len() > 256 || user_shard(&user, self.shards) != self.shard {
                 continue;
             }
@@ -241,8 +184,8 @@ impl Extractor {
         if !any {
             return Ok(None);
         }
-        let day = i32::try_from(ev.meta.created_at.div_euclid(DAY_MS)).map_err(|_| ParseError("created_at out of range".into()))?;
-        Ok(Some(Counted { id: ev.data.id, day }))
+        let day = i32::try_from(ev.created_at.div_euclid(DAY_MS)).map_err(|_| ParseError("created_at out of range".into()))?;
+        Ok(Some(Counted { id: ev.id, day }))
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_bus::InProcessBus;
+use event_contract::wire::filter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -55,7 +56,7 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
     let cache = Arc::new(StatsCache::in_process(settings));
     let metrics = default_metrics();
     let names = metrics.iter().map(|m| m.name.clone()).collect();
-    let sub = bus.subscriber(EMBEDDED_DURABLE, "raw-event.>", Duration::from_secs(60));
+    let sub = bus.subscriber(EMBEDDED_DURABLE, &filter::all_events(), Duration::from_secs(60));
     let opts_agg = AggregatorOptions {
         consumer: EMBEDDED_DURABLE.into(),
         fetch_batch: 2000,

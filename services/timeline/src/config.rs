@@ -145,7 +145,7 @@ impl Default for TimelineConfig {
             compress_min_bytes: 128,
             fetch_batch: 500,
             durable: "timeline".into(),
-            filter: "raw-event.>".into(),
+            filter: event_contract::wire::filter::all_events(),
             ack_wait_secs: 120,
             max_ack_pending: 20_000,
             default_limit: 100,
@@ -227,6 +227,7 @@ impl Validate for TimelineConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use event_contract::wire::FieldPath;
 
     #[test]
     fn toml_per_type_paths_and_comma_lists_load_and_validate() {
@@ -246,7 +247,7 @@ mod tests {
         let opts = cfg.item_options().expect("options");
         assert_eq!(opts.hot_window_secs, 7 * 86_400);
         assert_eq!(opts.paths.for_type("product_sold").len(), 2);
-        assert_eq!(opts.paths.for_type("other"), &[vec!["data".to_owned(), "attributes".into(), "user_id".into()]]);
+        assert_eq!(opts.paths.for_type("other").iter().map(FieldPath::as_str).collect::<Vec<_>>(), ["data.attributes.user_id"]);
 
         let no_key = TimelineConfig::default();
         assert!(no_key.validate().is_err_and(|e| e.to_string().contains("TIMELINE_API_KEY_HASHES")));

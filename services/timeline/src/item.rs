@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use event_contract::wire::EventView;
 use event_lake::PartitionKey;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::user::UserPaths;
@@ -145,28 +145,6 @@ pub enum Built {
     Invalid(String),
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    data: Data<'a>,
-    meta: Meta,
-}
-
-#[derive(Deserialize)]
-struct Data<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    event_type: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    attributes: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    created_at: i64,
-}
-
 /// Builds items; holds a reusable zstd context.
 pub struct ItemBuilder {
     opts: Arc<ItemOptions>,
@@ -181,36 +159,32 @@ impl ItemBuilder {
 
     /// The items of one event (the raw JSON as on the bus), at time `now_secs`.
     pub fn build(&mut self, payload: &[u8], now_secs: i64) -> Built {
-        let text = match std::str::from_utf8(payload) {
-            Ok(t) => t,
-            Err(e) => return Built::Invalid(format!("not UTF-8: {e}")),
+        let ev = match EventView::parse(payload) {
+            Ok(ev) => ev,
+            Err(e) => return Built::Invalid(e.to_string()),
         };
-        let env: Envelope<'_> = match serde_json::from_str(text) {
-            Ok(e) => e,
-            Err(e) => return Built::Invalid(format!("not an event: {e}")),
-        };
-        let (id, event_type, created_at) = (env.data.id, env.data.event_type, env.meta.created_at);
-        if id.is_empty() || event_type.is_empty() || !(0..=MAX_TIME_MS).contains(&created_at) {
+        let created_at = ev.created_at;
+        if ev.id.is_empty() || ev.event_type.is_empty() || !(0..=MAX_TIME_MS).contains(&created_at) {
             return Built::Invalid("empty id or type, or created_at out of range".into());
         }
         let expires_at = created_at.div_euclid(1000) + self.opts.hot_window_secs;
         if expires_at <= now_secs {
             return Built::Expired;
         }
-        let users = self.opts.paths.users(&event_type, text, env.data.attributes);
+        let users = self.opts.paths.users(&ev);
         if users.is_empty() {
             return Built::NoUser;
         }
-        let lake = PartitionKey::of(Arc::from(event_type.as_ref()), created_at).dir().to_string();
-        let sk = sort_key(created_at, &id);
+        let lake = PartitionKey::of(Arc::from(ev.event_type.as_ref()), created_at).dir().to_string();
+        let sk = sort_key(created_at, &ev.id);
         let items = users
             .into_iter()
-            .map(|user| Item { user, sk: sk.clone(), event_type: event_type.to_string(), attrs: None, lake: lake.clone(), expires_at })
+            .map(|user| Item { user, sk: sk.clone(), event_type: ev.event_type.to_string(), attrs: None, lake: lake.clone(), expires_at })
             .collect::<Vec<_>>();
         // The room left for the attributes in the largest item (users differ in length).
         let base = items.iter().map(Item::size_bytes).max().unwrap_or(0) + attr::ATTRS_JSON.len();
         let room = self.opts.item_budget_bytes.saturating_sub(base);
-        let attrs = env.data.attributes.and_then(|a| self.encode(a.get(), room));
+        let attrs = ev.attributes().and_then(|a| self.encode(a.get(), room));
         let items = items.into_iter().map(|mut it| {
             it.attrs = attrs.clone();
             it

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use event_bus::InProcessBus;
 use event_contract::Limits;
+use event_contract::wire::filter;
 use event_lake::{Lake, WriteOptions};
 use gateway::auth::{ApiKeys, hash_key};
 use gateway::{AppState, router};
@@ -70,8 +71,8 @@ async fn serve(args: DevArgs) -> Result<()> {
     let lake = Arc::new(Lake::open(&args.lake, WriteOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?);
     let bus = InProcessBus::new(args.bus_capacity, 256 << 20);
     let ack_wait = Duration::from_secs(args.max_age_secs * 2 + 60);
-    let events = bus.subscriber("lake-writer", "raw-event.>", ack_wait);
-    let quarantine = bus.subscriber("lake-writer-quarantine", "quarantine.>", ack_wait);
+    let events = bus.subscriber("lake-writer", &filter::all_events(), ack_wait);
+    let quarantine = bus.subscriber("lake-writer-quarantine", &filter::all_quarantine(), ack_wait);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Per-user statistics: SQLite + in-process cache, its aggregator on its own durable.
     let key = args.api_key.clone().unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
@@ -120,7 +121,7 @@ async fn serve(args: DevArgs) -> Result<()> {
         keys: ApiKeys::new(&[hash_key(&key)], &[]),
         items: timeline::TimelineConfig::default().item_options()?,
     };
-    let timeline_sub = bus.subscriber("timeline", "raw-event.>", Duration::from_secs(120));
+    let timeline_sub = bus.subscriber("timeline", &filter::all_events(), Duration::from_secs(120));
     let timeline = timeline::embedded::start(timeline_opts, timeline_sub, stop_tx.subscribe()).await.context("starting the timeline")?;
     println!("eventctl dev: the platform on embedded defaults");
     println!("  gateway    http://{addr}/v1/events   (OpenAPI at /openapi.json, health at /healthz /readyz, metrics at /metrics)");
