@@ -1,9 +1,11 @@
 //! The cache in front of the database (cache-aside), in three parts:
 //!
-//! - **Day pieces** (Redis, or in-process when no Redis is configured): today's counts of a
-//!   user (`{prefix}t:{user}:{day}`, short TTL: they change as events arrive) and the closed
-//!   days of a window (`{prefix}c:{user}`, a hash with one field per window, longer TTL:
-//!   closed days change only with late events or a backfill, and both invalidate).
+//! - **Day pieces** (Redis, or in-process when no Redis is configured): today's piece of a
+//!   user's window (`{prefix}d:{user}:{day}`, a hash with one field per window length, short
+//!   TTL: it changes as events arrive) holds today's counts and the window totals of the
+//!   distinct metrics (a distinct union over the window changes with today's values); the
+//!   closed days of a window (`{prefix}c:{user}`, a hash with one field per window, longer
+//!   TTL: closed days change only with late events or a backfill, and both invalidate).
 //! - **Finished responses** in the process (body + ETag) for `local_ttl` (Redis mode: a short
 //!   bound on cross-replica staleness; in-process mode: today's TTL).
 //! - **Single flight**: concurrent misses of one key run one computation (one database query).
@@ -24,6 +26,16 @@ use redis::aio::ConnectionManager;
 
 /// Counts of a day range: per metric (configuration order), per day.
 pub type Counts = Vec<Vec<i64>>;
+
+/// Today's piece of a window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TodayPiece {
+    /// Today's count per metric (configuration order).
+    pub counts: Vec<i64>,
+    /// The distinct metrics' totals over the whole window (configuration order of the
+    /// distinct metrics).
+    pub totals: Vec<i64>,
+}
 
 /// A finished response: its JSON body and ETag.
 #[derive(Debug, Clone)]
@@ -65,12 +77,16 @@ impl Default for CacheSettings {
 
 type UserResponses = Arc<Mutex<Vec<((u16, i32), Arc<Rendered>)>>>;
 type ClosedPieces = Arc<Mutex<HashMap<String, Arc<Counts>>>>;
+type TodayPieces = Arc<Mutex<HashMap<(i32, u16), Arc<TodayPiece>>>>;
 
 enum Pieces {
     None,
     Redis { conn: ConnectionManager, prefix: String },
-    Memory { today: moka::future::Cache<String, Arc<(i32, Counts)>>, closed: moka::future::Cache<String, ClosedPieces> },
+    Memory { today: moka::future::Cache<String, TodayPieces>, closed: moka::future::Cache<String, ClosedPieces> },
 }
+
+/// Windows of one user held in the process (a bound per user).
+const WINDOWS_PER_USER: usize = 16;
 
 /// The cache.
 pub struct StatsCache {
@@ -149,29 +165,32 @@ impl StatsCache {
         list.push(((days, today), rendered));
     }
 
-    /// The cached pieces of a window: (closed days `first..today`, today).
-    pub async fn pieces(&self, user: &str, days: u16, first: i32, today: i32) -> (Option<Counts>, Option<Counts>) {
+    /// The cached pieces of a window: (closed days `first..today`, today's piece).
+    pub async fn pieces(&self, user: &str, days: u16, first: i32, today: i32) -> (Option<Counts>, Option<TodayPiece>) {
         let field = format!("{days}:{first}");
         match &self.pieces {
             Pieces::None => (None, None),
             Pieces::Memory { today: t, closed } => {
-                let today_counts = t.get(user).await.filter(|e| e.0 == today).map(|e| e.1.clone());
+                let today_piece = match t.get(user).await {
+                    Some(map) => lock(&map).get(&(today, days)).map(|p| (**p).clone()),
+                    None => None,
+                };
                 let closed_counts = match closed.get(user).await {
                     Some(map) => lock(&map).get(&field).map(|c| (**c).clone()),
                     None => None,
                 };
-                (closed_counts, today_counts)
+                (closed_counts, today_piece)
             }
             Pieces::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let mut pipe = redis::pipe();
                 pipe.cmd("HGET").arg(format!("{prefix}c:{user}")).arg(&field);
-                pipe.cmd("GET").arg(format!("{prefix}t:{user}:{today}"));
+                pipe.cmd("HGET").arg(format!("{prefix}d:{user}:{today}")).arg(days);
                 match pipe.query_async::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut conn).await {
-                    Ok((c, t)) => {
-                        let parse = |v: Option<Vec<u8>>| v.and_then(|b| serde_json::from_slice::<Counts>(&b).ok());
-                        (parse(c), parse(t))
-                    }
+                    Ok((c, t)) => (
+                        c.and_then(|b| serde_json::from_slice::<Counts>(&b).ok()),
+                        t.and_then(|b| serde_json::from_slice::<TodayPiece>(&b).ok()),
+                    ),
                     Err(e) => {
                         metrics::counter!("stats_cache_errors_total").increment(1);
                         tracing::warn!(error = %e, "redis read failed; reading the database");
@@ -183,18 +202,24 @@ impl StatsCache {
     }
 
     /// Stores the pieces of a window (closed only when the window has closed days).
-    pub async fn put_pieces(&self, user: &str, days: u16, first: i32, today: i32, closed: Option<&Counts>, today_counts: Option<&Counts>) {
+    pub async fn put_pieces(&self, user: &str, days: u16, first: i32, today: i32, closed: Option<&Counts>, today_piece: Option<&TodayPiece>) {
         let field = format!("{days}:{first}");
         match &self.pieces {
             Pieces::None => {}
             Pieces::Memory { today: t, closed: c } => {
-                if let Some(tc) = today_counts {
-                    t.insert(user.to_owned(), Arc::new((today, tc.clone()))).await;
+                if let Some(tp) = today_piece {
+                    let map = t.get_with(user.to_owned(), async { Arc::new(Mutex::new(HashMap::new())) }).await;
+                    let mut m = lock(&map);
+                    m.retain(|k, _| k.0 == today);
+                    if m.len() >= WINDOWS_PER_USER {
+                        m.clear();
+                    }
+                    m.insert((today, days), Arc::new(tp.clone()));
                 }
                 if let Some(cc) = closed {
                     let map = c.get_with(user.to_owned(), async { Arc::new(Mutex::new(HashMap::new())) }).await;
                     let mut m = lock(&map);
-                    if m.len() >= 16 {
+                    if m.len() >= WINDOWS_PER_USER {
                         m.clear();
                     }
                     m.insert(field, Arc::new(cc.clone()));
@@ -203,15 +228,18 @@ impl StatsCache {
             Pieces::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let mut pipe = redis::pipe();
-                if let Some(tc) = today_counts {
-                    let v = serde_json::to_vec(tc).unwrap_or_default();
-                    pipe.cmd("SET").arg(format!("{prefix}t:{user}:{today}")).arg(v).arg("EX").arg(self.settings.today_ttl.as_secs().max(1)).ignore();
+                if let Some(tp) = today_piece {
+                    let key = format!("{prefix}d:{user}:{today}");
+                    let v = serde_json::to_vec(tp).unwrap_or_default();
+                    pipe.cmd("HSET").arg(&key).arg(days).arg(v).ignore();
+                    // NX: a window added later does not extend the pieces already there.
+                    pipe.cmd("EXPIRE").arg(&key).arg(self.settings.today_ttl.as_secs().max(1)).arg("NX").ignore();
                 }
                 if let Some(cc) = closed {
                     let key = format!("{prefix}c:{user}");
                     let v = serde_json::to_vec(cc).unwrap_or_default();
                     pipe.cmd("HSET").arg(&key).arg(&field).arg(v).ignore();
-                    pipe.cmd("EXPIRE").arg(&key).arg(self.settings.closed_ttl.as_secs().max(1)).ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(self.settings.closed_ttl.as_secs().max(1)).arg("NX").ignore();
                 }
                 if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                     metrics::counter!("stats_cache_errors_total").increment(1);
@@ -244,7 +272,7 @@ impl StatsCache {
                 for chunk in users.chunks(5000) {
                     let mut pipe = redis::pipe();
                     for (u, c) in chunk {
-                        pipe.cmd("DEL").arg(format!("{prefix}t:{u}:{today}")).ignore();
+                        pipe.cmd("DEL").arg(format!("{prefix}d:{u}:{today}")).ignore();
                         if *c {
                             pipe.cmd("DEL").arg(format!("{prefix}c:{u}")).ignore();
                         }

@@ -54,7 +54,6 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
     let settings = CacheSettings { closed_ttl: Duration::from_secs(60), ..CacheSettings::default() };
     let cache = Arc::new(StatsCache::in_process(settings));
     let metrics = default_metrics();
-    let names = metrics.iter().map(|m| m.name.clone()).collect();
     let sub = bus.subscriber(EMBEDDED_DURABLE, "raw-event.>", Duration::from_secs(60));
     let opts_agg = AggregatorOptions {
         consumer: EMBEDDED_DURABLE.into(),
@@ -64,9 +63,10 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
         retention_days: 400,
         ahead_days: 3,
     };
+    let reader = StatsReader::new(store.clone(), cache.clone(), &metrics);
     let aggregator = Aggregator::new(store.clone(), cache.clone(), Extractor::new(metrics), opts_agg);
     let task = tokio::spawn(aggregator.run(sub, stop));
     let auth = Authenticator::new(&opts.service_key_hashes, &[], &opts.jwt_secret).map_err(EmbeddedError::Auth)?;
-    let state = AppState::new(StatsReader::new(store, cache, names), auth, 256, 1);
+    let state = AppState::new(reader, auth, 256, 1);
     Ok(Embedded { state, aggregator: task })
 }

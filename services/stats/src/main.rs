@@ -74,10 +74,9 @@ async fn run() -> anyhow::Result<()> {
         None
     };
 
-    let names = config.metrics.iter().map(|m| m.name.clone()).collect();
     let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt_secret)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let state = AppState::new(StatsReader::new(store, cache, names), auth, config.max_in_flight, 1);
+    let state = AppState::new(StatsReader::new(store, cache, &config.metrics), auth, config.max_in_flight, 1);
     let app = if config.api {
         router(state)
     } else {

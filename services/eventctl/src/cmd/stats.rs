@@ -101,6 +101,9 @@ pub fn run(cmd: StatsCommand) -> Result<i32> {
                         "{}: {} files, {} events ({} repeated ids ignored), {} counted, {} rows written, {} users' cache invalidated",
                         report.date, report.files, report.events, report.duplicates, report.counted, report.rows, report.users_invalidated
                     );
+                    if report.capped > 0 {
+                        println!("{} distinct values over their metric's max_distinct_per_day were not counted", report.capped);
+                    }
                     if cache.is_none() {
                         println!("no --redis-url: cached statistics of that day expire with the service's closed-day TTL");
                     }
