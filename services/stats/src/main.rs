@@ -74,8 +74,14 @@ async fn run() -> anyhow::Result<()> {
         None
     };
 
-    let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt_secret)
+    let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if config.api {
+        if let Err(e) = auth.load_keys().await {
+            tracing::error!(error = %e, "the identity provider's keys could not be fetched; not ready until they are");
+        }
+        auth.spawn_key_refresher(stop_tx.subscribe());
+    }
     let state = AppState::new(StatsReader::new(store, cache, &config.metrics), auth, config.max_in_flight, 1);
     let app = if config.api {
         router(state)

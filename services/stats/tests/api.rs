@@ -43,7 +43,7 @@ struct Harness {
 impl Harness {
     async fn start(store: Store, cache: StatsCache) -> Harness {
         let cache = Arc::new(cache);
-        let auth = Authenticator::new(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth");
+        let auth = Authenticator::with_secret(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth");
         let state = AppState::new(StatsReader::new(store.clone(), cache.clone(), &default_metrics()), auth, 64, 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
