@@ -46,8 +46,8 @@ impl AppState {
     pub async fn status(&self) -> Result<Option<String>, String> {
         self.reader.store().ping().await.map_err(|e| format!("database: {e}"))?;
         let mut degraded = Vec::new();
-        if let Err(e) = self.reader.cache().ping().await {
-            degraded.push(e);
+        if let Some(why) = self.reader.cache().degraded() {
+            degraded.push(why);
         }
         if let Some(why) = self.auth.status()? {
             degraded.push(why);

@@ -36,6 +36,9 @@ pub struct BackfillReport {
     pub capped: u64,
     /// Users whose cache was invalidated.
     pub users_invalidated: usize,
+    /// Users whose cached entries could not be invalidated (Redis unreachable for 10 s):
+    /// their closed days refresh within the service's closed-day TTL.
+    pub users_not_invalidated: usize,
 }
 
 /// Why a backfill failed (nothing was replaced).
@@ -98,6 +101,13 @@ pub async fn backfill_day(lake: &Lake, store: &Store, cache: Option<&StatsCache>
         let touched: Vec<(String, bool)> = users.into_iter().map(|u| (u, true)).collect();
         report.users_invalidated = touched.len();
         cache.invalidate(&touched, crate::definitions::today()).await;
+        if let Some(link) = cache.redis_link()
+            && link.pending() != (0, false)
+        {
+            // This process exits next: wait a little for Redis rather than drop them.
+            report.users_not_invalidated = link.settle(std::time::Duration::from_secs(10)).await;
+            report.users_invalidated = report.users_invalidated.saturating_sub(report.users_not_invalidated);
+        }
     }
     tracing::info!(date = %day_date(day), ?report, "day replaced");
     Ok(report)

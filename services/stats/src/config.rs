@@ -65,6 +65,10 @@ pub struct StatsConfig {
     pub cache_local_capacity: u64,
     /// Disable the cache entirely (benchmarks of the database path).
     pub cache_disabled: bool,
+    /// Cache: longest wait for one Redis command, milliseconds; past it (or on a connection
+    /// failure) Redis is considered down and the API serves from the database until it
+    /// answers a PING again (checked every second).
+    pub cache_redis_timeout_ms: u64,
     /// API: requests in flight at once; beyond, 503 with Retry-After.
     pub max_in_flight: usize,
     /// SHA-256 hashes of the service keys internal callers may use (any user).
@@ -130,6 +134,7 @@ impl Default for StatsConfig {
             cache_local_ttl_ms: 1000,
             cache_local_capacity: 100_000,
             cache_disabled: false,
+            cache_redis_timeout_ms: 500,
             max_in_flight: 1024,
             service_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
@@ -183,6 +188,9 @@ impl Validate for StatsConfig {
         if self.cache_today_ttl_secs == 0 || self.cache_closed_ttl_secs == 0 {
             return bad("cache_today_ttl_secs", "cache TTLs must be positive");
         }
+        if self.cache_redis_timeout_ms == 0 || self.cache_redis_timeout_ms > 10_000 {
+            return bad("cache_redis_timeout_ms", "must be from 1 to 10000");
+        }
         if self.max_in_flight == 0 || self.database_max_connections == 0 {
             return bad("max_in_flight", "max_in_flight and database_max_connections must be positive");
         }
@@ -223,6 +231,7 @@ impl StatsConfig {
             local_ttl: std::time::Duration::from_millis(self.cache_local_ttl_ms),
             local_capacity: self.cache_local_capacity,
             disabled: self.cache_disabled,
+            redis_timeout: std::time::Duration::from_millis(self.cache_redis_timeout_ms),
         }
     }
 }

@@ -45,7 +45,7 @@ async fn run() -> anyhow::Result<()> {
     let cache = Arc::new(if config.redis_url.is_empty() {
         StatsCache::in_process(config.cache_settings())
     } else {
-        StatsCache::redis(&config.redis_url, &config.redis_prefix, config.cache_settings()).await.context("connecting to Redis")?
+        StatsCache::redis(&config.redis_url, &config.redis_prefix, config.cache_settings()).await.context("the Redis URL")?
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

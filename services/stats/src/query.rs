@@ -117,7 +117,9 @@ impl StatsReader {
 
     async fn compute(&self, user: &str, days: u16, today: i32) -> Result<Arc<Rendered>, QueryError> {
         let first = today - i32::from(days) + 1;
-        let (closed, today_piece) = self.cache.pieces(user, days, first, today).await;
+        // The versions are read before the database: see the cache's module doc.
+        let found = self.cache.pieces(user, days, first, today).await;
+        let (closed, today_piece) = (found.closed, found.today);
         let n = self.metric_names.len();
         let k = self.distinct.iter().filter(|d| d.is_some()).count();
         let closed_len = usize::from(days) - 1;
@@ -139,10 +141,11 @@ impl StatsReader {
         };
         let closed = if days == 1 { None } else { closed };
         if !(closed_ok && today_ok) {
-            self.cache.put_pieces(user, days, first, today, if closed_ok { None } else { closed.as_ref() }, if today_ok { None } else { today_piece.as_ref() }).await;
+            let (new_closed, new_today) = (if closed_ok { None } else { closed.as_ref() }, if today_ok { None } else { today_piece.as_ref() });
+            self.cache.put_pieces(user, days, first, today, &found.tag, new_closed, new_today).await;
         }
         let rendered = Arc::new(self.render(user, days, first, closed.as_ref(), today_piece.as_ref()));
-        self.cache.put_response(user, days, today, rendered.clone()).await;
+        self.cache.put_response(user, days, today, found.local, rendered.clone()).await;
         Ok(rendered)
     }
 
