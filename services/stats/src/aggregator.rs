@@ -3,8 +3,9 @@
 //!
 //! Per batch: deliveries whose `seq` is at or below the stored position were counted already
 //! (a redelivery after a lost ack, or after a crash between commit and ack) and are skipped;
-//! the others are counted in memory; then ONE transaction upserts the counts and moves the
-//! position from the value this aggregator read to the batch's highest `seq`; then the batch
+//! the others are tallied in memory (event counts, and the distinct values of distinct
+//! metrics); then ONE transaction upserts the counts, adds the new distinct values (and their
+//! number to the day's count) and moves the position from the value this aggregator read to the batch's highest `seq`; then the batch
 //! is acked. If the commit fails the same batch is retried (its deliveries kept alive with
 //! `in_progress`) and nothing more is fetched, so the position never passes an event that is
 //! not counted. A crash before the commit loses nothing (the deliveries come back); after it,
@@ -18,7 +19,6 @@
 //! before its first fetch, after which the bus redelivers those messages before new ones. Commits
 //! run on the session that holds the lock, so a writer that lost it cannot commit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,8 @@ use tokio::sync::watch;
 
 use crate::cache::StatsCache;
 use crate::definitions::{Extractor, today};
-use crate::store::{ConsumerLock, Rows, Store, StoreError};
+use crate::store::{ConsumerLock, Store, StoreError};
+use crate::tally::Tally;
 
 /// How the aggregator runs.
 #[derive(Debug, Clone)]
@@ -63,8 +64,10 @@ pub struct AggregatorStats {
     pub out_of_range: u64,
     /// Batches committed.
     pub batches: u64,
-    /// Rows upserted.
+    /// Count rows upserted and distinct values offered.
     pub rows: u64,
+    /// Distinct values not counted because their (user, day, metric) was at its bound.
+    pub capped: u64,
 }
 
 /// Why the aggregator stopped.
@@ -172,8 +175,9 @@ impl Aggregator {
     ) -> Result<Option<i64>, AggregatorError> {
         let t = today();
         let (oldest, newest) = (t - self.opts.retention_days as i32 + 1, t + self.opts.ahead_days as i32);
-        let mut counts: HashMap<(String, i32, usize), i64> = HashMap::new();
+        let mut tally = Tally::new();
         let mut new_position = position;
+        let mut credited: Vec<(String, usize, Option<String>)> = Vec::new();
         for d in &deliveries {
             self.stats.received += 1;
             let seq = i64::try_from(d.seq).unwrap_or(i64::MAX);
@@ -187,13 +191,13 @@ impl Aggregator {
             {
                 continue;
             }
-            let mut credited: Vec<(String, usize)> = Vec::new();
-            match self.extractor.extract(&d.payload, |user, m| credited.push((user.to_owned(), m))) {
+            credited.clear();
+            match self.extractor.extract(&d.payload, |user, m, v| credited.push((user.to_owned(), m, v.map(str::to_owned)))) {
                 Ok(Some(c)) if c.day < oldest || c.day > newest => self.stats.out_of_range += 1,
                 Ok(Some(c)) => {
                     self.stats.counted += 1;
-                    for (user, m) in credited {
-                        *counts.entry((user, c.day, m)).or_insert(0) += 1;
+                    for (user, m, v) in &credited {
+                        tally.add(user, c.day, *m, v.as_deref());
                     }
                 }
                 Ok(None) => {}
@@ -208,26 +212,25 @@ impl Aggregator {
             self.ack(deliveries).await;
             return Ok(Some(position));
         }
-        let mut keys: Vec<((String, i32, usize), i64)> = counts.into_iter().collect();
-        keys.sort_unstable();
-        let mut rows = Rows::default();
-        let mut days: Vec<i32> = Vec::new();
-        let mut touched: HashMap<String, bool> = HashMap::new();
-        for ((user, day, m), n) in keys {
-            days.push(day);
-            *touched.entry(user.clone()).or_insert(false) |= day < t;
-            rows.push(user, day, self.extractor.metrics()[m].name.clone(), n);
-        }
+        let changes = tally.into_changes(self.extractor.metrics());
+        let mut days: Vec<i32> = changes.counts.days.iter().chain(&changes.values.days).copied().collect();
         days.sort_unstable();
         days.dedup();
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = match self.store.ensure_days(&days).await {
-                Ok(()) => self.store.apply(lock, &self.opts.consumer, position, new_position, &rows).await,
+                Ok(()) => self.store.apply(lock, &self.opts.consumer, position, new_position, &changes).await,
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => break,
+                Ok(applied) => {
+                    if applied.capped > 0 {
+                        self.stats.capped += applied.capped;
+                        metrics::counter!("stats_distinct_capped_total").increment(applied.capped);
+                        tracing::warn!(capped = applied.capped, "distinct values over their metric's max_distinct_per_day were not counted");
+                    }
+                    break;
+                }
                 Err(e @ StoreError::PositionMoved { .. }) => return Err(e.into()),
                 Err(e) => {
                     if !lock.is_held().await {
@@ -247,12 +250,12 @@ impl Aggregator {
                 }
             }
         }
+        let written = (changes.counts.len() + changes.values.len()) as u64;
         self.stats.batches += 1;
-        self.stats.rows += rows.len() as u64;
-        metrics::counter!("stats_aggregator_rows_total").increment(rows.len() as u64);
+        self.stats.rows += written;
+        metrics::counter!("stats_aggregator_rows_total").increment(written);
         metrics::gauge!("stats_aggregator_position").set(new_position as f64);
-        let touched: Vec<(String, bool)> = touched.into_iter().collect();
-        self.cache.invalidate(&touched, t).await;
+        self.cache.invalidate(&changes.touched_users(t), t).await;
         self.ack(deliveries).await;
         Ok(Some(new_position))
     }

@@ -39,6 +39,23 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// For `/readyz`: not ready without the database or without any key to check provider
+    /// tokens; degraded (still ready) when the cache is unreachable or the keys cannot be
+    /// refreshed.
+    pub async fn status(&self) -> Result<Option<String>, String> {
+        self.reader.store().ping().await.map_err(|e| format!("database: {e}"))?;
+        let mut degraded = Vec::new();
+        if let Some(why) = self.reader.cache().degraded() {
+            degraded.push(why);
+        }
+        if let Some(why) = self.auth.status()? {
+            degraded.push(why);
+        }
+        Ok((!degraded.is_empty()).then(|| degraded.join("; ")))
+    }
+}
+
 pub use service_kit::http::ErrorBody;
 
 const REQUESTS_METRIC: &str = "stats_requests_total";
@@ -53,13 +70,10 @@ fn unavailable(message: impl Into<String>, secs: u64) -> Response {
 
 /// The router: the API, health and metrics, the OpenAPI document.
 pub fn router(state: Arc<AppState>) -> Router {
-    let reader = state.reader.clone();
-    let ready: service_kit::health::ReadinessCheck = Arc::new(move || {
-        let reader = reader.clone();
-        Box::pin(async move {
-            reader.store().ping().await.map_err(|e| e.to_string())?;
-            reader.cache().ping().await
-        })
+    let ready_state = state.clone();
+    let ready: service_kit::health::StatusCheck = Arc::new(move || {
+        let state = ready_state.clone();
+        Box::pin(async move { state.status().await })
     });
     let api = Router::new()
         .route("/v1/users/{user_id}/stats", get(user_stats))
@@ -68,7 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             service_kit::http::limit_in_flight,
         ))
         .with_state(state);
-    api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) })).merge(service_kit::health::routes(ready))
+    api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) })).merge(service_kit::health::routes_with_status(ready))
 }
 
 /// Parses `days` from the query string: absent -> 7, else an integer in 1..=90.
@@ -101,9 +115,9 @@ fn parse_days(query: Option<&str>) -> Result<u16, String> {
         (status = 200, description = "Totals and per-day series (UTC days, zeros filled) of each metric; `Cache-Control: private`, `ETag`", body = crate::query::UserStats),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 400, description = "days is not an integer from 1 to 90", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired JWT / unknown service key", body = ErrorBody),
-        (status = 403, description = "The JWT's subject is another user, or the service key is revoked", body = ErrorBody),
-        (status = 503, description = "Overloaded or the database is unavailable; retry after Retry-After seconds", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired JWT (bad signature, unknown signing key, wrong issuer or audience, not yet valid) / unknown service key", body = ErrorBody),
+        (status = 403, description = "The JWT names another user, or the service key is revoked", body = ErrorBody),
+        (status = 503, description = "Overloaded, the database is unavailable, or the identity provider's keys cannot be fetched to check this token; retry after Retry-After seconds", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -115,6 +129,7 @@ pub async fn user_stats(State(state): State<Arc<AppState>>, Path(user_id): Path<
         Ok(Caller::User(_)) => return error(StatusCode::FORBIDDEN, "forbidden", "a client may read only its own statistics"),
         Err(AuthError::Revoked) => return error(StatusCode::FORBIDDEN, "revoked_key", "this service key is revoked"),
         Err(AuthError::Unauthenticated(m)) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", m),
+        Err(AuthError::Unavailable(m)) => return unavailable(m, state.retry_after_secs),
     }
     let days = match parse_days(query.as_deref()) {
         Ok(d) => d,

@@ -1,18 +1,20 @@
 //! Recomputing one day from the lake (`eventctl stats backfill --date D`): the day's files of
 //! every event type a metric counts, repeated event ids counted once, the configured metrics
-//! counted, and the day replaced in one transaction (readers see the old counts until the
-//! commit), then the cache of every affected user invalidated.
+//! tallied exactly as the live aggregator does (event counts, distinct values), and the day
+//! replaced in one transaction (readers see the old counts until the commit), then the cache
+//! of every affected user invalidated.
 //!
 //! Meant for closed days: the live aggregator keeps adding to today's counts, and a backfill
 //! of today would drop what it counted after the lake's last flush.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use event_lake::Lake;
 
 use crate::cache::StatsCache;
 use crate::definitions::{Extractor, day_date, day_number};
-use crate::store::{Rows, Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::tally::Tally;
 
 /// What a backfill did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -27,10 +29,16 @@ pub struct BackfillReport {
     pub duplicates: u64,
     /// Events that counted for a metric.
     pub counted: u64,
-    /// Rows written.
+    /// Count rows and distinct values written.
     pub rows: usize,
+    /// Distinct values not counted because their (user, metric) reached the metric's
+    /// `max_distinct_per_day` that day.
+    pub capped: u64,
     /// Users whose cache was invalidated.
     pub users_invalidated: usize,
+    /// Users whose cached entries could not be invalidated (Redis unreachable for 10 s):
+    /// their closed days refresh within the service's closed-day TTL.
+    pub users_not_invalidated: usize,
 }
 
 /// Why a backfill failed (nothing was replaced).
@@ -51,7 +59,8 @@ pub async fn backfill_day(lake: &Lake, store: &Store, cache: Option<&StatsCache>
     let mut types: Vec<&str> = extractor.metrics().iter().flat_map(|m| m.event_types.iter().map(String::as_str)).collect();
     types.sort_unstable();
     types.dedup();
-    let mut counts: HashMap<(String, usize), i64> = HashMap::new();
+    let mut tally = Tally::new();
+    let mut credited: Vec<(String, usize, Option<String>)> = Vec::new();
     for t in types {
         let files: Vec<_> = lake
             .list_data_files(Some(t))
@@ -65,16 +74,16 @@ pub async fn backfill_day(lake: &Lake, store: &Store, cache: Option<&StatsCache>
             for ev in lake.read_events(f).await? {
                 report.events += 1;
                 let Ok(bytes) = serde_json::to_vec(&ev) else { continue };
-                let mut credited: Vec<(String, usize)> = Vec::new();
-                match extractor.extract(&bytes, |u, m| credited.push((u.to_owned(), m))) {
+                credited.clear();
+                match extractor.extract(&bytes, |u, m, v| credited.push((u.to_owned(), m, v.map(str::to_owned)))) {
                     Ok(Some(c)) if c.day == day => {
                         if !c.id.is_empty() && !seen.insert(c.id.into_owned()) {
                             report.duplicates += 1;
                             continue;
                         }
                         report.counted += 1;
-                        for (u, m) in credited {
-                            *counts.entry((u, m)).or_insert(0) += 1;
+                        for (u, m, v) in &credited {
+                            tally.add(u, day, *m, v.as_deref());
                         }
                     }
                     Ok(_) => {}
@@ -83,19 +92,22 @@ pub async fn backfill_day(lake: &Lake, store: &Store, cache: Option<&StatsCache>
             }
         }
     }
-    let mut keys: Vec<((String, usize), i64)> = counts.into_iter().collect();
-    keys.sort_unstable();
-    let mut rows = Rows::default();
-    for ((u, m), n) in keys {
-        rows.push(u, day, extractor.metrics()[m].name.clone(), n);
-    }
-    report.rows = rows.len();
+    let changes = tally.into_changes(extractor.metrics());
+    report.rows = changes.counts.len() + changes.values.len();
     let names: Vec<String> = extractor.metrics().iter().map(|m| m.name.clone()).collect();
-    let users = store.replace_day(day, &names, &rows).await?;
+    let (users, applied) = store.replace_day(day, &names, &changes).await?;
+    report.capped = applied.capped;
     if let Some(cache) = cache {
         let touched: Vec<(String, bool)> = users.into_iter().map(|u| (u, true)).collect();
         report.users_invalidated = touched.len();
         cache.invalidate(&touched, crate::definitions::today()).await;
+        if let Some(link) = cache.redis_link()
+            && link.pending() != (0, false)
+        {
+            // This process exits next: wait a little for Redis rather than drop them.
+            report.users_not_invalidated = link.settle(std::time::Duration::from_secs(10)).await;
+            report.users_invalidated = report.users_invalidated.saturating_sub(report.users_not_invalidated);
+        }
     }
     tracing::info!(date = %day_date(day), ?report, "day replaced");
     Ok(report)

@@ -1,11 +1,13 @@
 //! Stats service configuration: defaults, an optional TOML file (`--config FILE`), then
 //! `STATS_*` environment variables (nested with `__`). Secrets (`STATS_JWT_SECRET`, the
-//! database and Redis URLs with passwords) come from the environment.
+//! database and Redis URLs with passwords) come from the environment. Mobile sign-in:
+//! `STATS_JWKS_URL` or `STATS_OIDC_ISSUER`, `STATS_JWT_ISSUER`, `STATS_JWT_AUDIENCE`.
 
 use event_bus::JetStreamConfig;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
+use crate::auth::JwtConfig;
 use crate::definitions::MetricDef;
 
 /// Everything the stats service needs.
@@ -63,6 +65,10 @@ pub struct StatsConfig {
     pub cache_local_capacity: u64,
     /// Disable the cache entirely (benchmarks of the database path).
     pub cache_disabled: bool,
+    /// Cache: longest wait for one Redis command, milliseconds; past it (or on a connection
+    /// failure) Redis is considered down and the API serves from the database until it
+    /// answers a PING again (checked every second).
+    pub cache_redis_timeout_ms: u64,
     /// API: requests in flight at once; beyond, 503 with Retry-After.
     pub max_in_flight: usize,
     /// SHA-256 hashes of the service keys internal callers may use (any user).
@@ -71,14 +77,38 @@ pub struct StatsConfig {
     /// Revoked service key hashes (403).
     #[serde(deserialize_with = "service_kit::config::string_list")]
     pub revoked_key_hashes: Vec<String>,
-    /// HS256 secret of the mobile JWTs (from `STATS_JWT_SECRET`).
+    /// HS256 secret of tokens issued by `stats token` (from `STATS_JWT_SECRET`; tests and
+    /// tools: identity providers sign with RS256 / ES256 keys, see `jwks_url`).
     pub jwt_secret: String,
+    /// The identity provider's JWKS URL (RS256 / ES256 signing keys of the mobile tokens).
+    pub jwks_url: String,
+    /// The identity provider's issuer URL: the JWKS URL is discovered from
+    /// `{issuer}/.well-known/openid-configuration`, and it is the expected `iss` unless
+    /// `jwt_issuer` is set.
+    pub oidc_issuer: String,
+    /// The expected `iss` of the provider's tokens.
+    pub jwt_issuer: String,
+    /// Accepted audiences (the app's client id, or the API audience): a token's `aud`, or
+    /// its `client_id` when it has no `aud` (Cognito access tokens).
+    #[serde(deserialize_with = "service_kit::config::string_list")]
+    pub jwt_audience: Vec<String>,
+    /// The claim of the provider's tokens holding the user id.
+    pub jwt_user_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub jwt_leeway_secs: u64,
+    /// The provider's keys are refreshed when older than this, seconds.
+    pub jwks_cache_secs: u64,
+    /// At most one key refresh per this many seconds for tokens naming an unknown key.
+    pub jwks_min_refresh_secs: u64,
+    /// Timeout of one request to the provider, seconds.
+    pub jwks_timeout_secs: u64,
     /// The bus.
     pub bus: JetStreamConfig,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
+        let jwt = JwtConfig::default();
         StatsConfig {
             listen: "0.0.0.0:8083".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
@@ -104,10 +134,20 @@ impl Default for StatsConfig {
             cache_local_ttl_ms: 1000,
             cache_local_capacity: 100_000,
             cache_disabled: false,
+            cache_redis_timeout_ms: 500,
             max_in_flight: 1024,
             service_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
             jwt_secret: String::new(),
+            jwks_url: String::new(),
+            oidc_issuer: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: Vec::new(),
+            jwt_user_claim: jwt.user_claim,
+            jwt_leeway_secs: jwt.leeway_secs,
+            jwks_cache_secs: jwt.jwks_cache_secs,
+            jwks_min_refresh_secs: jwt.jwks_min_refresh_secs,
+            jwks_timeout_secs: jwt.jwks_timeout_secs,
             bus: JetStreamConfig::default(),
         }
     }
@@ -144,23 +184,40 @@ impl Validate for StatsConfig {
         if self.shards == 0 || self.shard >= self.shards {
             return bad("shard", "must be in 0..shards (and shards >= 1)");
         }
-        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
-            return bad("jwt_secret", "STATS_JWT_SECRET must be at least 32 bytes");
-        }
+        self.jwt().validate().map_err(|(field, reason)| ConfigError::Value { field, reason })?;
         if self.cache_today_ttl_secs == 0 || self.cache_closed_ttl_secs == 0 {
             return bad("cache_today_ttl_secs", "cache TTLs must be positive");
+        }
+        if self.cache_redis_timeout_ms == 0 || self.cache_redis_timeout_ms > 10_000 {
+            return bad("cache_redis_timeout_ms", "must be from 1 to 10000");
         }
         if self.max_in_flight == 0 || self.database_max_connections == 0 {
             return bad("max_in_flight", "max_in_flight and database_max_connections must be positive");
         }
-        if self.api && self.jwt_secret.is_empty() && self.service_key_hashes.is_empty() {
-            return bad("jwt_secret", "set STATS_JWT_SECRET (or service_key_hashes): nobody could call the API");
+        if self.api && self.jwt_secret.is_empty() && !self.jwt().jwks_enabled() && self.service_key_hashes.is_empty() {
+            return bad("jwks_url", "set STATS_JWKS_URL or STATS_OIDC_ISSUER (mobile tokens), or service_key_hashes: nobody could call the API");
         }
         Ok(())
     }
 }
 
 impl StatsConfig {
+    /// How JWTs are checked.
+    pub fn jwt(&self) -> JwtConfig {
+        JwtConfig {
+            secret: self.jwt_secret.clone(),
+            jwks_url: self.jwks_url.clone(),
+            oidc_issuer: self.oidc_issuer.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audiences: self.jwt_audience.clone(),
+            user_claim: self.jwt_user_claim.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+            jwks_cache_secs: self.jwks_cache_secs,
+            jwks_min_refresh_secs: self.jwks_min_refresh_secs,
+            jwks_timeout_secs: self.jwks_timeout_secs,
+        }
+    }
+
     /// The bus's ack wait.
     pub fn ack_wait(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.ack_wait_secs)
@@ -174,6 +231,7 @@ impl StatsConfig {
             local_ttl: std::time::Duration::from_millis(self.cache_local_ttl_ms),
             local_capacity: self.cache_local_capacity,
             disabled: self.cache_disabled,
+            redis_timeout: std::time::Duration::from_millis(self.cache_redis_timeout_ms),
         }
     }
 }
@@ -193,5 +251,42 @@ mod tests {
         let cfg: StatsConfig = service_kit::config::load("STATS_CFGTEST", None).expect("config");
         assert_eq!(cfg.service_key_hashes, vec!["aa".to_owned(), "bb".to_owned()]);
         assert_eq!(cfg.revoked_key_hashes, vec!["cc".to_owned()]);
+    }
+
+    #[test]
+    fn sign_in_settings_come_from_the_environment() {
+        // SAFETY: a prefix no other test reads; set before loading, in this test only.
+        unsafe {
+            std::env::set_var("STATS_CFGJWT_JWKS_URL", "https://idp.example/.well-known/jwks.json");
+            std::env::set_var("STATS_CFGJWT_JWT_ISSUER", "https://idp.example/");
+            std::env::set_var("STATS_CFGJWT_JWT_AUDIENCE", "ios-app,android-app");
+            std::env::set_var("STATS_CFGJWT_JWT_LEEWAY_SECS", "5");
+            std::env::set_var("STATS_CFGJWT_SERVICE_KEY_HASHES", "aa");
+        }
+        let cfg: StatsConfig = service_kit::config::load("STATS_CFGJWT", None).expect("config");
+        let jwt = cfg.jwt();
+        assert!(jwt.jwks_enabled());
+        assert_eq!(jwt.expected_issuer(), "https://idp.example/");
+        assert_eq!(jwt.audiences, vec!["ios-app".to_owned(), "android-app".to_owned()]);
+        assert_eq!((jwt.leeway_secs, jwt.user_claim.as_str()), (5, "sub"));
+    }
+
+    #[test]
+    fn provider_tokens_need_an_issuer_and_an_audience() {
+        let base = StatsConfig { jwks_url: "https://idp.example/keys".into(), service_key_hashes: vec!["aa".into()], ..StatsConfig::default() };
+        let err = |c: &StatsConfig| c.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&base).contains("STATS_JWT_ISSUER"), "{}", err(&base));
+        let with_iss = StatsConfig { jwt_issuer: "https://idp.example".into(), ..base.clone() };
+        assert!(err(&with_iss).contains("STATS_JWT_AUDIENCE"), "{}", err(&with_iss));
+        let ok = StatsConfig { jwt_audience: vec!["app".into()], ..with_iss.clone() };
+        assert!(ok.validate().is_ok());
+        // Discovery: the issuer URL is the expected iss.
+        let oidc = StatsConfig { oidc_issuer: "https://idp.example".into(), jwt_audience: vec!["app".into()], service_key_hashes: vec!["aa".into()], ..StatsConfig::default() };
+        assert!(oidc.validate().is_ok());
+        assert_eq!(oidc.jwt().expected_issuer(), "https://idp.example");
+        let bad_url = StatsConfig { jwks_url: "ftp://x".into(), ..ok };
+        assert!(err(&bad_url).contains("jwks_url"));
+        let orphan = StatsConfig { jwt_audience: vec!["app".into()], service_key_hashes: vec!["aa".into()], ..StatsConfig::default() };
+        assert!(err(&orphan).contains("STATS_JWKS_URL"));
     }
 }

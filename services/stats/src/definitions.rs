@@ -1,9 +1,11 @@
 //! Metric definitions (configuration) and the extraction of counts from an event.
 //!
 //! A metric has a name, the event types that count, the attribute naming the credited user
-//! (a favorite counts for the product's owner: `owner_id`) and an optional filter on another
-//! attribute. An event is read through the contract's [`EventView`]: its type and
-//! `meta.created_at` borrowed, and only the credited and filtered attributes looked up.
+//! (a favorite counts for the product's owner: `owner_id`), an optional filter on another
+//! attribute, and optionally an attribute whose distinct values are counted instead of the
+//! events (`distinct = "product_id"`: one product contacted by 40 buyers counts once). An
+//! event is read through the contract's [`EventView`]: its type and `meta.created_at`
+//! borrowed, and only the credited, filtered and distinct attributes looked up.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -27,6 +29,49 @@ pub struct MetricDef {
     /// Only events whose attribute `field` equals `equals` count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// Count the distinct values of this attribute (a string of 1 to [`MAX_VALUE_BYTES`]
+    /// bytes, or an integer) per user and day instead of the events; events without it do
+    /// not count. Window totals are then distinct unions over the days, not sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<String>,
+    /// Distinct metrics: at most this many values are kept per (user, day) (the memory
+    /// bound); further values are not counted (`stats_distinct_capped_total`).
+    #[serde(default = "default_max_distinct_per_day")]
+    pub max_distinct_per_day: u32,
+}
+
+/// The default bound on distinct values per (user, day) of a distinct metric.
+pub const DEFAULT_MAX_DISTINCT_PER_DAY: u32 = 10_000;
+
+fn default_max_distinct_per_day() -> u32 {
+    DEFAULT_MAX_DISTINCT_PER_DAY
+}
+
+/// Longest user id or distinct value, in bytes (longer ones do not count).
+pub const MAX_VALUE_BYTES: usize = 256;
+
+impl MetricDef {
+    /// A metric counting events of one type for the user named by `credit`.
+    pub fn count(name: &str, event_type: &str, credit: &str) -> MetricDef {
+        MetricDef {
+            name: name.into(),
+            event_types: vec![event_type.into()],
+            credit: credit.into(),
+            filter: None,
+            distinct: None,
+            max_distinct_per_day: DEFAULT_MAX_DISTINCT_PER_DAY,
+        }
+    }
+
+    /// A metric counting the distinct values of `attribute` in events of one type.
+    pub fn distinct(name: &str, event_type: &str, credit: &str, attribute: &str) -> MetricDef {
+        MetricDef { distinct: Some(attribute.into()), ..MetricDef::count(name, event_type, credit) }
+    }
+
+    /// True when it counts distinct values.
+    pub fn is_distinct(&self) -> bool {
+        self.distinct.is_some()
+    }
 }
 
 /// An equality filter on a top-level attribute.
@@ -39,23 +84,20 @@ pub struct Filter {
     pub equals: serde_json::Value,
 }
 
-fn metric(name: &str, event_type: &str, credit: &str) -> MetricDef {
-    MetricDef { name: name.into(), event_types: vec![event_type.into()], credit: credit.into(), filter: None }
-}
-
 /// The shipped metrics, matching the business events of the platform (`eventctl gen`).
 pub fn default_metrics() -> Vec<MetricDef> {
     vec![
-        // The user contacted a product (the contacting user).
-        metric("products_contacted", "product_contacted", "user_id"),
-        // Someone favorited one of the user's products (the owner).
-        metric("favorites_received", "product_favorited", "owner_id"),
-        // Someone viewed one of the user's products (the owner).
-        metric("views_received", "product_viewed", "owner_id"),
-        // The user started a conversation about a product.
-        metric("conversations_started", "conversation_started", "user_id"),
-        // One of the user's products was sold (the seller, `owner_id`; `user_id` is the buyer).
-        metric("products_sold", "product_sold", "owner_id"),
+        // Distinct products of the user (the owner) that buyers contacted: one product
+        // contacted by 40 buyers is one product.
+        MetricDef::distinct("products_contacted", "product_contacted", "owner_id", "product_id"),
+        // Favorites of the user's products (the owner): every favorite counts.
+        MetricDef::count("favorites_received", "product_favorited", "owner_id"),
+        // Views of the user's products (the owner).
+        MetricDef::count("views_received", "product_viewed", "owner_id"),
+        // Conversations the user started about a product.
+        MetricDef::count("conversations_started", "conversation_started", "user_id"),
+        // Distinct products the user sold (the seller, `owner_id`; `user_id` is the buyer).
+        MetricDef::distinct("products_sold", "product_sold", "owner_id", "product_id"),
     ]
 }
 
@@ -85,6 +127,12 @@ pub fn validate_metrics(metrics: &[MetricDef]) -> Result<(), String> {
             && (f.field.is_empty() || !(f.equals.is_string() || f.equals.is_number() || f.equals.is_boolean()))
         {
             return Err(format!("metric {:?}: filter needs a field and a string, number or boolean", m.name));
+        }
+        if m.distinct.as_ref().is_some_and(String::is_empty) {
+            return Err(format!("metric {:?}: distinct names no attribute", m.name));
+        }
+        if m.max_distinct_per_day == 0 || m.max_distinct_per_day > 1_000_000 {
+            return Err(format!("metric {:?}: max_distinct_per_day must be from 1 to 1000000", m.name));
         }
     }
     Ok(())
@@ -154,9 +202,10 @@ impl Extractor {
         self.by_type.contains_key(event_type)
     }
 
-    /// Calls `credit(user, metric_index)` for each metric the event counts for (in this
-    /// shard) and returns its id and day; `Ok(None)` when it counts for nothing.
-    pub fn extract<'a>(&self, payload: &'a [u8], mut credit: impl FnMut(&str, usize)) -> Result<Option<Counted<'a>>, ParseError> {
+    /// Calls `credit(user, metric_index, value)` for each metric the event counts for (in
+    /// this shard; `value` is the distinct value of a distinct metric, `None` for counted
+    /// metrics) and returns its id and day; `Ok(None)` when it counts for nothing.
+    pub fn extract<'a>(&self, payload: &'a [u8], mut credit: impl FnMut(&str, usize, Option<&str>)) -> Result<Option<Counted<'a>>, ParseError> {
         let ev = EventView::parse(payload).map_err(|e| ParseError(e.to_string()))?;
         let Some(indexes) = self.by_type.get(ev.event_type.as_ref()) else {
             return Ok(None);
@@ -175,10 +224,16 @@ impl Extractor {
             }
             let Some(raw) = ev.attribute(&m.credit) else { continue };
             let Ok(user) = serde_json::from_str::<Cow<'_, str>>(raw) else { continue };
-            if user.is_empty() || user.len() > 256 || user_shard(&user, self.shards) != self.shard {
+            if user.is_empty() || user.len() > MAX_VALUE_BYTES || user_shard(&user, self.shards) != self.shard {
                 continue;
             }
-            credit(&user, i);
+            match &m.distinct {
+                None => credit(&user, i, None),
+                Some(field) => {
+                    let Some(value) = ev.attribute(field).and_then(distinct_value) else { continue };
+                    credit(&user, i, Some(&value));
+                }
+            }
             any = true;
         }
         if !any {
@@ -187,6 +242,16 @@ impl Extractor {
         let day = i32::try_from(ev.created_at.div_euclid(DAY_MS)).map_err(|_| ParseError("created_at out of range".into()))?;
         Ok(Some(Counted { id: ev.id, day }))
     }
+}
+
+/// The distinct value of a raw attribute: a string of 1 to [`MAX_VALUE_BYTES`] bytes, or an
+/// integer (as its decimal text, so `7` and `"7"` are one value); anything else is `None`.
+fn distinct_value(text: &str) -> Option<Cow<'_, str>> {
+    if text.starts_with('"') {
+        let s = serde_json::from_str::<Cow<'_, str>>(text).ok()?;
+        return (!s.is_empty() && s.len() <= MAX_VALUE_BYTES).then_some(s);
+    }
+    text.parse::<i64>().ok().map(|n| Cow::Owned(n.to_string()))
 }
 
 /// The shard of a user: FNV-1a of the id modulo `shards` (stable across releases).
@@ -227,21 +292,41 @@ mod tests {
     fn credits_the_configured_field_and_applies_filters() {
         let mut metrics = default_metrics();
         metrics.push(MetricDef {
-            name: "big_sales".into(),
-            event_types: vec!["product_sold".into()],
-            credit: "owner_id".into(),
             filter: Some(Filter { field: "price".into(), equals: serde_json::json!(100.5) }),
+            ..MetricDef::count("big_sales", "product_sold", "owner_id")
         });
         let x = Extractor::new(metrics);
         let ev = br#"{"data":{"id":"e1","type":"product_sold","attributes":{"user_id":"u1","product_id":"p1","owner_id":"u2","price":100.5,"big":{"a":[1,2]}}},"meta":{"created_at":86400001}}"#;
         let mut got = Vec::new();
-        let c = x.extract(ev, |u, m| got.push((u.to_owned(), x.metrics()[m].name.clone()))).unwrap().unwrap();
+        let c = x.extract(ev, |u, m, v| got.push((u.to_owned(), x.metrics()[m].name.clone(), v.map(str::to_owned)))).unwrap().unwrap();
         assert_eq!(c.day, 1);
         assert_eq!(c.id, "e1");
-        assert_eq!(got, vec![("u2".to_owned(), "products_sold".to_owned()), ("u2".to_owned(), "big_sales".to_owned())]);
+        assert_eq!(
+            got,
+            vec![("u2".to_owned(), "products_sold".to_owned(), Some("p1".to_owned())), ("u2".to_owned(), "big_sales".to_owned(), None)]
+        );
         let other = br#"{"data":{"id":"e2","type":"user_created","attributes":{"user_id":"u1"}},"meta":{"created_at":1}}"#;
-        assert!(x.extract(other, |_, _| panic!("no metric")).unwrap().is_none());
-        assert!(x.extract(b"{not json", |_, _| {}).is_err());
+        assert!(x.extract(other, |_, _, _| panic!("no metric")).unwrap().is_none());
+        assert!(x.extract(b"{not json", |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn distinct_values_are_strings_or_integers() {
+        let x = Extractor::new(default_metrics());
+        let contacted = |product: &str| {
+            format!(r#"{{"data":{{"id":"e","type":"product_contacted","attributes":{{"user_id":"b","owner_id":"s","product_id":{product}}}}},"meta":{{"created_at":0}}}}"#)
+        };
+        let value = |product: &str| {
+            let mut got = None;
+            let ev = contacted(product);
+            let counted = x.extract(ev.as_bytes(), |u, _, v| got = Some((u.to_owned(), v.map(str::to_owned)))).unwrap().is_some();
+            counted.then_some(got)
+        };
+        assert_eq!(value(r#""p1""#), Some(Some(("s".to_owned(), Some("p1".to_owned())))), "credited to the owner");
+        assert_eq!(value("7"), Some(Some(("s".to_owned(), Some("7".to_owned())))));
+        for bad in [r#""""#, "1.5", "null", "[1]", "true", &format!("\"{}\"", "x".repeat(MAX_VALUE_BYTES + 1))] {
+            assert_eq!(value(bad), None, "{bad} does not count");
+        }
     }
 
     #[test]
@@ -250,9 +335,9 @@ mod tests {
         let x1 = Extractor::sharded(default_metrics(), 1, 2);
         let mut n = [0, 0];
         for i in 0..100 {
-            let ev = format!(r#"{{"data":{{"id":"e","type":"product_contacted","attributes":{{"user_id":"u{i}"}}}},"meta":{{"created_at":0}}}}"#);
-            let a = x0.extract(ev.as_bytes(), |_, _| n[0] += 1).unwrap().is_some();
-            let b = x1.extract(ev.as_bytes(), |_, _| n[1] += 1).unwrap().is_some();
+            let ev = format!(r#"{{"data":{{"id":"e","type":"conversation_started","attributes":{{"user_id":"u{i}"}}}},"meta":{{"created_at":0}}}}"#);
+            let a = x0.extract(ev.as_bytes(), |_, _, _| n[0] += 1).unwrap().is_some();
+            let b = x1.extract(ev.as_bytes(), |_, _, _| n[1] += 1).unwrap().is_some();
             assert!(a ^ b);
         }
         assert_eq!(n[0] + n[1], 100);

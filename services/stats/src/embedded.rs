@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::aggregator::{Aggregator, AggregatorError, AggregatorOptions, AggregatorStats};
 use crate::api::AppState;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, JwtConfig};
 use crate::cache::{CacheSettings, StatsCache};
 use crate::definitions::{Extractor, default_metrics};
 use crate::query::StatsReader;
@@ -24,8 +24,9 @@ pub const EMBEDDED_DURABLE: &str = "stats-aggregator";
 pub struct EmbeddedOptions {
     /// `sqlite://path` of the database file.
     pub database_url: String,
-    /// HS256 secret for the mobile JWTs.
-    pub jwt_secret: String,
+    /// How mobile JWTs are checked (`eventctl dev`: an HS256 secret for its sample token, and
+    /// the identity provider's JWKS when given).
+    pub jwt: JwtConfig,
     /// SHA-256 hashes of accepted service keys.
     pub service_key_hashes: Vec<String>,
 }
@@ -55,7 +56,6 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
     let settings = CacheSettings { closed_ttl: Duration::from_secs(60), ..CacheSettings::default() };
     let cache = Arc::new(StatsCache::in_process(settings));
     let metrics = default_metrics();
-    let names = metrics.iter().map(|m| m.name.clone()).collect();
     let sub = bus.subscriber(EMBEDDED_DURABLE, &filter::all_events(), Duration::from_secs(60));
     let opts_agg = AggregatorOptions {
         consumer: EMBEDDED_DURABLE.into(),
@@ -65,9 +65,14 @@ pub async fn start(opts: EmbeddedOptions, bus: &InProcessBus, stop: watch::Recei
         retention_days: 400,
         ahead_days: 3,
     };
+    let reader = StatsReader::new(store.clone(), cache.clone(), &metrics);
     let aggregator = Aggregator::new(store.clone(), cache.clone(), Extractor::new(metrics), opts_agg);
+    let auth = Authenticator::new(&opts.service_key_hashes, &[], &opts.jwt).map_err(EmbeddedError::Auth)?;
+    if let Err(e) = auth.load_keys().await {
+        tracing::warn!(error = %e, "the identity provider's keys could not be fetched yet; retrying in the background");
+    }
+    auth.spawn_key_refresher(stop.clone());
     let task = tokio::spawn(aggregator.run(sub, stop));
-    let auth = Authenticator::new(&opts.service_key_hashes, &[], &opts.jwt_secret).map_err(EmbeddedError::Auth)?;
-    let state = AppState::new(StatsReader::new(store, cache, names), auth, 256, 1);
+    let state = AppState::new(reader, auth, 256, 1);
     Ok(Embedded { state, aggregator: task })
 }

@@ -2,7 +2,8 @@
 //!
 //! An [`aggregator`] consumes `raw-event.>` from the bus and counts, per (user, UTC day,
 //! metric), the events the configured [`definitions`] name (a favorite counts for the
-//! product's owner...), committing each batch's counts and the bus position in one
+//! product's owner...) or the distinct values they carry (the distinct products of a seller
+//! that were contacted), committing each batch's [`tally`] and the bus position in one
 //! transaction (exactly once). The [`api`] serves `GET /v1/users/{user_id}/stats?days=N`
 //! through a [`cache`] (Redis or in-process, single flight, ETag/304) to mobile clients (a JWT
 //! whose subject is the user) and internal callers (service keys). The [`store`] is Postgres
@@ -20,6 +21,7 @@ pub mod embedded;
 pub mod openapi;
 pub mod query;
 pub mod store;
+pub mod tally;
 
 pub use aggregator::{Aggregator, AggregatorOptions, AggregatorStats};
 pub use api::{AppState, router};

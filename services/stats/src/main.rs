@@ -45,7 +45,7 @@ async fn run() -> anyhow::Result<()> {
     let cache = Arc::new(if config.redis_url.is_empty() {
         StatsCache::in_process(config.cache_settings())
     } else {
-        StatsCache::redis(&config.redis_url, &config.redis_prefix, config.cache_settings()).await.context("connecting to Redis")?
+        StatsCache::redis(&config.redis_url, &config.redis_prefix, config.cache_settings()).await.context("the Redis URL")?
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -74,10 +74,15 @@ async fn run() -> anyhow::Result<()> {
         None
     };
 
-    let names = config.metrics.iter().map(|m| m.name.clone()).collect();
-    let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt_secret)
+    let auth = Authenticator::new(&config.service_key_hashes, &config.revoked_key_hashes, &config.jwt())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let state = AppState::new(StatsReader::new(store, cache, names), auth, config.max_in_flight, 1);
+    if config.api {
+        if let Err(e) = auth.load_keys().await {
+            tracing::error!(error = %e, "the identity provider's keys could not be fetched; not ready until they are");
+        }
+        auth.spawn_key_refresher(stop_tx.subscribe());
+    }
+    let state = AppState::new(StatsReader::new(store, cache, &config.metrics), auth, config.max_in_flight, 1);
     let app = if config.api {
         router(state)
     } else {

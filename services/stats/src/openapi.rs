@@ -16,7 +16,7 @@ struct ApiDoc;
 
 const BEARER: BearerScheme = BearerScheme {
     name: "bearer",
-    description: Some("A JWT whose `sub` is the user id (mobile clients), or a service key (internal callers)."),
+    description: Some("The app's identity provider JWT (RS256 or ES256, checked against its JWKS: issuer, audience, expiry) naming the user (mobile clients), or a service key (internal callers)."),
 };
 
 /// The document.

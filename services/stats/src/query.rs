@@ -1,5 +1,8 @@
 //! A user's statistics over the last N days: cache lookups, one database query on a miss
 //! (shared by concurrent misses of the same key), zeros filled, rendered once with its ETag.
+//! A counted metric's total is the sum of its days; a distinct metric's total is the number
+//! of distinct values over the whole window (a union, not a sum), read from the database
+//! with today's piece.
 
 use std::sync::Arc;
 
@@ -7,9 +10,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::cache::{Counts, Rendered, StatsCache};
-use crate::definitions::day_date;
-use crate::store::{DayCount, Store};
+use crate::cache::{Counts, Rendered, StatsCache, TodayPiece};
+use crate::definitions::{MetricDef, day_date};
+use crate::store::{DayCount, Store, UserCounts};
 
 /// Largest window, in days.
 pub const MAX_DAYS: u16 = 90;
@@ -38,9 +41,16 @@ pub struct UserStats {
 pub struct MetricStats {
     /// Metric name (e.g. `favorites_received`).
     pub name: String,
-    /// Sum over the window.
+    /// Present for a distinct metric: the attribute whose distinct values are counted
+    /// (e.g. `product_id` for `products_contacted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<String>,
+    /// Over the window: the sum of `series` for a counted metric; for a distinct metric the
+    /// number of distinct values over all the days (a product contacted on 3 days counts
+    /// once), so at most the sum of `series`.
     pub total: i64,
-    /// Count per day, aligned with `dates` (zeros filled).
+    /// Per day, aligned with `dates` (zeros filled): the events counted, or for a distinct
+    /// metric the distinct values of that day.
     pub series: Vec<i64>,
 }
 
@@ -55,12 +65,28 @@ pub struct StatsReader {
     store: Store,
     cache: Arc<StatsCache>,
     metric_names: Arc<Vec<String>>,
+    /// Per metric: the attribute of a distinct metric.
+    distinct: Arc<Vec<Option<String>>>,
 }
 
 impl StatsReader {
-    /// Over a store and a cache, for the configured metric names.
-    pub fn new(store: Store, cache: Arc<StatsCache>, metric_names: Vec<String>) -> Self {
-        StatsReader { store, cache, metric_names: Arc::new(metric_names) }
+    /// Over a store and a cache, for the configured metrics.
+    pub fn new(store: Store, cache: Arc<StatsCache>, metrics: &[MetricDef]) -> Self {
+        StatsReader {
+            store,
+            cache,
+            metric_names: Arc::new(metrics.iter().map(|m| m.name.clone()).collect()),
+            distinct: Arc::new(metrics.iter().map(|m| m.distinct.clone()).collect()),
+        }
+    }
+
+    /// Names of the distinct metrics, in configuration order.
+    fn distinct_names(&self) -> impl Iterator<Item = &String> {
+        self.metric_names.iter().zip(self.distinct.iter()).filter(|(_, d)| d.is_some()).map(|(n, _)| n)
+    }
+
+    fn has_distinct(&self) -> bool {
+        self.distinct.iter().any(Option::is_some)
     }
 
     /// The cache.
@@ -91,49 +117,81 @@ impl StatsReader {
 
     async fn compute(&self, user: &str, days: u16, today: i32) -> Result<Arc<Rendered>, QueryError> {
         let first = today - i32::from(days) + 1;
-        let (closed, today_counts) = self.cache.pieces(user, days, first, today).await;
+        // The versions are read before the database: see the cache's module doc.
+        let found = self.cache.pieces(user, days, first, today).await;
+        let (closed, today_piece) = (found.closed, found.today);
         let n = self.metric_names.len();
+        let k = self.distinct.iter().filter(|d| d.is_some()).count();
         let closed_len = usize::from(days) - 1;
-        let valid = |c: &Option<Counts>, len: usize| c.as_ref().is_some_and(|c| c.len() == n && c.iter().all(|s| s.len() == len));
-        let closed_ok = days == 1 || valid(&closed, closed_len);
-        let today_ok = valid(&today_counts, 1);
+        let closed_ok = days == 1 || closed.as_ref().is_some_and(|c| c.len() == n && c.iter().all(|s| s.len() == closed_len));
+        let today_ok = today_piece.as_ref().is_some_and(|p| p.counts.len() == n && p.totals.len() == k);
         metrics::counter!("stats_cache_total", "layer" => "pieces", "result" => if closed_ok && today_ok { "hit" } else { "miss" })
             .increment(1);
-        let (closed, today_counts) = match (closed_ok, today_ok) {
-            (true, true) => (closed.filter(|_| days > 1), today_counts),
-            (true, false) => (closed.filter(|_| days > 1), Some(self.load(user, today, today).await?)),
-            (false, true) => (Some(self.load(user, first, today - 1).await?), today_counts),
+        // The distinct totals span the window: they come with today's piece.
+        let union_from = self.has_distinct().then_some(first);
+        let (closed, today_piece) = match (closed_ok, today_ok) {
+            (true, true) => (closed.filter(|_| days > 1), today_piece),
+            (true, false) => (closed.filter(|_| days > 1), Some(self.today_piece(&self.load(user, today, today, union_from).await?, today))),
+            (false, true) => (Some(self.counts(&self.load(user, first, today - 1, None).await?, first, today - 1)), today_piece),
             (false, false) => {
-                let all = self.load(user, first, today).await?;
-                let (c, t) = split_last(all);
-                (Some(c), Some(t))
+                let loaded = self.load(user, first, today, union_from).await?;
+                let (c, t) = split_last(self.counts(&loaded, first, today));
+                (Some(c), Some(TodayPiece { counts: t, totals: self.totals(&loaded) }))
             }
         };
         let closed = if days == 1 { None } else { closed };
         if !(closed_ok && today_ok) {
-            self.cache.put_pieces(user, days, first, today, if closed_ok { None } else { closed.as_ref() }, if today_ok { None } else { today_counts.as_ref() }).await;
+            let (new_closed, new_today) = (if closed_ok { None } else { closed.as_ref() }, if today_ok { None } else { today_piece.as_ref() });
+            self.cache.put_pieces(user, days, first, today, &found.tag, new_closed, new_today).await;
         }
-        let rendered = Arc::new(self.render(user, days, first, closed.as_ref(), today_counts.as_ref()));
-        self.cache.put_response(user, days, today, rendered.clone()).await;
+        let rendered = Arc::new(self.render(user, days, first, closed.as_ref(), today_piece.as_ref()));
+        self.cache.put_response(user, days, today, found.local, rendered.clone()).await;
         Ok(rendered)
     }
 
-    /// One database query: counts of `from..=to` per metric per day, zeros filled.
-    async fn load(&self, user: &str, from: i32, to: i32) -> Result<Counts, QueryError> {
+    /// One database query: per-day counts of `from..=to`, and the distinct totals over
+    /// `union_from..=to` when asked.
+    async fn load(&self, user: &str, from: i32, to: i32, union_from: Option<i32>) -> Result<UserCounts, QueryError> {
         metrics::counter!("stats_db_queries_total").increment(1);
-        let rows = self.store.user_counts(user, from, to).await.map_err(|e| QueryError(Arc::from(e.to_string())))?;
-        Ok(fill(&self.metric_names, &rows, from, to))
+        self.store.user_stats(user, from, to, union_from).await.map_err(|e| QueryError(Arc::from(e.to_string())))
     }
 
-    fn render(&self, user: &str, days: u16, first: i32, closed: Option<&Counts>, today: Option<&Counts>) -> Rendered {
+    /// Per metric per day of `from..=to`, zeros filled.
+    fn counts(&self, loaded: &UserCounts, from: i32, to: i32) -> Counts {
+        fill(&self.metric_names, &loaded.days, from, to)
+    }
+
+    /// The distinct metrics' totals (zeros for metrics without values).
+    fn totals(&self, loaded: &UserCounts) -> Vec<i64> {
+        self.distinct_names()
+            .map(|name| loaded.unions.iter().find(|(m, _)| m == name).map_or(0, |(_, n)| *n))
+            .collect()
+    }
+
+    /// Today's piece from a load of today alone (with the window's distinct totals).
+    fn today_piece(&self, loaded: &UserCounts, today: i32) -> TodayPiece {
+        let counts = self.counts(loaded, today, today).into_iter().map(|s| s.first().copied().unwrap_or(0)).collect();
+        TodayPiece { counts, totals: self.totals(loaded) }
+    }
+
+    fn render(&self, user: &str, days: u16, first: i32, closed: Option<&Counts>, today: Option<&TodayPiece>) -> Rendered {
+        let mut distinct_index = 0;
         let metrics = self
             .metric_names
             .iter()
+            .zip(self.distinct.iter())
             .enumerate()
-            .map(|(i, name)| {
+            .map(|(i, (name, distinct))| {
                 let mut series: Vec<i64> = closed.and_then(|c| c.get(i)).cloned().unwrap_or_default();
-                series.extend(today.and_then(|t| t.get(i)).cloned().unwrap_or_else(|| vec![0]));
-                MetricStats { name: name.clone(), total: series.iter().sum(), series }
+                series.push(today.and_then(|t| t.counts.get(i)).copied().unwrap_or(0));
+                let total = match distinct {
+                    None => series.iter().sum(),
+                    Some(_) => {
+                        distinct_index += 1;
+                        today.and_then(|t| t.totals.get(distinct_index - 1)).copied().unwrap_or(0)
+                    }
+                };
+                MetricStats { name: name.clone(), distinct: distinct.clone(), total, series }
             })
             .collect();
         let dates: Vec<String> = (0..i32::from(days)).map(|k| day_date(first + k).to_string()).collect();
@@ -168,11 +226,11 @@ pub fn fill(metric_names: &[String], rows: &[DayCount], from: i32, to: i32) -> C
     out
 }
 
-/// Splits counts of a window into (all days but the last, the last day).
-fn split_last(mut all: Counts) -> (Counts, Counts) {
+/// Splits counts of a window into (all days but the last, the last day's count per metric).
+fn split_last(mut all: Counts) -> (Counts, Vec<i64>) {
     let mut last = Vec::with_capacity(all.len());
     for s in &mut all {
-        last.push(vec![s.pop().unwrap_or(0)]);
+        last.push(s.pop().unwrap_or(0));
     }
     (all, last)
 }

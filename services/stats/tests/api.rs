@@ -12,7 +12,7 @@ use service_kit::auth::hash_key;
 use stats::auth::{Authenticator, issue_token};
 use stats::cache::{CacheSettings, StatsCache};
 use stats::definitions::{default_metrics, today};
-use stats::store::{Rows, Store};
+use stats::store::{Changes, Store};
 use stats::{AppState, StatsReader, router};
 
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -43,9 +43,8 @@ struct Harness {
 impl Harness {
     async fn start(store: Store, cache: StatsCache) -> Harness {
         let cache = Arc::new(cache);
-        let names = default_metrics().into_iter().map(|m| m.name).collect();
-        let auth = Authenticator::new(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth");
-        let state = AppState::new(StatsReader::new(store.clone(), cache.clone(), names), auth, 64, 1);
+        let auth = Authenticator::with_secret(&[hash_key(SERVICE_KEY)], &[hash_key(REVOKED_KEY)], SECRET).expect("auth");
+        let state = AppState::new(StatsReader::new(store.clone(), cache.clone(), &default_metrics()), auth, 64, 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -59,10 +58,23 @@ impl Harness {
 
     /// Adds counts the way the aggregator does (one transaction with the position).
     async fn add(&mut self, user: &str, day: i32, metric: &str, n: i64) {
-        let mut rows = Rows::default();
-        rows.push(user.into(), day, metric.into(), n);
+        let mut changes = Changes::default();
+        changes.counts.push(user.into(), day, metric.into(), n);
+        self.commit(day, changes).await;
+    }
+
+    /// Adds distinct values the way the aggregator does.
+    async fn add_values(&mut self, user: &str, day: i32, metric: &str, values: &[&str]) {
+        let mut changes = Changes::default();
+        for v in values {
+            changes.values.push(user.into(), day, metric.into(), (*v).into(), 10_000);
+        }
+        self.commit(day, changes).await;
+    }
+
+    async fn commit(&mut self, day: i32, changes: Changes) {
         self.store.ensure_days(&[day]).await.expect("partition");
-        self.store.apply(&mut self.lock, "test", self.position, self.position + 1, &rows).await.expect("apply");
+        self.store.apply(&mut self.lock, "test", self.position, self.position + 1, &changes).await.expect("apply");
         self.position += 1;
     }
 
@@ -182,9 +194,28 @@ async fn exercise(mut h: Harness) {
     // The closed days survived today's expiry (longer TTL) and are still right.
     assert_eq!(metric(&body, "favorites_received")["total"], 3);
 
+    // A distinct metric: per-day distinct values, and the window's total a union (p2 on two
+    // days counts once); today's new value shows after the invalidation, in the total too.
+    h.add_values(&user, t - 2, "products_contacted", &["p1", "p2"]).await;
+    h.add_values(&user, t, "products_contacted", &["p2", "p3"]).await;
+    h.cache.invalidate(&[(user.clone(), true)], t).await;
+    let (_, body, _) = h.get(&user, "?days=7", Some(&me), None).await;
+    let contacted = metric(&body, "products_contacted");
+    assert_eq!(contacted["distinct"], "product_id");
+    assert_eq!(contacted["series"], serde_json::json!([0, 0, 0, 0, 2, 0, 2]));
+    assert_eq!(contacted["total"], 3, "a union, not the sum of the days");
+    let (_, body, _) = h.get(&user, "?days=1", Some(&me), None).await;
+    assert_eq!(metric(&body, "products_contacted")["total"], 2);
+    h.add_values(&user, t, "products_contacted", &["p1", "p3", "p4"]).await;
+    h.cache.invalidate(&[(user.clone(), false)], t).await;
+    let (_, body, _) = h.get(&user, "?days=7", Some(&me), None).await;
+    assert_eq!(metric(&body, "products_contacted")["series"], serde_json::json!([0, 0, 0, 0, 2, 0, 4]));
+    assert_eq!(metric(&body, "products_contacted")["total"], 4);
+    assert!(metric(&body, "favorites_received").get("distinct").is_none());
+
     // Many concurrent first requests of one key all get the same answer.
     let other = unique("burst");
-    h.add(&other, t - 1, "products_sold", 4).await;
+    h.add(&other, t - 1, "views_received", 4).await;
     let tok = token(&other);
     let mut tasks = Vec::new();
     for _ in 0..40 {
@@ -197,7 +228,7 @@ async fn exercise(mut h: Harness) {
     }
     for task in tasks {
         let body = task.await.expect("task");
-        assert_eq!(metric(&body, "products_sold")["series"], serde_json::json!([0, 4, 0]));
+        assert_eq!(metric(&body, "views_received")["series"], serde_json::json!([0, 4, 0]));
     }
 }
 

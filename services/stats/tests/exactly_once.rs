@@ -1,7 +1,8 @@
 //! Exactly once across a crash: the `stats` binary aggregates from a private NATS JetStream
 //! into a private Postgres schema, is killed with SIGKILL in the middle of the stream (its
 //! fetched, maybe committed, un-acked batch is redelivered), restarted, and the stored totals
-//! then equal an exact count of the published events, none lost and none counted twice.
+//! then equal an exact count of the published events, none lost and none counted twice (and
+//! the distinct metrics the exact number of distinct products per owner).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -35,9 +36,9 @@ fn spawn_stats(nats: &str, schema: &str, port: u16) -> Child {
         .expect("stats binary")
 }
 
-fn event(i: usize, ty: &str, user: &str, owner: &str, now_ms: i64) -> String {
+fn event(i: usize, ty: &str, user: &str, owner: &str, product: &str, now_ms: i64) -> String {
     format!(
-        r#"{{"data":{{"id":"ev-{i}","type":"{ty}","attributes":{{"user_id":"{user}","product_id":"p{i}","owner_id":"{owner}","pad":"{}"}}}},"meta":{{"created_at":{now_ms}}}}}"#,
+        r#"{{"data":{{"id":"ev-{i}","type":"{ty}","attributes":{{"user_id":"{user}","product_id":"{product}","owner_id":"{owner}","pad":"{}"}}}},"meta":{{"created_at":{now_ms}}}}}"#,
         "x".repeat(200)
     )
 }
@@ -57,19 +58,27 @@ async fn kill_9_in_the_middle_counts_every_event_once() {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let types = ["product_favorited", "product_contacted", "product_sold", "product_listed"];
     let mut expected: HashMap<(String, String), i64> = HashMap::new();
+    let mut distinct: HashMap<(String, String), std::collections::HashSet<String>> = HashMap::new();
     let mut messages = Vec::new();
     for i in 0..6000 {
         let ty = types[i % types.len()];
         let user = format!("u{}", i % 40);
         let owner = format!("u{}", (i * 7 + 3) % 40);
+        // Products repeat: the distinct metrics count each (owner, product) once a day.
+        let product = format!("p{}", i % 300);
         match ty {
             "product_favorited" => *expected.entry((owner.clone(), "favorites_received".into())).or_default() += 1,
-            "product_contacted" => *expected.entry((user.clone(), "products_contacted".into())).or_default() += 1,
-            "product_sold" => *expected.entry((owner.clone(), "products_sold".into())).or_default() += 1,
+            "product_contacted" => {
+                distinct.entry((owner.clone(), "products_contacted".into())).or_default().insert(product.clone());
+            }
+            "product_sold" => {
+                distinct.entry((owner.clone(), "products_sold".into())).or_default().insert(product.clone());
+            }
             _ => {}
         }
-        messages.push(OutMessage { subject: format!("raw-event.{ty}"), id: format!("ev-{i}"), payload: event(i, ty, &user, &owner, now_ms).into() });
+        messages.push(OutMessage { subject: format!("raw-event.{ty}"), id: format!("ev-{i}"), payload: event(i, ty, &user, &owner, &product, now_ms).into() });
     }
+    expected.extend(distinct.into_iter().map(|(k, v)| (k, v.len() as i64)));
     // Half before the first start, the rest while it runs.
     let second = messages.split_off(3000);
     assert!(bus.publish_batch(messages).await.iter().all(Result::is_ok));

@@ -50,6 +50,21 @@ pub struct DevArgs {
     /// SQLite file of the per-user statistics.
     #[arg(long, env = "EVENTCTL_STATS_DB", default_value = "./dev-data/stats.db")]
     pub stats_db: std::path::PathBuf,
+    /// The identity provider's JWKS URL: the stats API also accepts its RS256 / ES256 tokens.
+    #[arg(long, env = "STATS_JWKS_URL")]
+    pub stats_jwks_url: Option<String>,
+    /// The identity provider's issuer URL (JWKS found by OpenID discovery; the expected `iss`).
+    #[arg(long, env = "STATS_OIDC_ISSUER")]
+    pub stats_oidc_issuer: Option<String>,
+    /// The expected `iss` of the provider's tokens.
+    #[arg(long, env = "STATS_JWT_ISSUER")]
+    pub stats_jwt_issuer: Option<String>,
+    /// Accepted audiences of the provider's tokens (the app's client id), comma-separated.
+    #[arg(long, env = "STATS_JWT_AUDIENCE", value_delimiter = ',')]
+    pub stats_jwt_audience: Vec<String>,
+    /// The claim of the provider's tokens holding the user id.
+    #[arg(long, env = "STATS_JWT_USER_CLAIM", default_value = "sub")]
+    pub stats_jwt_user_claim: String,
     /// Address of the features service (HTTP `POST /v1/features`).
     #[arg(long, default_value = "127.0.0.1:8084")]
     pub features_listen: String,
@@ -80,9 +95,22 @@ async fn serve(args: DevArgs) -> Result<()> {
     if let Some(dir) = args.stats_db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let jwt = stats::auth::JwtConfig {
+        secret: stats_secret.clone(),
+        jwks_url: args.stats_jwks_url.clone().unwrap_or_default(),
+        oidc_issuer: args.stats_oidc_issuer.clone().unwrap_or_default(),
+        issuer: args.stats_jwt_issuer.clone().unwrap_or_default(),
+        audiences: args.stats_jwt_audience.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect(),
+        user_claim: args.stats_jwt_user_claim.clone(),
+        ..stats::auth::JwtConfig::default()
+    };
+    let provider = jwt.jwks_enabled().then(|| {
+        let source = if jwt.jwks_url.is_empty() { format!("discovered from {}", jwt.oidc_issuer) } else { jwt.jwks_url.clone() };
+        format!("{source}, iss {}, aud {}", jwt.expected_issuer(), jwt.audiences.join(","))
+    });
     let stats_opts = stats::embedded::EmbeddedOptions {
         database_url: format!("sqlite://{}", args.stats_db.display()),
-        jwt_secret: stats_secret.clone(),
+        jwt,
         service_key_hashes: vec![hash_key(&key)],
     };
     let stats_app = stats::embedded::start(stats_opts, &bus, stop_rx.clone()).await.context("starting the statistics")?;
@@ -131,7 +159,11 @@ async fn serve(args: DevArgs) -> Result<()> {
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
     println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features.http, features.grpc);
     println!("  send       eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
-    println!("  read       curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h JWT of user u1)");
+    println!("  read       curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h HS256 JWT of user u1)");
+    match &provider {
+        Some(p) => println!("  sign-in    the stats API also accepts the identity provider's RS256 / ES256 tokens ({p})"),
+        None => println!("  sign-in    for your identity provider's tokens set STATS_JWKS_URL (or STATS_OIDC_ISSUER), STATS_JWT_ISSUER and STATS_JWT_AUDIENCE"),
+    }
     println!("  events are in the lake within {}s; Ctrl-C flushes and stops", args.max_age_secs);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {

@@ -89,7 +89,7 @@ pub fn run(cmd: StatsCommand) -> Result<i32> {
                 let lake = Lake::open(&lake, WriteOptions::default()).with_context(|| format!("opening the lake {lake}"))?;
                 let store = Store::open(&db.database_url, &db.database_schema, 4, true).await.context("opening the statistics database")?;
                 let cache = match redis_url.filter(|u| !u.is_empty()) {
-                    Some(url) => Some(StatsCache::redis(&url, &redis_prefix, CacheSettings::default()).await.context("connecting to Redis")?),
+                    Some(url) => Some(StatsCache::redis(&url, &redis_prefix, CacheSettings::default()).await.context("the Redis URL")?),
                     None => None,
                 };
                 let extractor = stats::Extractor::new(metrics);
@@ -101,6 +101,15 @@ pub fn run(cmd: StatsCommand) -> Result<i32> {
                         "{}: {} files, {} events ({} repeated ids ignored), {} counted, {} rows written, {} users' cache invalidated",
                         report.date, report.files, report.events, report.duplicates, report.counted, report.rows, report.users_invalidated
                     );
+                    if report.users_not_invalidated > 0 {
+                        println!(
+                            "Redis was unreachable: {} users' cached statistics could not be invalidated and refresh within the service's closed-day TTL",
+                            report.users_not_invalidated
+                        );
+                    }
+                    if report.capped > 0 {
+                        println!("{} distinct values over their metric's max_distinct_per_day were not counted", report.capped);
+                    }
                     if cache.is_none() {
                         println!("no --redis-url: cached statistics of that day expire with the service's closed-day TTL");
                     }

@@ -1,6 +1,8 @@
 //! Where the counts live: Postgres in production (daily partitions, batched upserts through
-//! `UNNEST`, advisory lock per aggregator), SQLite embedded. Both keep the counts and the bus
-//! position of each aggregator, updated in one transaction.
+//! `UNNEST`, advisory lock per aggregator), SQLite embedded. Both keep the counts, the values
+//! of distinct metrics (`daily_distinct`: one row per (user, metric, day, value), the per-day
+//! count in `daily_stats` being the number of those rows) and the bus position of each
+//! aggregator, all updated in one transaction.
 
 mod postgres;
 mod sqlite;
@@ -63,15 +65,77 @@ impl Rows {
         self.counts.push(count);
     }
 
-    /// Rows `start..end` as a new `Rows`.
-    pub fn slice(&self, start: usize, end: usize) -> Rows {
-        Rows {
-            users: self.users[start..end].to_vec(),
-            days: self.days[start..end].to_vec(),
-            metrics: self.metrics[start..end].to_vec(),
-            counts: self.counts[start..end].to_vec(),
-        }
+}
+
+/// Values of distinct metrics to add, column by column; one entry per distinct (user, day,
+/// metric, value), sorted. A value already stored adds nothing; a new one adds 1 to the
+/// day's count unless the day already holds `caps` values (then it is dropped and counted in
+/// [`Applied::capped`]).
+#[derive(Debug, Default, Clone)]
+pub struct Values {
+    /// User ids.
+    pub users: Vec<String>,
+    /// Days since 1970-01-01.
+    pub days: Vec<i32>,
+    /// Metric names.
+    pub metrics: Vec<String>,
+    /// The distinct values.
+    pub values: Vec<String>,
+    /// The metric's bound on values per (user, day).
+    pub caps: Vec<i32>,
+}
+
+impl Values {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.users.len()
     }
+
+    /// No values.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Appends one value.
+    pub fn push(&mut self, user: String, day: i32, metric: String, value: String, cap: i32) {
+        self.users.push(user);
+        self.days.push(day);
+        self.metrics.push(metric);
+        self.values.push(value);
+        self.caps.push(cap);
+    }
+}
+
+/// What a batch (or a backfilled day) writes: counts to add and distinct values to add.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    /// Event counts (metrics without `distinct`).
+    pub counts: Rows,
+    /// Distinct values (metrics with `distinct`).
+    pub values: Values,
+}
+
+impl Changes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.values.is_empty()
+    }
+}
+
+/// What a write did beyond the obvious.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// New distinct values dropped because their (user, day, metric) was at its bound.
+    pub capped: u64,
+}
+
+/// A user's stored statistics over a window.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UserCounts {
+    /// Per-day counts (distinct metrics: the day's number of distinct values).
+    pub days: Vec<DayCount>,
+    /// Distinct metrics: the number of distinct values over the union window, per metric.
+    pub unions: Vec<(String, i64)>,
 }
 
 /// One stored count read back.
@@ -120,13 +184,13 @@ impl Store {
         }
     }
 
-    /// In ONE transaction: adds `rows` to the counts and moves the consumer's position from
-    /// `expected` to `new` ([`StoreError::PositionMoved`] and nothing applied if it is not
-    /// `expected`). Postgres: on the session holding the consumer's lock.
-    pub async fn apply(&self, lock: &mut ConsumerLock, consumer: &str, expected: i64, new: i64, rows: &Rows) -> Result<(), StoreError> {
+    /// In ONE transaction: adds the changes (counts, distinct values) and moves the
+    /// consumer's position from `expected` to `new` ([`StoreError::PositionMoved`] and nothing
+    /// applied if it is not `expected`). Postgres: on the session holding the consumer's lock.
+    pub async fn apply(&self, lock: &mut ConsumerLock, consumer: &str, expected: i64, new: i64, changes: &Changes) -> Result<Applied, StoreError> {
         match (self, lock) {
-            (Store::Postgres(_), ConsumerLock::Postgres(conn)) => PgStore::apply(conn, consumer, expected, new, rows).await,
-            (Store::Sqlite(s), _) => s.apply(consumer, expected, new, rows).await,
+            (Store::Postgres(_), ConsumerLock::Postgres(conn)) => PgStore::apply(conn, consumer, expected, new, changes).await,
+            (Store::Sqlite(s), _) => s.apply(consumer, expected, new, changes).await,
             (Store::Postgres(_), ConsumerLock::Embedded) => Err(StoreError::Config("a Postgres aggregator needs its lock session".into())),
         }
     }
@@ -156,18 +220,33 @@ impl Store {
 
     /// A user's counts for days `from..=to`.
     pub async fn user_counts(&self, user: &str, from: i32, to: i32) -> Result<Vec<DayCount>, StoreError> {
+        Ok(self.user_stats(user, from, to, None).await?.days)
+    }
+
+    /// In one query: a user's per-day counts for days `from..=to` and, when `union_from` is
+    /// given, the number of distinct values of each distinct metric over `union_from..=to`.
+    pub async fn user_stats(&self, user: &str, from: i32, to: i32, union_from: Option<i32>) -> Result<UserCounts, StoreError> {
         match self {
-            Store::Postgres(s) => s.user_counts(user, from, to).await,
-            Store::Sqlite(s) => s.user_counts(user, from, to).await,
+            Store::Postgres(s) => s.user_stats(user, from, to, union_from).await,
+            Store::Sqlite(s) => s.user_stats(user, from, to, union_from).await,
         }
     }
 
-    /// In ONE transaction: removes the counts of `metrics` on `day` and writes `rows` (all of
-    /// that day) instead. Returns the users whose counts were removed or written.
-    pub async fn replace_day(&self, day: i32, metrics: &[String], rows: &Rows) -> Result<Vec<String>, StoreError> {
+    /// The distinct values stored for a user, metric and day (tests, investigations).
+    pub async fn distinct_values(&self, user: &str, metric: &str, day: i32) -> Result<Vec<String>, StoreError> {
         match self {
-            Store::Postgres(s) => s.replace_day(day, metrics, rows).await,
-            Store::Sqlite(s) => s.replace_day(day, metrics, rows).await,
+            Store::Postgres(s) => s.distinct_values(user, metric, day).await,
+            Store::Sqlite(s) => s.distinct_values(user, metric, day).await,
+        }
+    }
+
+    /// In ONE transaction: removes the counts and distinct values of `metrics` on `day` and
+    /// writes `changes` (all of that day) instead. Returns the users whose counts were
+    /// removed or written, and what the write did.
+    pub async fn replace_day(&self, day: i32, metrics: &[String], changes: &Changes) -> Result<(Vec<String>, Applied), StoreError> {
+        match self {
+            Store::Postgres(s) => s.replace_day(day, metrics, changes).await,
+            Store::Sqlite(s) => s.replace_day(day, metrics, changes).await,
         }
     }
 
