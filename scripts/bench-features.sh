@@ -4,7 +4,7 @@
 # HINCRBYs, publish -> visible freshness, and batch-of-500 reads over gRPC and HTTP against a
 # raw Redis pipeline of the same reads. Needs Redis (scripts/services.sh up) and nats-server.
 # Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL,
-# BENCH_MAX_BATCH (updater max_batch_events, default 200000 like the service), BENCH_ONLY=updates (only the update
+# BENCH_MAX_BATCH (the updater's consumer.batch_messages, default 50000 like the service), BENCH_ONLY=updates (only the update
 # figures: in-process bus and NATS against the baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,6 +21,9 @@ pub struct Delivery {
     /// durable). Increases with publish order; a redelivery carries the same value, so a
     /// consumer that stores the last position it applied can skip what it already counted.
     pub seq: u64,
+    /// How many times the bus has delivered this message, this delivery included (1 the
+    /// first time). Grows when a delivery is nak'ed, dropped or not acked within `ack_wait`.
+    pub delivered: u32,
     acker: Acker,
 }
 
@@ -30,20 +33,11 @@ pub(crate) enum Acker {
 }
 
 impl Delivery {
-    pub(crate) fn new(
-        subject: String,
-        payload: bytes::Bytes,
-        redelivered: bool,
-        seq: u64,
-        acker: Acker,
-    ) -> Self {
-        Self {
-            subject,
-            payload,
-            redelivered,
-            seq,
-            acker,
-        }
+    /// Every delivery of either bus is made here (the one place where a codec applied at
+    /// publish would be undone).
+    pub(crate) fn new(subject: String, payload: bytes::Bytes, delivered: u32, seq: u64, acker: Acker) -> Self {
+        let delivered = delivered.max(1);
+        Self { subject, payload, redelivered: delivered > 1, seq, delivered, acker }
     }
 
     /// Acknowledges the message: it is never delivered again. On JetStream this is a double
@@ -83,6 +77,31 @@ impl Delivery {
         }
     }
 
+    /// Negative acknowledgement with a delay: the message is redelivered after `delay` (to any
+    /// consumer replica), not at once.
+    pub async fn nak_after(self, delay: std::time::Duration) -> Result<(), BusError> {
+        match self.acker {
+            Acker::JetStream(acker) => acker
+                .ack_with(async_nats::jetstream::AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("nak failed: {e}"))),
+            Acker::InProcess(ack) => ack.nak_after(delay),
+        }
+    }
+
+    /// Terminates the message: it is never delivered again, whatever the consumer's
+    /// `max_deliver` (JetStream `+TERM`). For a message given up on, after it was kept
+    /// elsewhere (a dead letter). Confirmed by the server, as [`Delivery::ack`].
+    pub async fn term(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::JetStream(acker) => acker
+                .double_ack_with(async_nats::jetstream::AckKind::Term)
+                .await
+                .map_err(|e| BusError::Unavailable(format!("term failed: {e}"))),
+            Acker::InProcess(ack) => ack.ack(),
+        }
+    }
+
     /// Tells the bus the message is still being worked on: extends its ack deadline by the
     /// consumer's `ack_wait`.
     pub async fn in_progress(&self) -> Result<(), BusError> {
@@ -103,6 +122,7 @@ impl fmt::Debug for Delivery {
             .field("payload_len", &self.payload.len())
             .field("redelivered", &self.redelivered)
             .field("seq", &self.seq)
+            .field("delivered", &self.delivered)
             .finish_non_exhaustive()
     }
 }

@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
+use event_contract::wire::{DEAD_LETTER_PREFIX, Subject};
+
 use crate::dedup::DedupWindow;
 use crate::delivery::{Acker, Delivery};
 use crate::error::BusError;
 use crate::subject::{filter_problem, publish_subject_problem, subject_matches};
-use crate::{OutMessage, Publisher, Subscriber};
+use crate::replay::RETAINED_DEAD_LETTERS;
+use crate::{Bus, ConsumerSpec, ConsumerState, OutMessage, Publisher, StoredLetter, Subscriber};
 
 /// Default dedup window, as JetStream's default `duplicate_window`.
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
@@ -44,13 +47,19 @@ struct Inner {
 
 struct State {
     durables: HashMap<String, Durable>,
+    /// The last dead letters published, for replays (bounded).
+    dead_letters: VecDeque<StoredLetter>,
+    next_letter: u64,
     dedup: DedupWindow,
+    /// Publishes refused, but for dead letters (the consumers' own output while they drain).
     closed: bool,
+    /// Every publish refused.
+    sealed: bool,
     next_token: u64,
 }
 
 struct Durable {
-    filter: String,
+    filters: Vec<String>,
     ack_wait: Duration,
     /// Every un-acked message of this durable, by sequence.
     slots: HashMap<u64, Slot>,
@@ -78,9 +87,9 @@ enum SlotState {
 }
 
 impl Durable {
-    fn new(filter: &str, ack_wait: Duration) -> Self {
+    fn new(filters: &[String], ack_wait: Duration) -> Self {
         Self {
-            filter: filter.to_string(),
+            filters: filters.to_vec(),
             ack_wait,
             slots: HashMap::new(),
             ready: VecDeque::new(),
@@ -113,6 +122,15 @@ impl Durable {
         for seq in expired.into_iter().rev() {
             self.ready.push_front(seq);
         }
+    }
+
+    /// True when dead letters (still accepted by a closed bus) can reach this durable.
+    fn takes_dead_letters(&self) -> bool {
+        self.filters.iter().any(|f| f == ">" || f.starts_with("*.") || f.starts_with(DEAD_LETTER_PREFIX))
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        self.filters.iter().any(|f| subject_matches(f, subject))
     }
 
     fn remove(&mut self, seq: u64) {
@@ -162,8 +180,11 @@ impl InProcessBus {
                 capacity_bytes,
                 state: Mutex::new(State {
                     durables: HashMap::new(),
+                    dead_letters: VecDeque::new(),
+                    next_letter: 0,
                     dedup: DedupWindow::new(window, max_ids),
                     closed: false,
+                    sealed: false,
                     next_token: 0,
                 }),
             }),
@@ -178,57 +199,62 @@ impl InProcessBus {
     ///
     /// Reusing a durable keeps its filter (a different one is logged and ignored) and takes
     /// the new `ack_wait` for later deliveries. An invalid filter matches nothing (logged).
-    pub fn subscriber(
-        &self,
-        durable: &str,
-        filter_subject: &str,
-        ack_wait: Duration,
-    ) -> InProcessSubscriber {
-        if let Some(problem) = filter_problem(filter_subject) {
-            tracing::warn!(
-                durable,
-                filter_subject,
-                problem,
-                "in-process bus: bad filter"
-            );
+    pub fn subscriber(&self, durable: &str, filter_subject: &str, ack_wait: Duration) -> InProcessSubscriber {
+        self.subscriber_with(durable, &[filter_subject.to_owned()], ack_wait)
+    }
+
+    /// [`InProcessBus::subscriber`] with several filter subjects (a message matching any of
+    /// them is delivered), as JetStream's `filter_subjects`.
+    pub fn subscriber_with(&self, durable: &str, filters: &[String], ack_wait: Duration) -> InProcessSubscriber {
+        for f in filters {
+            if let Some(problem) = filter_problem(f) {
+                tracing::warn!(durable, filter = %f, problem, "in-process bus: bad filter");
+            }
         }
         let mut state = self.inner.lock();
-        let entry = state
-            .durables
-            .entry(durable.to_string())
-            .or_insert_with(|| {
-                tracing::debug!(durable, filter_subject, "in-process bus: new durable");
-                Durable::new(filter_subject, ack_wait)
-            });
-        if entry.filter != filter_subject {
+        let entry = state.durables.entry(durable.to_string()).or_insert_with(|| {
+            tracing::debug!(durable, ?filters, "in-process bus: new durable");
+            Durable::new(filters, ack_wait)
+        });
+        if entry.filters != filters {
             tracing::warn!(
                 durable,
-                existing = %entry.filter,
-                requested = filter_subject,
-                "in-process bus: durable reused with another filter; keeping the existing one"
+                existing = ?entry.filters,
+                requested = ?filters,
+                "in-process bus: durable reused with other filters; keeping the existing ones"
             );
         }
         entry.ack_wait = ack_wait;
-        InProcessSubscriber {
-            inner: self.inner.clone(),
-            durable: durable.to_string(),
-            notify: entry.notify.clone(),
-        }
+        InProcessSubscriber { inner: self.inner.clone(), durable: durable.to_string(), notify: entry.notify.clone() }
     }
 
-    /// Closes the bus: publishes fail with [`BusError::Closed`]; subscribers still receive
-    /// (and redeliveries of) what was accepted, then get `Closed` once their durable has no
-    /// un-acked message left.
+    /// Closes the bus: publishes fail with [`BusError::Closed`], except dead letters
+    /// (`dead-letter.>`, what consumers give up on while they drain); subscribers still
+    /// receive what was accepted (and its redeliveries), then get `Closed` once their
+    /// durable has no un-acked message left. A durable that takes dead letters gets `Closed`
+    /// only after [`InProcessBus::seal`].
     pub fn close(&self) {
+        self.shut(false);
+        tracing::info!("in-process bus closed");
+    }
+
+    /// Refuses every publish, dead letters included (call it once the consumers that may
+    /// dead-letter have drained): the durables that take dead letters then end too.
+    pub fn seal(&self) {
+        self.shut(true);
+        tracing::info!("in-process bus sealed");
+    }
+
+    fn shut(&self, seal: bool) {
         let notifies: Vec<Arc<Notify>> = {
             let mut state = self.inner.lock();
             state.closed = true;
+            state.sealed |= seal;
             state.durables.values().map(|d| d.notify.clone()).collect()
         };
         for n in notifies {
             n.notify_waiters();
         }
-        tracing::info!("in-process bus closed");
     }
 
     /// Un-acked messages (ready or delivered) of a durable, `None` if it does not exist.
@@ -241,7 +267,7 @@ impl InProcessBus {
     }
 
     fn publish_locked(&self, state: &mut State, msg: OutMessage, now: Instant) -> PublishOutcome {
-        if state.closed {
+        if state.sealed || (state.closed && !is_dead_letter(&msg.subject)) {
             return PublishOutcome::Err(BusError::Closed);
         }
         if let Some(problem) = publish_subject_problem(&msg.subject) {
@@ -263,7 +289,7 @@ impl InProcessBus {
         // All matching durables must have room, else the message is stored nowhere.
         let mut matching = 0usize;
         for (name, d) in &state.durables {
-            if !subject_matches(&d.filter, &msg.subject) {
+            if !d.matches(&msg.subject) {
                 continue;
             }
             matching += 1;
@@ -283,7 +309,7 @@ impl InProcessBus {
         }
         let mut touched = Vec::with_capacity(matching);
         for d in state.durables.values_mut() {
-            if !subject_matches(&d.filter, &msg.subject) {
+            if !d.matches(&msg.subject) {
                 continue;
             }
             let seq = d.next_seq;
@@ -306,6 +332,14 @@ impl InProcessBus {
         }
         if !msg.id.is_empty() {
             state.dedup.insert(&msg.id, now);
+        }
+        if is_dead_letter(&msg.subject) {
+            state.next_letter += 1;
+            let id = state.next_letter;
+            state.dead_letters.push_back(StoredLetter { id, published_ms: now_ms(), payload: msg.payload.clone(), subject: msg.subject.clone() });
+            while state.dead_letters.len() > RETAINED_DEAD_LETTERS {
+                state.dead_letters.pop_front();
+            }
         }
         PublishOutcome::Stored(touched)
     }
@@ -370,6 +404,44 @@ impl Publisher for InProcessBus {
     }
 }
 
+fn is_dead_letter(subject: &str) -> bool {
+    subject.strip_prefix(DEAD_LETTER_PREFIX).is_some_and(|r| r.starts_with('.'))
+}
+
+impl Bus for InProcessBus {
+    fn subscribe<'a>(&'a self, spec: &'a ConsumerSpec) -> BoxFuture<'a, Result<Box<dyn Subscriber>, BusError>> {
+        Box::pin(async move {
+            if !event_contract::wire::is_valid_name(&spec.name) {
+                return Err(BusError::Rejected(format!("invalid durable name {:?}", spec.name)));
+            }
+            Ok(Box::new(self.subscriber_with(&spec.name, &spec.filter_subjects(), spec.ack_wait)) as Box<dyn Subscriber>)
+        })
+    }
+
+    fn dead_letters<'a>(&'a self, consumer: &'a str, since_ms: i64, limit: usize) -> BoxFuture<'a, Result<Vec<StoredLetter>, BusError>> {
+        Box::pin(async move {
+            let subject = Subject::dead_letter(consumer).to_string();
+            let state = self.inner.lock();
+            Ok(state.dead_letters.iter().filter(|l| l.subject == subject && l.published_ms >= since_ms).take(limit).cloned().collect())
+        })
+    }
+
+    fn forget_dead_letter<'a>(&'a self, _consumer: &'a str, id: u64) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            self.inner.lock().dead_letters.retain(|l| l.id != id);
+            Ok(())
+        })
+    }
+
+    fn positions_survive_restart(&self) -> bool {
+        false
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
 /// A handle on a durable consumer of the [`InProcessBus`].
 pub struct InProcessSubscriber {
     inner: Arc<Inner>,
@@ -385,6 +457,7 @@ impl InProcessSubscriber {
         let State {
             durables,
             closed,
+            sealed,
             next_token,
             ..
         } = &mut *state;
@@ -412,7 +485,7 @@ impl InProcessSubscriber {
             out.push(Delivery::new(
                 slot.subject.clone(),
                 slot.payload.clone(),
-                slot.deliveries > 1,
+                slot.deliveries,
                 seq + 1,
                 Acker::InProcess(InProcessAck {
                     inner: self.inner.clone(),
@@ -426,7 +499,7 @@ impl InProcessSubscriber {
         if !out.is_empty() {
             return Ok(Taken::Some(out));
         }
-        if *closed && d.slots.is_empty() {
+        if *closed && d.slots.is_empty() && (*sealed || !d.takes_dead_letters()) {
             return Err(BusError::Closed);
         }
         Ok(Taken::None {
@@ -471,6 +544,19 @@ impl Subscriber for InProcessSubscriber {
             }
         })
     }
+
+    fn state(&mut self) -> BoxFuture<'_, Result<ConsumerState, BusError>> {
+        Box::pin(async move {
+            let state = self.inner.lock();
+            let d = state.durables.get(&self.durable).ok_or(BusError::Closed)?;
+            let pending = d.slots.values().filter(|s| s.deliveries == 0).count() as u64;
+            Ok(ConsumerState { pending, ack_pending: d.slots.len() as u64 - pending })
+        })
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.lock().closed
+    }
 }
 
 /// The ack handle of an in-process delivery; an unsettled one naks on drop.
@@ -496,6 +582,29 @@ impl InProcessAck {
     pub(crate) fn nak(mut self) -> Result<(), BusError> {
         self.settled = true;
         self.requeue();
+        Ok(())
+    }
+
+    /// Redelivers after `delay`: the delivery stays out until then, as after an ack wait.
+    pub(crate) fn nak_after(mut self, delay: Duration) -> Result<(), BusError> {
+        self.settled = true;
+        let mut state = self.inner.lock();
+        let Some(d) = state.durables.get_mut(&self.durable) else {
+            return Ok(());
+        };
+        let Some(slot) = d.slots.get_mut(&self.seq) else {
+            return Ok(());
+        };
+        let SlotState::Delivered { deadline, token } = slot.state else {
+            return Ok(());
+        };
+        if token != self.token {
+            return Ok(());
+        }
+        let new_deadline = Instant::now() + delay;
+        slot.state = SlotState::Delivered { deadline: new_deadline, token };
+        d.deadlines.remove(&(deadline, self.seq));
+        d.deadlines.insert((new_deadline, self.seq));
         Ok(())
     }
 
@@ -593,7 +702,8 @@ mod tests {
     #[tokio::test]
     async fn close_drains_then_closed() {
         let bus = InProcessBus::new(10, 1024);
-        let mut sub = bus.subscriber("d", ">", Duration::from_secs(30));
+        let mut sub = bus.subscriber("d", "x", Duration::from_secs(30));
+        let mut all = bus.subscriber("all", ">", Duration::from_secs(30));
         assert!(bus.publish_batch(vec![msg("x", "")]).await[0].is_ok());
         bus.close();
         assert!(matches!(
@@ -601,14 +711,32 @@ mod tests {
             Err(BusError::Closed)
         ));
         assert!(!bus.is_ready().await);
-        let got = sub.fetch(10, Duration::ZERO).await.unwrap();
-        assert_eq!(got.len(), 1);
-        for d in got {
-            d.ack().await.unwrap();
+        for s in [&mut sub, &mut all] {
+            let got = s.fetch(10, Duration::ZERO).await.unwrap();
+            assert_eq!(got.len(), 1);
+            for d in got {
+                d.ack().await.unwrap();
+            }
         }
         assert!(matches!(
             sub.fetch(10, Duration::from_millis(10)).await,
             Err(BusError::Closed)
         ));
+        // Dead letters are still accepted until the bus is sealed, so a durable that takes
+        // them ends only then.
+        assert!(bus.publish_batch(vec![msg("dead-letter.c", "")]).await[0].is_ok());
+        let got = all.fetch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        for d in got {
+            d.ack().await.unwrap();
+        }
+        assert!(all.fetch(10, Duration::from_millis(10)).await.unwrap().is_empty());
+        bus.seal();
+        assert!(bus.publish_batch(vec![msg("dead-letter.c", "")]).await[0].is_err());
+        assert!(matches!(
+            all.fetch(10, Duration::from_millis(10)).await,
+            Err(BusError::Closed)
+        ));
     }
+
 }

@@ -18,13 +18,13 @@ use std::time::Duration;
 use async_nats::connection::State as ConnectionState;
 use async_nats::jetstream::{self, consumer, context, stream};
 use futures::StreamExt;
-use event_contract::wire::filter;
+use event_contract::wire::{Subject, filter};
 use futures::future::BoxFuture;
 
 use crate::delivery::{Acker, Delivery};
 use crate::error::BusError;
 use crate::subject::filter_problem;
-use crate::{OutMessage, Publisher, Subscriber};
+use crate::{Bus, ConsumerSpec, ConsumerState, OutMessage, Publisher, StoredLetter, Subscriber};
 
 /// Settings of the JetStream bus (all fields have defaults when deserialized).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -190,12 +190,12 @@ impl JetStreamBus {
         Ok(())
     }
 
-    /// A durable pull consumer (created or reused idempotently) on `filter_subject` (ONE
-    /// filter subject: the local NATS 2.9 ignores multiple filter subjects), explicit ack,
-    /// ack_wait, max_ack_pending (bounded memory), max_deliver unlimited.
+    /// A durable pull consumer (created or reused idempotently) on one filter subject,
+    /// explicit ack, `ack_wait`, `max_ack_pending` (bounded memory), `max_deliver` unlimited
+    /// (the [`consumer`](crate::consumer) runtime decides when to give up on a message).
     ///
-    /// An existing consumer whose filter, ack wait or max ack pending differ is updated (an
-    /// update the server refuses, such as a new filter on NATS 2.9, is `Rejected`).
+    /// An existing consumer whose filters, ack wait or max ack pending differ is updated (an
+    /// update the server refuses is `Rejected`).
     pub async fn subscriber(
         &self,
         durable: &str,
@@ -203,21 +203,39 @@ impl JetStreamBus {
         ack_wait: Duration,
         max_ack_pending: i64,
     ) -> Result<JetStreamSubscriber, BusError> {
-        if durable.is_empty()
-            || durable
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
-        {
+        self.durable(durable, &[filter_subject.to_owned()], ack_wait, max_ack_pending).await
+    }
+
+    /// [`JetStreamBus::subscriber`] on several filter subjects (NATS 2.10 or newer).
+    pub async fn durable(
+        &self,
+        durable: &str,
+        filters: &[String],
+        ack_wait: Duration,
+        max_ack_pending: i64,
+    ) -> Result<JetStreamSubscriber, BusError> {
+        if !event_contract::wire::is_valid_name(durable) {
             return Err(BusError::Rejected(format!(
-                "invalid durable name {durable:?}"
+                "invalid durable name {durable:?}: 1-64 characters among A-Z a-z 0-9 _ -"
             )));
         }
-        if let Some(problem) = filter_problem(filter_subject) {
-            return Err(BusError::Rejected(format!("{problem}: {filter_subject:?}")));
+        if filters.is_empty() {
+            return Err(BusError::Rejected(format!("consumer {durable:?} has no filter subject")));
         }
+        for f in filters {
+            if let Some(problem) = filter_problem(f) {
+                return Err(BusError::Rejected(format!("{problem}: {f:?}")));
+            }
+        }
+        // One filter goes in `filter_subject` (what servers before 2.10 understand).
+        let (filter_subject, filter_subjects) = match filters {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
         let desired = consumer::pull::Config {
             durable_name: Some(durable.to_string()),
-            filter_subject: filter_subject.to_string(),
+            filter_subject,
+            filter_subjects,
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait,
@@ -235,32 +253,27 @@ impl JetStreamBus {
             .await
             .map_err(|e| map_consumer_error(durable, e))?;
         let current = &consumer.cached_info().config;
-        let differs = current.filter_subject != desired.filter_subject
+        let same_filters = {
+            let mut a: Vec<&String> = std::iter::once(&current.filter_subject).chain(&current.filter_subjects).filter(|f| !f.is_empty()).collect();
+            let mut b: Vec<&String> = filters.iter().collect();
+            a.sort();
+            b.sort();
+            a == b
+        };
+        let differs = !same_filters
             || current.ack_policy != desired.ack_policy
             || current.ack_wait != desired.ack_wait
-            || current.max_ack_pending != desired.max_ack_pending;
+            || current.max_ack_pending != desired.max_ack_pending
+            || current.max_deliver != desired.max_deliver;
         if differs {
-            tracing::info!(
-                durable,
-                filter_subject,
-                "updating the durable consumer configuration"
-            );
-            consumer =
-                stream.create_consumer(desired).await.map_err(|e| {
-                    match map_consumer_error(durable, e) {
-                        BusError::Unavailable(m) => BusError::Unavailable(m),
-                        other => {
-                            BusError::Rejected(format!("updating consumer {durable:?}: {other}"))
-                        }
-                    }
-                })?;
+            tracing::info!(durable, ?filters, "updating the durable consumer configuration");
+            consumer = stream.create_consumer(desired).await.map_err(|e| match map_consumer_error(durable, e) {
+                BusError::Unavailable(m) => BusError::Unavailable(m),
+                other => BusError::Rejected(format!("updating consumer {durable:?}: {other}")),
+            })?;
         }
-        tracing::debug!(durable, filter_subject, stream = %self.stream, "JetStream subscriber ready");
-        Ok(JetStreamSubscriber {
-            client: self.client.clone(),
-            consumer,
-            timeout: self.timeout,
-        })
+        tracing::debug!(durable, ?filters, stream = %self.stream, "JetStream subscriber ready");
+        Ok(JetStreamSubscriber { client: self.client.clone(), consumer, timeout: self.timeout })
     }
 
     /// Publishes one message and waits for its ack.
@@ -367,6 +380,76 @@ impl Publisher for JetStreamBus {
     }
 }
 
+impl Bus for JetStreamBus {
+    fn subscribe<'a>(&'a self, spec: &'a ConsumerSpec) -> BoxFuture<'a, Result<Box<dyn Subscriber>, BusError>> {
+        Box::pin(async move {
+            let sub = self
+                .durable(&spec.name, &spec.filter_subjects(), spec.ack_wait, spec.max_ack_pending)
+                .await?;
+            Ok(Box::new(sub) as Box<dyn Subscriber>)
+        })
+    }
+
+    /// Reads `dead-letter.<consumer>` from the stream with an ephemeral consumer (no acks),
+    /// from `since_ms`, up to the stream's last message when it starts.
+    fn dead_letters<'a>(&'a self, consumer: &'a str, since_ms: i64, limit: usize) -> BoxFuture<'a, Result<Vec<StoredLetter>, BusError>> {
+        Box::pin(async move {
+            let unavailable = |what: &str, e: &dyn std::fmt::Display| BusError::Unavailable(format!("{what}: {e}"));
+            let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| unavailable("stream", &e))?;
+            let last = stream.info().await.map_err(|e| unavailable("stream info", &e))?.state.last_sequence;
+            let deliver_policy = if since_ms <= 0 {
+                consumer::DeliverPolicy::All
+            } else {
+                let start_time = async_nats::datetime::from_nanos(i128::from(since_ms) * 1_000_000)
+                    .map_err(|e| BusError::Rejected(format!("since: {e}")))?;
+                consumer::DeliverPolicy::ByStartTime { start_time }
+            };
+            let reader: consumer::PullConsumer = stream
+                .create_consumer(consumer::pull::Config {
+                    filter_subject: Subject::dead_letter(consumer).to_string(),
+                    deliver_policy,
+                    ack_policy: consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(60),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable("reading the dead letters", &e))?;
+            let mut out: Vec<StoredLetter> = Vec::new();
+            while out.len() < limit {
+                let mut batch = reader
+                    .fetch()
+                    .max_messages((limit - out.len()).min(500))
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                    .map_err(|e| unavailable("fetching dead letters", &e))?;
+                let before = out.len();
+                while let Some(msg) = batch.next().await {
+                    let msg = msg.map_err(|e| unavailable("fetching dead letters", &e))?;
+                    let Ok(info) = msg.info() else { continue };
+                    let (id, published_ms) = (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64);
+                    if id > last {
+                        break;
+                    }
+                    out.push(StoredLetter { id, published_ms, subject: msg.subject.to_string(), payload: msg.payload.clone() });
+                }
+                if out.len() == before || out.last().is_some_and(|l| l.id >= last) {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn forget_dead_letter<'a>(&'a self, _consumer: &'a str, id: u64) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| BusError::Unavailable(format!("stream: {e}")))?;
+            stream.delete_message(id).await.map_err(|e| BusError::Unavailable(format!("deleting dead letter {id}: {e}")))?;
+            Ok(())
+        })
+    }
+}
+
 /// A durable pull consumer on the JetStream bus.
 pub struct JetStreamSubscriber {
     client: async_nats::Client,
@@ -436,21 +519,25 @@ impl Subscriber for JetStreamSubscriber {
             Ok(out)
         })
     }
+
+    fn state(&mut self) -> BoxFuture<'_, Result<ConsumerState, BusError>> {
+        Box::pin(async move {
+            let info = tokio::time::timeout(self.timeout, self.consumer.info())
+                .await
+                .map_err(|_| BusError::Unavailable("consumer info timed out".into()))?
+                .map_err(|e| BusError::Unavailable(format!("consumer info: {e}")))?;
+            Ok(ConsumerState { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 })
+        })
+    }
 }
 
 fn to_delivery(msg: jetstream::Message) -> Delivery {
-    let (redelivered, seq) = msg
+    let (delivered, seq) = msg
         .info()
-        .map(|i| (i.delivered > 1, i.stream_sequence))
-        .unwrap_or((false, 0));
+        .map(|i| (u32::try_from(i.delivered).unwrap_or(u32::MAX), i.stream_sequence))
+        .unwrap_or((1, 0));
     let (message, acker) = msg.split();
-    Delivery::new(
-        message.subject.to_string(),
-        message.payload,
-        redelivered,
-        seq,
-        Acker::JetStream(acker),
-    )
+    Delivery::new(message.subject.to_string(), message.payload, delivered, seq, Acker::JetStream(acker))
 }
 
 fn validate(cfg: &JetStreamConfig) -> Result<(), BusError> {

@@ -1,7 +1,9 @@
-//! The platform's event bus behind one pair of traits.
+//! The platform's event bus behind one pair of traits, and the one way to consume it.
 //!
-//! Producers (the gateway) hold a [`Publisher`]; consumers (the lake writer) hold a
-//! [`Subscriber`] obtained from a durable consumer. Two implementations exist:
+//! Producers (the gateway) hold a [`Publisher`]; a [`Bus`] also creates durable consumers
+//! ([`Bus::subscribe`] returns a [`Subscriber`]), which every service runs through the
+//! [`consumer`] runtime (batching, retries, dead letters, draining, metrics). Two
+//! implementations exist:
 //!
 //! - [`JetStreamBus`]: NATS JetStream, for production. A publish resolves only once the
 //!   server has stored the message (JetStream publish ack); messages are deduplicated on
@@ -14,11 +16,13 @@
 //! Both report backpressure as [`BusError::Full`] and an unreachable bus as
 //! [`BusError::Unavailable`] so HTTP callers can answer 429/503 with `Retry-After`.
 
+pub mod consumer;
 mod dedup;
 mod delivery;
 mod error;
 mod inprocess;
 mod jetstream;
+pub mod replay;
 mod subject;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,10 +31,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use consumer::{ConsumerConfig, ConsumerSpec};
 pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;
 pub use inprocess::{InProcessBus, InProcessSubscriber};
 pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber};
+pub use replay::{ReplayReport, StoredLetter, replay};
 pub use subject::subject_matches;
 
 /// One message to publish.
@@ -70,4 +76,48 @@ pub trait Subscriber: Send + 'static {
         max: usize,
         wait: Duration,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, BusError>>;
+
+    /// What the bus holds for this durable consumer (all its replicas): its lag, and what is
+    /// delivered and not yet settled.
+    fn state(&mut self) -> BoxFuture<'_, Result<ConsumerState, BusError>>;
+
+    /// True once nothing new can arrive (the in-process bus after
+    /// [`InProcessBus::close`]): a consumer then settles everything it holds, and `fetch`
+    /// answers [`BusError::Closed`] once the durable is empty.
+    fn is_closing(&self) -> bool {
+        false
+    }
+}
+
+/// A durable consumer's position in the bus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerState {
+    /// Messages stored for it and never delivered yet (its lag).
+    pub pending: u64,
+    /// Messages delivered and not yet acked or terminated (in a consumer's hands, or waiting
+    /// for redelivery after a nak or an expired ack wait).
+    pub ack_pending: u64,
+}
+
+/// A bus that can publish and create durable consumers: what services and `eventctl dev`
+/// are assembled on, whichever bus it is.
+pub trait Bus: Publisher {
+    /// Creates (or reuses, updating its settings) the durable consumer `spec.name` on the
+    /// spec's filter subjects and its replay subject, and returns a handle on it. On the
+    /// in-process bus, messages are kept for the consumer from this call on.
+    fn subscribe<'a>(&'a self, spec: &'a ConsumerSpec) -> BoxFuture<'a, Result<Box<dyn Subscriber>, BusError>>;
+
+    /// The dead letters of `consumer` the bus keeps, published at or after `since_ms`,
+    /// oldest first, at most `limit` (see [`replay`]).
+    fn dead_letters<'a>(&'a self, consumer: &'a str, since_ms: i64, limit: usize) -> BoxFuture<'a, Result<Vec<StoredLetter>, BusError>>;
+
+    /// Removes a dead letter (once replayed).
+    fn forget_dead_letter<'a>(&'a self, consumer: &'a str, id: u64) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// True when a message's position (`Delivery::seq`) means the same after this process
+    /// restarts (JetStream stream sequences); false for the in-process bus, whose sequences
+    /// start again at 1, so a consumer that stored positions starts from 0 again.
+    fn positions_survive_restart(&self) -> bool {
+        true
+    }
 }

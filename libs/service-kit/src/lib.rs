@@ -1,11 +1,12 @@
 //! What every service of the platform shares, so no service writes it again: typed layered
-//! configuration, API keys (stored as SHA-256 hashes), the HTTP error body and overload answers, structured logs, Prometheus metrics, `/healthz` `/readyz` `/metrics`, and a
-//! shutdown signal (SIGTERM or Ctrl-C).
+//! configuration, API keys (stored as SHA-256 hashes), the HTTP error body and overload answers, structured logs, Prometheus metrics, `/healthz` `/readyz` `/metrics`, serving
+//! until a stop signal, and the shutdown signal (SIGTERM or Ctrl-C).
 
 pub mod auth;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 

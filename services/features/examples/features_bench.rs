@@ -9,7 +9,7 @@
 //!
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
 //! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL, BENCH_MAX_BATCH (the
-//! updater's max_batch_events, default 200000 like the service); BENCH_ONLY=updates
+//! updater's consumer.batch_messages, default 50000 like the service); BENCH_ONLY=updates
 //! stops after the update figures.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -18,14 +18,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use event_bus::testing::NatsServer;
-use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, OutMessage, Publisher, Subscriber};
+use event_bus::consumer::{Consumer, ConsumerConfig};
+use event_bus::{Bus, InProcessBus, JetStreamBus, JetStreamConfig, OutMessage, Publisher, Subscriber};
 use features::clock::SystemClock;
 use features::grpc::FeaturesGrpc;
 use features::proto::GetFeaturesRequest;
 use features::proto::features_client::FeaturesClient;
 use features::query::FeatureReader;
-use features::updater::{Source, Updater, UpdaterOptions};
-use features::{Layout, RedisStore, RedisStoreOptions, WindowStore};
+use features::updater::Updater;
+use features::{FeaturesConfig, Layout, RedisStore, RedisStoreOptions, WindowStore};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -133,22 +134,30 @@ async fn keys_like(prefix: &str, kind: &str) -> u64 {
     }
 }
 
-fn updater(store: Arc<dyn WindowStore>) -> Updater {
-    Updater::new(
-        Layout::default_layout(),
-        store,
-        Arc::new(SystemClock),
-        UpdaterOptions { flush_interval: Duration::from_millis(150), max_batch_events: env("BENCH_MAX_BATCH", 200_000) as usize, fetch_batch: 5000 },
-    )
+fn updater(store: Arc<dyn WindowStore>, source: &str) -> Updater {
+    Updater::new(Layout::default_layout(), store, Arc::new(SystemClock), source.into(), 256)
+}
+
+/// The service's consumer (batches of BENCH_MAX_BATCH, 150 ms) under a durable name.
+async fn consumer(bus: Arc<dyn Bus>, durable: &str) -> Consumer {
+    let config = FeaturesConfig {
+        consumer: ConsumerConfig {
+            durable: durable.into(),
+            batch_messages: env("BENCH_MAX_BATCH", 50_000) as usize,
+            ..FeaturesConfig::default().consumer
+        },
+        ..FeaturesConfig::default()
+    };
+    Consumer::subscribe(bus, config.consumer_spec(&Layout::default_layout())).await.unwrap()
 }
 
 /// Runs the updater over pre-published events until `counted` are applied; events/s.
-async fn drain(store: Arc<dyn WindowStore>, sources: Vec<Source>, counted: u64) -> f64 {
-    let u = updater(store);
+async fn drain(store: Arc<dyn WindowStore>, consumer: Consumer, source: &str, counted: u64) -> f64 {
+    let u = updater(store, source);
     let stats = u.stats();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let task = tokio::spawn(u.run(sources, stop));
+    let task = tokio::spawn(consumer.run(vec![u], stop));
     while stats.applied.load(Ordering::Relaxed) < counted {
         tokio::time::sleep(Duration::from_millis(2)).await;
         if started.elapsed() > Duration::from_secs(300) {
@@ -220,17 +229,13 @@ async fn main() {
 
     let bus = InProcessBus::new(n as usize + 10, 1 << 30);
     let layout = Layout::default_layout();
-    let mut sources = Vec::new();
-    for t in layout.event_types() {
-        let d = format!("features-{t}");
-        sources.push(Source { name: d.clone(), subscriber: Box::new(bus.subscriber(&d, &format!("raw-event.{t}"), Duration::from_secs(60))) });
-    }
+    let inproc = consumer(Arc::new(bus.clone()), "features").await;
     for chunk in msgs.chunks(10_000) {
         assert!(bus.publish_batch(chunk.to_vec()).await.iter().all(Result::is_ok));
     }
     let prefix = format!("{run}inproc:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&prefix).await);
-    let rate_inproc = drain(s, sources, want).await;
+    let rate_inproc = drain(s, inproc, "features", want).await;
     println!("  updater, in-process bus          {rate_inproc:>10.0} events/s  ({:.2} x baseline)", rate_inproc / base);
     // Keep this prefix's data for the read phase; its memory per product:
     let (bytes, keys) = memory_of(&prefix).await;
@@ -238,11 +243,7 @@ async fn main() {
 
     let nats = NatsServer::start();
     let js = JetStreamBus::connect(&JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() }).await.unwrap();
-    let mut sources = Vec::new();
-    for t in layout.event_types() {
-        let sub = js.subscriber(&format!("features-{t}"), &format!("raw-event.{t}"), Duration::from_secs(60), 100_000).await.unwrap();
-        sources.push(Source { name: "EVENTS".into(), subscriber: Box::new(sub) });
-    }
+    let from_nats = consumer(Arc::new(js.clone()), "features").await;
     let pub_started = Instant::now();
     for chunk in msgs.chunks(5000) {
         assert!(js.publish_batch(chunk.to_vec()).await.iter().all(Result::is_ok));
@@ -250,7 +251,7 @@ async fn main() {
     let pub_rate = n as f64 / pub_started.elapsed().as_secs_f64();
     let nprefix = format!("{run}nats:");
     let s: Arc<dyn WindowStore> = Arc::new(store(&nprefix).await);
-    let rate_nats = drain(s, sources, want).await;
+    let rate_nats = drain(s, from_nats, "EVENTS", want).await;
     println!("  updater, NATS JetStream          {rate_nats:>10.0} events/s  ({:.2} x baseline; publishing ran at {pub_rate:.0}/s before)", rate_nats / base);
     // The bus alone on the same machine: the same consumers fetching and acking the same
     // messages with no processing at all (what the NATS figure above can at most reach here).
@@ -283,16 +284,12 @@ async fn main() {
     // --- freshness -----------------------------------------------------------------------
     let fprefix = format!("{run}fresh:");
     let fstore: Arc<dyn WindowStore> = Arc::new(store(&fprefix).await);
-    let mut sources = Vec::new();
-    for t in layout.event_types() {
-        let sub = js.subscriber(&format!("fresh-{t}"), &format!("raw-event.{t}"), Duration::from_secs(60), 100_000).await.unwrap();
-        sources.push(Source { name: "EVENTS".into(), subscriber: Box::new(sub) });
-    }
-    // Start after what is already in the stream: the fresh consumers would replay it first.
-    let u = updater(fstore.clone());
+    let fresh = consumer(Arc::new(js.clone()), "fresh").await;
+    // Start after what is already in the stream: the fresh consumer replays it first.
+    let u = updater(fstore.clone(), "EVENTS");
     let stats = u.stats();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(u.run(sources, stop));
+    let task = tokio::spawn(fresh.run(vec![u], stop));
     while stats.applied.load(Ordering::Relaxed) < want {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -356,7 +353,7 @@ async fn main() {
             let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send((http.local_addr().unwrap(), grpc.local_addr().unwrap())).unwrap();
-            tokio::spawn(axum::serve(features::grpc::http_listener(http), features::api::router(server_reader.clone())).into_future());
+            tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(server_reader.clone())).into_future());
             tonic::transport::Server::builder()
                 .add_service(FeaturesGrpc::server(server_reader))
                 .serve_with_incoming(features::grpc::incoming(grpc))

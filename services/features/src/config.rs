@@ -2,7 +2,7 @@
 //! environment variables (nested with `__`, e.g. `FEATURES_BUS__URL`). Counters (which event
 //! types count as what) and windows (length and bucket size) are configuration.
 
-use event_bus::JetStreamConfig;
+use event_bus::{ConsumerConfig, ConsumerSpec, JetStreamConfig};
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
@@ -29,6 +29,16 @@ pub struct WindowSpec {
     pub bucket_secs: u64,
 }
 
+/// Where the windows live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Redis (production).
+    Redis,
+    /// In memory, in this process (`eventctl dev`; lost at exit).
+    Memory,
+}
+
 /// Everything the features service needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +47,8 @@ pub struct FeaturesConfig {
     pub listen: String,
     /// gRPC address (`features.v1.Features`).
     pub grpc_listen: String,
+    /// `redis` (default) or `memory` (in this process, at most 1,000,000 products).
+    pub backend: Backend,
     /// Redis URL (`redis://host:port/db`).
     pub redis_url: String,
     /// Prefix of every Redis key this service writes (several deployments can share a Redis).
@@ -47,19 +59,11 @@ pub struct FeaturesConfig {
     pub windows: Vec<WindowSpec>,
     /// Run the updater (bus -> Redis) in this process.
     pub updater: bool,
-    /// Durable consumer names are `<durable_prefix>-<event type>` (one per counted type, so
-    /// the bus only sends those types).
-    pub durable_prefix: String,
-    /// The updater writes what it aggregated at least this often (freshness), milliseconds.
-    pub flush_interval_ms: u64,
-    /// ... or as soon as this many events are aggregated (bounds memory).
-    pub max_batch_events: usize,
-    /// Deliveries fetched at once per consumer.
-    pub fetch_batch: usize,
-    /// Unacked deliveries the bus lets each consumer hold.
-    pub max_ack_pending: i64,
-    /// Seconds before the bus redelivers an unacked message.
-    pub ack_wait_secs: u64,
+    /// The updater's bus consumer (durable `features`, one filter subject per counted type,
+    /// so the bus sends only those). A batch is written at the latest `batch_wait_ms` after
+    /// its first event (the freshness, 150 ms) or at `batch_messages` events (the memory
+    /// bound); the windows' expiry runs as often.
+    pub consumer: ConsumerConfig,
     /// Expiry work per Redis call (products whose bucket leaves a window), bounds how long
     /// one call blocks Redis.
     pub expire_budget: usize,
@@ -80,22 +84,38 @@ pub struct FeaturesConfig {
     pub bus: JetStreamConfig,
 }
 
+impl FeaturesConfig {
+    /// The updater's consumer: one filter subject per counted event type, batches cut at the
+    /// freshness interval, the expiry on the same tick; acks without waiting for the server
+    /// (a lost ack only brings a message back, and its redelivery is recognised as counted).
+    pub fn consumer_spec(&self, layout: &crate::Layout) -> ConsumerSpec {
+        let filters = layout.event_types().iter().map(|t| event_contract::wire::filter::events_of(t)).collect();
+        let mut spec = self.consumer.spec(filters);
+        spec.tick = spec.batch_wait;
+        spec.confirm_acks = false;
+        spec
+    }
+}
+
 impl Default for FeaturesConfig {
     fn default() -> Self {
         FeaturesConfig {
             listen: "0.0.0.0:8084".into(),
             grpc_listen: "0.0.0.0:50051".into(),
+            backend: Backend::Redis,
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "features:".into(),
             counters: default_counters(),
             windows: default_windows(),
             updater: true,
-            durable_prefix: "features".into(),
-            flush_interval_ms: 150,
-            max_batch_events: 200_000,
-            fetch_batch: 2000,
-            max_ack_pending: 100_000,
-            ack_wait_secs: 30,
+            consumer: ConsumerConfig {
+                batch_messages: 50_000,
+                batch_bytes: 64 << 20,
+                batch_wait_ms: 150,
+                max_ack_pending: 100_000,
+                ack_wait_secs: 30,
+                ..ConsumerConfig::named("features")
+            },
             expire_budget: 5000,
             dedup_ttl_secs: 86_400,
             max_batch_ids: 1000,
@@ -173,17 +193,15 @@ impl Validate for FeaturesConfig {
                 return bad("windows", format!("window {:?}: at most 10,000 buckets", w.name));
             }
         }
-        if self.key_prefix.is_empty() || self.durable_prefix.is_empty() {
-            return bad("key_prefix", "key_prefix and durable_prefix must not be empty".into());
+        if self.key_prefix.is_empty() || self.expire_budget == 0 {
+            return bad("key_prefix", "key_prefix must not be empty, expire_budget must be positive".into());
         }
-        if self.flush_interval_ms == 0 || self.flush_interval_ms > 60_000 {
-            return bad("flush_interval_ms", "must be in 1..=60000".into());
+        self.consumer.validate().map_err(|reason| ConfigError::Value { field: "consumer", reason })?;
+        if self.consumer.batch_wait_ms == 0 || self.consumer.batch_wait_ms > 60_000 {
+            return bad("consumer", "consumer.batch_wait_ms (the freshness) must be in 1..=60000".into());
         }
-        if self.max_batch_events == 0 || self.fetch_batch == 0 || self.max_ack_pending <= 0 || self.expire_budget == 0 {
-            return bad("max_batch_events", "max_batch_events, fetch_batch, max_ack_pending and expire_budget must be positive".into());
-        }
-        if self.ack_wait_secs * 1000 <= self.flush_interval_ms * 2 {
-            return bad("ack_wait_secs", "must exceed two flush intervals".into());
+        if self.consumer.ack_wait_secs * 1000 <= self.consumer.batch_wait_ms * 2 {
+            return bad("consumer", "consumer.ack_wait_secs must exceed two batch waits".into());
         }
         if self.max_batch_ids == 0 || self.max_batch_ids > 10_000 || self.max_id_bytes == 0 {
             return bad("max_batch_ids", "must be in 1..=10000 (and max_id_bytes positive)".into());

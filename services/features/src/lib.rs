@@ -7,15 +7,16 @@
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod embedded;
 pub mod grpc;
 pub mod layout;
 pub mod openapi;
 pub mod query;
+pub mod service;
 pub mod store;
 pub mod updater;
 
-pub use config::FeaturesConfig;
+pub use config::{Backend, FeaturesConfig};
+pub use service::Features;
 pub use layout::Layout;
 pub use store::{MemoryStore, RedisStore, RedisStoreOptions, WindowStore};
 

@@ -21,7 +21,7 @@ async fn serve(store: Arc<dyn WindowStore>) -> (String, String) {
     let reader = Arc::new(FeatureReader::new(store, Layout::default_layout(), 1000, 256, 64, 1));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http.local_addr().unwrap();
-    tokio::spawn(axum::serve(features::grpc::http_listener(http), features::api::router(reader.clone())).into_future());
+    tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(reader.clone())).into_future());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc.local_addr().unwrap();
     tokio::spawn(

@@ -1,5 +1,6 @@
-//! The embedded mode (`eventctl dev`): events published on the in-process bus are visible
-//! over HTTP and gRPC within a second, counted once; the stop signal ends everything.
+//! The assembly `eventctl dev` runs (in-memory windows, the in-process bus): events published
+//! on the bus are visible over HTTP and gRPC within a second, counted once; the stop signal
+//! ends everything.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -18,8 +19,13 @@ fn event(i: usize, t: &str, product: &str, created_at: i64) -> OutMessage {
 async fn events_on_the_in_process_bus_are_served_within_a_second() {
     let bus = InProcessBus::new(10_000, 64 << 20);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let running = features::embedded::start(&bus, "127.0.0.1:0", "127.0.0.1:0", stop).await.unwrap();
-    let http = format!("http://{}/v1/features", running.http);
+    let config = features::FeaturesConfig { backend: features::Backend::Memory, ..features::FeaturesConfig::default() };
+    let service = features::Features::build(&config, Some(std::sync::Arc::new(bus.clone()))).await.unwrap();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http_addr, grpc_addr) = (http_listener.local_addr().unwrap(), grpc_listener.local_addr().unwrap());
+    let task = tokio::spawn(service.run(http_listener, grpc_listener, service_kit::shutdown::Shutdown::on(stop)));
+    let http = format!("http://{http_addr}/v1/features");
     let now = chrono::Utc::now().timestamp_millis();
     let mut msgs = Vec::new();
     for i in 0..300 {
@@ -43,11 +49,11 @@ async fn events_on_the_in_process_bus_are_served_within_a_second() {
     assert_eq!(answer.products[0].values, vec![100, 100, 100, 0, 1, 1, 0, 0, 0]);
     assert_eq!(answer.products[1].values, vec![100, 100, 100, 0, 0, 0, 0, 0, 1]);
     assert_eq!(answer.products[3].values, vec![0; 9]);
-    let mut grpc = FeaturesClient::connect(format!("http://{}", running.grpc)).await.unwrap();
+    let mut grpc = FeaturesClient::connect(format!("http://{grpc_addr}")).await.unwrap();
     let g = grpc.get_features(GetFeaturesRequest { product_ids: vec!["p0".into(), "p1".into(), "p2".into(), "zzz".into()] }).await.unwrap().into_inner();
     for (a, b) in g.products.iter().zip(&answer.products) {
         assert_eq!(a.values, b.values);
     }
     stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), running.task).await.expect("stops").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").unwrap().unwrap();
 }

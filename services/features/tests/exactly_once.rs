@@ -1,7 +1,8 @@
 //! Restart without double counting, on a private NATS JetStream and real Redis: an updater
-//! whose store writes "fail" after succeeding (the reply lost: the same batch is retried) is
-//! killed mid-stream with unacked deliveries; a second updater takes over, the bus redelivers,
-//! and every counter ends exactly at the number of events published.
+//! (on the consumer runtime) whose store writes "fail" after succeeding (the reply lost: the
+//! runtime retries the same batch) is killed mid-stream with unacked deliveries; a second
+//! updater takes over, the bus redelivers, and every counter ends exactly at the number of
+//! events published.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -16,8 +17,9 @@ use event_bus::{JetStreamBus, JetStreamConfig, OutMessage, Publisher};
 use features::clock::SystemClock;
 use features::layout::Batch;
 use features::store::{ApplyReport, ExpireReport, StoreError, Sums};
-use features::updater::{Source, Updater, UpdaterOptions};
-use features::{Layout, WindowStore};
+use event_bus::consumer::{Consumer, ConsumerConfig};
+use features::updater::Updater;
+use features::{FeaturesConfig, Layout, WindowStore};
 use futures::future::BoxFuture;
 
 /// Real Redis underneath; every `fail_every`-th apply reports a failure after it was applied
@@ -64,22 +66,20 @@ impl<S: WindowStore> WindowStore for LostReplies<S> {
 const TYPES: [&str; 5] = ["product_viewed", "product_liked", "product_favorited", "conversation_started", "product_sold"];
 const PRODUCTS: usize = 40;
 
-async fn sources(bus: &JetStreamBus, layout: &Layout) -> Vec<Source> {
-    let mut out = Vec::new();
-    for t in layout.event_types() {
-        let sub = bus.subscriber(&format!("features-{t}"), &format!("raw-event.{t}"), Duration::from_secs(2), 500).await.expect("consumer");
-        out.push(Source { name: "EVENTS".into(), subscriber: Box::new(sub) });
+fn config() -> FeaturesConfig {
+    FeaturesConfig {
+        consumer: ConsumerConfig { batch_messages: 300, batch_wait_ms: 50, max_ack_pending: 500, ack_wait_secs: 2, ..ConsumerConfig::named("features") },
+        ..FeaturesConfig::default()
     }
-    out
+}
+
+async fn consumer(bus: &JetStreamBus, layout: &Layout) -> Consumer {
+    Consumer::subscribe(Arc::new(bus.clone()), config().consumer_spec(layout)).await.expect("consumer")
 }
 
 fn updater(layout: &Layout, store: Arc<dyn WindowStore>) -> Updater {
-    Updater::new(
-        layout.clone(),
-        store,
-        Arc::new(SystemClock),
-        UpdaterOptions { flush_interval: Duration::from_millis(50), max_batch_events: 300, fetch_batch: 100 },
-    )
+    // Stream sequences are comparable across the stream's consumers: the stream's name.
+    Updater::new(layout.clone(), store, Arc::new(SystemClock), "EVENTS".into(), 256)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,8 +105,7 @@ async fn a_killed_updater_and_lost_replies_count_nothing_twice() {
         );
         msgs.push(OutMessage { subject: format!("raw-event.{t}"), id: format!("e{i}"), payload: payload.into() });
     }
-    // Consumers exist before publishing so the first updater sees the stream from its start.
-    let first_sources = sources(&bus, &layout).await;
+    let first = consumer(&bus, &layout).await;
     for chunk in msgs.chunks(1000) {
         assert!(bus.publish_batch(chunk.to_vec()).await.iter().all(Result::is_ok));
     }
@@ -123,7 +122,7 @@ async fn a_killed_updater_and_lost_replies_count_nothing_twice() {
     let u1 = updater(&layout, store1.clone());
     let stats1 = u1.stats();
     let (_stop1_tx, stop1) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(u1.run(first_sources, stop1));
+    let task = tokio::spawn(first.run(vec![u1], stop1));
     tokio::time::timeout(Duration::from_secs(30), async {
         while !store1.hung.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -136,12 +135,13 @@ async fn a_killed_updater_and_lost_replies_count_nothing_twice() {
     let dup1 = stats1.duplicates.load(Ordering::SeqCst);
     assert!(dup1 > 0, "the retried batches were recognised as counted");
 
-    // Second updater on the same durables: the bus redelivers what the first left unacked.
+    // Second updater on the same durable: the bus redelivers what the first left unacked
+    // (the first one's worker is stuck in its write: it never acks).
     let store2: Arc<dyn WindowStore> = Arc::new(redis_store(layout.clone(), &prefix, 1000).await);
     let u2 = updater(&layout, store2.clone());
     let stats2 = u2.stats();
     let (stop2_tx, stop2) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(u2.run(sources(&bus, &layout).await, stop2));
+    let task = tokio::spawn(consumer(&bus, &layout).await.run(vec![u2], stop2));
     let ids: Vec<String> = (0..PRODUCTS).map(|p| format!("p{p}")).collect();
     let total: i64 = expected.iter().flatten().sum();
     let read_total = |v: &Vec<Vec<i64>>| v.iter().map(|r| r[0] + r[3] + r[6]).sum::<i64>();

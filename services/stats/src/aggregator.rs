@@ -1,29 +1,41 @@
-//! The aggregator: consumes the bus in order, counts per (user, UTC day, metric) and commits
-//! each batch's counts together with the bus position, exactly once.
+//! The aggregator: a handler of the bus consumer runtime ([`event_bus::consumer`], run
+//! `ordered`) that counts per (user, UTC day, metric) and commits each batch's counts
+//! together with the bus position, exactly once.
 //!
 //! Per batch: deliveries whose `seq` is at or below the stored position were counted already
 //! (a redelivery after a lost ack, or after a crash between commit and ack) and are skipped;
 //! the others are tallied in memory (event counts, and the distinct values of distinct
 //! metrics); then ONE transaction upserts the counts, adds the new distinct values (and their
-//! number to the day's count) and moves the position from the value this aggregator read to the batch's highest `seq`; then the batch
-//! is acked. If the commit fails the same batch is retried (its deliveries kept alive with
-//! `in_progress`) and nothing more is fetched, so the position never passes an event that is
-//! not counted. A crash before the commit loses nothing (the deliveries come back); after it,
-//! nothing is counted twice (their `seq` is covered by the position).
+//! number to the day's count) and moves the position from the value this aggregator read to
+//! the batch's highest `seq`; then the runtime acks the batch. A commit that fails because the
+//! database is unavailable fails the batch transiently: the runtime retries the same batch
+//! (kept alive) and hands over nothing later, so the position never passes an event that is
+//! not counted. A commit the database refuses for the batch's data (an `owner_id` holding a
+//! NUL, a constraint: SQLSTATE classes 22 and 23) fails it permanently: the runtime splits it
+//! in halves, in order, commits the halves that go through and dead-letters the event that
+//! fails on its own. A crash before the commit loses nothing (the deliveries come back);
+//! after it, nothing is counted twice (their `seq` is covered by the position).
 //!
 //! Ordering: the position is a high-water mark, so an event must never be applied after a
-//! later one. In steady state everything fetched is settled before the next fetch. After a
-//! restart the previous instance's un-acked deliveries are redelivered only when their ack
-//! wait expires, and new messages could come first: so the aggregator takes its consumer's
-//! lock (Postgres advisory lock: one writer per consumer), then waits over one `ack_wait`
-//! before its first fetch, after which the bus redelivers those messages before new ones. Commits
-//! run on the session that holds the lock, so a writer that lost it cannot commit.
+//! later one. The runtime's ordered mode guarantees it: batches are handed over one at a
+//! time, in stream order, and only when every delivery of the durable consumer that is not
+//! settled is in this process. A delivery outside it (lost on the way when a fetch was cut
+//! short, fetched by another client, or left un-acked by a previous instance that crashed)
+//! comes back after its ack wait, before anything after it is committed. Dead letters and
+//! events skipped for being unreadable or out of range are settled (terminated or acked)
+//! when the position passes them: the runtime dead-letters the event that fails alone
+//! before it hands over the half after it, so the position never passes a message that is
+//! neither counted nor kept. One writer per consumer: the aggregator takes its consumer's
+//! lock (Postgres advisory lock) before it starts, and commits on the session that holds it,
+//! so a writer that lost it cannot commit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_bus::{Delivery, Subscriber, ack_all};
+use event_bus::Delivery;
+use event_bus::consumer::{Handler, HandlerError, Outcome};
 use event_contract::wire::event_type_of;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use crate::cache::StatsCache;
@@ -36,11 +48,6 @@ use crate::tally::Tally;
 pub struct AggregatorOptions {
     /// The consumer name: its position row and lock (the durable consumer's name).
     pub consumer: String,
-    /// Deliveries per batch (one transaction each).
-    pub fetch_batch: usize,
-    /// Waited after taking the lock and before the first fetch (the bus's ack wait; zero for
-    /// a fresh in-process bus).
-    pub startup_wait: Duration,
     /// Set the position to 0 at start (a fresh in-process bus numbers from 1 again).
     pub reset_position: bool,
     /// Days kept (older partitions dropped; older events ignored).
@@ -88,66 +95,75 @@ pub struct Aggregator {
     extractor: Extractor,
     opts: AggregatorOptions,
     stats: AggregatorStats,
+    lock: ConsumerLock,
+    position: i64,
+    last_maintenance: Instant,
+    /// Where a fatal error is reported, and the switch that stops the service on it.
+    fatal: Fatal,
+}
+
+/// A fatal error of the aggregator (another writer, its lock lost): it is recorded here and
+/// the service is stopped, so the orchestrator restarts it.
+#[derive(Clone)]
+pub struct Fatal {
+    /// The error.
+    pub error: Arc<std::sync::Mutex<Option<AggregatorError>>>,
+    /// Turned true on a fatal error.
+    pub stop: watch::Sender<bool>,
+}
+
+impl Fatal {
+    /// A fatal-error slot and the receiver of its stop switch.
+    pub fn new() -> (Fatal, watch::Receiver<bool>) {
+        let (stop, rx) = watch::channel(false);
+        (Fatal { error: Arc::default(), stop }, rx)
+    }
+
+    /// The recorded error, if any.
+    pub fn take(&self) -> Option<AggregatorError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn raise(&self, e: AggregatorError) -> HandlerError {
+        tracing::error!(error = %e, "aggregator stopping");
+        let message = e.to_string();
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        let _ = self.stop.send(true);
+        HandlerError::transient(message)
+    }
 }
 
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Aggregator {
-    /// An aggregator writing to `store` and invalidating `cache`.
-    pub fn new(store: Store, cache: Arc<StatsCache>, extractor: Extractor, opts: AggregatorOptions) -> Self {
-        Aggregator { store, cache, extractor, opts, stats: AggregatorStats::default() }
+    /// Takes the consumer's lock (waiting while another aggregator holds it), reads the
+    /// position, runs the first maintenance: an aggregator ready to be handed batches.
+    pub async fn start(store: Store, cache: Arc<StatsCache>, extractor: Extractor, opts: AggregatorOptions, fatal: Fatal) -> Result<Self, AggregatorError> {
+        let consumer = opts.consumer.clone();
+        let lock = store.lock_consumer(&consumer).await?;
+        if opts.reset_position {
+            store.set_position(&consumer, 0).await?;
+        }
+        let position = store.position(&consumer).await?;
+        tracing::info!(consumer, position, "aggregator started");
+        let aggregator = Aggregator {
+            store,
+            cache,
+            extractor,
+            opts,
+            stats: AggregatorStats::default(),
+            lock,
+            position,
+            last_maintenance: Instant::now(),
+            fatal,
+        };
+        aggregator.maintenance().await;
+        Ok(aggregator)
     }
 
-    /// Runs until `stop` turns true (finishing the batch in hand), or a fatal error.
-    pub async fn run(mut self, mut sub: impl Subscriber, mut stop: watch::Receiver<bool>) -> Result<AggregatorStats, AggregatorError> {
-        let consumer = self.opts.consumer.clone();
-        let mut lock = tokio::select! {
-            l = self.store.lock_consumer(&consumer) => l?,
-            _ = stop.changed() => return Ok(self.stats),
-        };
-        if self.opts.reset_position {
-            self.store.set_position(&consumer, 0).await?;
-        }
-        if !self.opts.startup_wait.is_zero() {
-            tracing::info!(consumer, wait = ?self.opts.startup_wait, "lock taken; waiting one ack wait so a previous instance's deliveries come back before new ones");
-            tokio::select! {
-                _ = tokio::time::sleep(self.opts.startup_wait) => {},
-                _ = stop.changed() => return Ok(self.stats),
-            }
-        }
-        let mut position = self.store.position(&consumer).await?;
-        tracing::info!(consumer, position, "aggregator started");
-        self.maintenance().await;
-        let mut last_maintenance = Instant::now();
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let fetched = tokio::select! {
-                r = sub.fetch(self.opts.fetch_batch, Duration::from_millis(500)) => r,
-                _ = stop.changed() => break,
-            };
-            match fetched {
-                Ok(deliveries) if deliveries.is_empty() => {}
-                Ok(deliveries) => {
-                    if let Some(p) = self.process(&mut lock, position, deliveries, &stop).await? {
-                        position = p;
-                    } else {
-                        break; // stop requested while a commit kept failing: nothing applied
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
-                self.maintenance().await;
-                last_maintenance = Instant::now();
-            }
-        }
-        tracing::info!(consumer, position, stats = ?self.stats, "aggregator stopped");
-        Ok(self.stats)
+    /// What it did since it started.
+    pub fn stats(&self) -> &AggregatorStats {
+        &self.stats
     }
 
     /// Creates the coming partitions and drops the expired ones (errors are logged).
@@ -164,21 +180,15 @@ impl Aggregator {
         }
     }
 
-    /// Counts and commits one batch; the new position, or `None` when asked to stop before
-    /// the commit succeeded.
-    async fn process(
-        &mut self,
-        lock: &mut ConsumerLock,
-        position: i64,
-        deliveries: Vec<Delivery>,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<Option<i64>, AggregatorError> {
+    /// Counts and commits one batch.
+    async fn process(&mut self, deliveries: &[Delivery]) -> Result<Outcome, HandlerError> {
+        let position = self.position;
         let t = today();
         let (oldest, newest) = (t - self.opts.retention_days as i32 + 1, t + self.opts.ahead_days as i32);
         let mut tally = Tally::new();
         let mut new_position = position;
         let mut credited: Vec<(String, usize, Option<String>)> = Vec::new();
-        for d in &deliveries {
+        for d in deliveries {
             self.stats.received += 1;
             let seq = i64::try_from(d.seq).unwrap_or(i64::MAX);
             if seq <= position {
@@ -209,45 +219,35 @@ impl Aggregator {
         }
         metrics::counter!("stats_aggregator_received_total").increment(deliveries.len() as u64);
         if new_position == position {
-            self.ack(deliveries).await;
-            return Ok(Some(position));
+            return Ok(Outcome::done());
         }
         let changes = tally.into_changes(self.extractor.metrics());
         let mut days: Vec<i32> = changes.counts.days.iter().chain(&changes.values.days).copied().collect();
         days.sort_unstable();
         days.dedup();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let result = match self.store.ensure_days(&days).await {
-                Ok(()) => self.store.apply(lock, &self.opts.consumer, position, new_position, &changes).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(applied) => {
-                    if applied.capped > 0 {
-                        self.stats.capped += applied.capped;
-                        metrics::counter!("stats_distinct_capped_total").increment(applied.capped);
-                        tracing::warn!(capped = applied.capped, "distinct values over their metric's max_distinct_per_day were not counted");
-                    }
-                    break;
+        let result = match self.store.ensure_days(&days).await {
+            Ok(()) => self.store.apply(&mut self.lock, &self.opts.consumer, position, new_position, &changes).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(applied) => {
+                if applied.capped > 0 {
+                    self.stats.capped += applied.capped;
+                    metrics::counter!("stats_distinct_capped_total").increment(applied.capped);
+                    tracing::warn!(capped = applied.capped, "distinct values over their metric's max_distinct_per_day were not counted");
                 }
-                Err(e @ StoreError::PositionMoved { .. }) => return Err(e.into()),
-                Err(e) => {
-                    if !lock.is_held().await {
-                        return Err(AggregatorError::LockLost(self.opts.consumer.clone()));
-                    }
-                    metrics::counter!("stats_aggregator_commit_failures_total").increment(1);
-                    self.store.forget_days();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "commit failed; retrying the same batch");
-                    if *stop.borrow() {
-                        return Ok(None);
-                    }
-                    for d in &deliveries {
-                        let _ = d.in_progress().await;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e @ StoreError::PositionMoved { .. }) => return Err(self.fatal.raise(e.into())),
+            Err(e) => {
+                if !self.lock.is_held().await {
+                    return Err(self.fatal.raise(AggregatorError::LockLost(self.opts.consumer.clone())));
                 }
+                metrics::counter!("stats_aggregator_commit_failures_total").increment(1);
+                self.store.forget_days();
+                if e.is_permanent() {
+                    return Err(HandlerError::permanent(format!("the database refused the batch's counts: {e}")));
+                }
+                return Err(HandlerError::transient(format!("commit failed: {e}")));
             }
         }
         let written = (changes.counts.len() + changes.values.len()) as u64;
@@ -255,17 +255,29 @@ impl Aggregator {
         self.stats.rows += written;
         metrics::counter!("stats_aggregator_rows_total").increment(written);
         metrics::gauge!("stats_aggregator_position").set(new_position as f64);
+        tracing::debug!(consumer = %self.opts.consumer, position = new_position, rows = written, "committed");
         self.cache.invalidate(&changes.touched_users(t), t).await;
-        self.ack(deliveries).await;
-        Ok(Some(new_position))
+        self.position = new_position;
+        Ok(Outcome::done())
+    }
+}
+
+impl Handler for Aggregator {
+    fn handle<'a>(&'a mut self, batch: &'a [Delivery]) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.process(batch))
     }
 
-    async fn ack(&mut self, deliveries: Vec<Delivery>) {
-        let results = ack_all(deliveries).await;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        if failed > 0 {
-            // Counted already: when they come back their seq is covered by the position.
-            tracing::warn!(failed, "some acks failed; the redeliveries will be skipped");
-        }
+    fn tick(&mut self, _flush_all: bool) -> BoxFuture<'_, Vec<event_bus::consumer::Settled>> {
+        Box::pin(async move {
+            if self.last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+                self.maintenance().await;
+                self.last_maintenance = Instant::now();
+            }
+            Vec::new()
+        })
+    }
+
+    fn ready(&mut self) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.store.ping().await.is_ok() })
     }
 }

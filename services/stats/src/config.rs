@@ -3,7 +3,7 @@
 //! database and Redis URLs with passwords) come from the environment. Mobile sign-in:
 //! `STATS_JWKS_URL` or `STATS_OIDC_ISSUER`, `STATS_JWT_ISSUER`, `STATS_JWT_AUDIENCE`.
 
-use event_bus::JetStreamConfig;
+use event_bus::{ConsumerConfig, JetStreamConfig};
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
@@ -39,16 +39,9 @@ pub struct StatsConfig {
     pub retention_days: u32,
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
-    /// Aggregator: durable consumer name. Each shard has its own.
-    pub durable: String,
-    /// Aggregator: subject filter.
-    pub filter: String,
-    /// Aggregator: deliveries fetched (and committed) at once.
-    pub fetch_batch: usize,
-    /// Aggregator: un-acked deliveries the bus lets it hold.
-    pub max_ack_pending: i64,
-    /// Aggregator: seconds the bus waits for an ack before redelivering.
-    pub ack_wait_secs: u64,
+    /// Aggregator: the bus consumer (durable `stats-aggregator`; with several shards each
+    /// shard's durable is `<durable>-<shard>`). One transaction per batch.
+    pub consumer: ConsumerConfig,
     /// Aggregator: this instance's shard, in `0..shards` (users with hash % shards == shard).
     pub shard: u32,
     /// Aggregator: number of shards (instances), 1 = one aggregator counts every user.
@@ -122,11 +115,7 @@ impl Default for StatsConfig {
             metrics: crate::definitions::default_metrics(),
             retention_days: 400,
             partitions_ahead_days: 3,
-            durable: "stats-aggregator".into(),
-            filter: event_contract::wire::filter::all_events(),
-            fetch_batch: 5000,
-            max_ack_pending: 20_000,
-            ack_wait_secs: 30,
+            consumer: ConsumerConfig { batch_messages: 5000, ack_wait_secs: 30, ..ConsumerConfig::named("stats-aggregator") },
             shard: 0,
             shards: 1,
             cache_today_ttl_secs: 30,
@@ -178,8 +167,9 @@ impl Validate for StatsConfig {
         if self.retention_days < 91 {
             return bad("retention_days", "must be at least 91 (the API reads up to 90 days)");
         }
-        if self.fetch_batch == 0 || self.max_ack_pending <= 0 || self.ack_wait_secs == 0 {
-            return bad("fetch_batch", "fetch_batch, max_ack_pending and ack_wait_secs must be positive");
+        self.consumer.validate().map_err(|reason| ConfigError::Value { field: "consumer", reason })?;
+        if self.consumer.concurrency != 1 {
+            return bad("consumer", "consumer.concurrency must be 1: the aggregator commits its bus position batch after batch");
         }
         if self.shards == 0 || self.shard >= self.shards {
             return bad("shard", "must be in 0..shards (and shards >= 1)");
@@ -218,9 +208,15 @@ impl StatsConfig {
         }
     }
 
-    /// The bus's ack wait.
-    pub fn ack_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.ack_wait_secs)
+    /// The aggregator's consumer: this shard's durable, run in stream order.
+    pub fn consumer_spec(&self) -> event_bus::ConsumerSpec {
+        let mut consumer = self.consumer.clone();
+        if self.shards > 1 {
+            consumer.durable = format!("{}-{}", consumer.durable, self.shard);
+        }
+        let mut spec = consumer.spec(vec![event_contract::wire::filter::all_events()]);
+        spec.ordered = true;
+        spec
     }
 
     /// Cache settings.

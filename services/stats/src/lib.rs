@@ -17,15 +17,16 @@ pub mod backfill;
 pub mod cache;
 pub mod config;
 pub mod definitions;
-pub mod embedded;
 pub mod openapi;
 pub mod query;
+pub mod service;
 pub mod store;
 pub mod tally;
 
-pub use aggregator::{Aggregator, AggregatorOptions, AggregatorStats};
+pub use aggregator::{Aggregator, AggregatorOptions, AggregatorStats, Fatal};
 pub use api::{AppState, router};
 pub use config::StatsConfig;
 pub use definitions::{Extractor, MetricDef, default_metrics};
 pub use query::StatsReader;
+pub use service::StatsService;
 pub use store::Store;

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use event_bus::{InProcessBus, OutMessage, Publisher};
 use serde_json::Value;
 use service_kit::auth::hash_key;
-use stats::aggregator::{Aggregator, AggregatorOptions};
+use stats::aggregator::AggregatorOptions;
 use stats::auth::Authenticator;
 use stats::cache::{CacheSettings, StatsCache};
-use stats::definitions::{DAY_MS, Extractor, default_metrics, today};
+use stats::definitions::{DAY_MS, default_metrics, today};
 use stats::store::{Changes, Store};
 use stats::{AppState, StatsReader, router};
 
 mod common;
-use common::PrivateRedis;
+use common::{PrivateRedis, spawn_aggregator};
 
 const KEY: &str = "internal-key";
 
@@ -66,17 +66,8 @@ impl Service {
         let cache = Arc::new(cache);
         let metrics = default_metrics();
         let bus = InProcessBus::new(10_000, 64 << 20);
-        let sub = bus.subscriber("degraded", "raw-event.>", Duration::from_secs(30));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let opts = AggregatorOptions {
-            consumer: "degraded".into(),
-            fetch_batch: 100,
-            startup_wait: Duration::ZERO,
-            reset_position: true,
-            retention_days: 400,
-            ahead_days: 3,
-        };
-        tokio::spawn(Aggregator::new(store.clone(), cache.clone(), Extractor::new(metrics.clone()), opts).run(sub, stop_rx));
+        let opts = AggregatorOptions { consumer: "degraded".into(), reset_position: true, retention_days: 400, ahead_days: 3 };
+        let (stop, _task) = spawn_aggregator(&bus, &store, &cache, &metrics, opts, 100).await;
         let auth = Authenticator::new(&[hash_key(KEY)], &[], &Default::default()).expect("auth");
         let state = AppState::new(StatsReader::new(store.clone(), cache, &metrics), auth, 64, 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

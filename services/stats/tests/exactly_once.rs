@@ -26,8 +26,8 @@ fn spawn_stats(nats: &str, schema: &str, port: u16) -> Child {
         .env("STATS_DATABASE_URL", pg_url())
         .env("STATS_DATABASE_SCHEMA", schema)
         .env("STATS_BUS__URL", nats)
-        .env("STATS_ACK_WAIT_SECS", "2")
-        .env("STATS_FETCH_BATCH", "100")
+        .env("STATS_CONSUMER__ACK_WAIT_SECS", "2")
+        .env("STATS_CONSUMER__BATCH_MESSAGES", "100")
         .env("STATS_JWT_SECRET", "exactly-once-secret-exactly-once-secret")
         .env("RUST_LOG", "warn,stats=info")
         .stdout(Stdio::null())
@@ -119,7 +119,8 @@ async fn kill_9_in_the_middle_counts_every_event_once() {
     assert!(publisher.await.expect("publisher"), "publish failed");
     assert!(at_kill < 6000, "killed after the end (position {at_kill}); the test did not cut the stream");
 
-    // Restart: it waits one ack wait, gets the un-acked deliveries again, skips what it counted.
+    // Restart: it holds what it fetches until the killed instance's un-acked deliveries come
+    // back (one ack wait), then goes on in stream order, skipping what it counted.
     let mut child = spawn_stats(&nats.url(), &schema, port);
     let deadline = Instant::now() + Duration::from_secs(90);
     while position(&pool).await < 6000 {

@@ -429,14 +429,17 @@ async fn standalone_binary_and_embedded_accept_provider_tokens() {
     // Embedded (eventctl dev): HS256 sample tokens and the provider's tokens side by side.
     let bus = event_bus::InProcessBus::new(1000, 1 << 20);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let jwt = JwtConfig { secret: SECRET.into(), oidc_issuer: provider.base.clone(), audiences: vec![AUDIENCE.into()], ..JwtConfig::default() };
-    let opts = stats::embedded::EmbeddedOptions { database_url: format!("sqlite://{}/e.db", dir.path().display()), jwt, service_key_hashes: vec![] };
-    let embedded = stats::embedded::start(opts, &bus, stop_rx).await.expect("embedded stats");
+    let config = stats::StatsConfig {
+        database_url: format!("sqlite://{}/e.db", dir.path().display()),
+        jwt_secret: SECRET.into(),
+        oidc_issuer: provider.base.clone(),
+        jwt_audience: vec![AUDIENCE.into()],
+        ..stats::StatsConfig::default()
+    };
+    let service = stats::StatsService::build(&config, Some(std::sync::Arc::new(bus))).await.expect("embedded stats");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(embedded.state)).await;
-    });
+    tokio::spawn(service.run(listener, service_kit::shutdown::Shutdown::on(stop_rx)));
     assert_eq!(read(base.clone(), token).await, 200);
     assert_eq!(read(base.clone(), issue_token(SECRET, "u5", 60).expect("hs256")).await, 200);
     assert_eq!(read(base, issue_token(SECRET, "u6", 60).expect("hs256")).await, 403);

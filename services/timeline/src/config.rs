@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use event_bus::JetStreamConfig;
+use event_bus::{ConsumerConfig, JetStreamConfig};
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
@@ -52,16 +52,8 @@ pub struct TimelineConfig {
     pub item_budget_bytes: usize,
     /// Attributes at least this large are zstd-compressed when that makes them smaller.
     pub compress_min_bytes: usize,
-    /// Deliveries fetched from the bus at once.
-    pub fetch_batch: usize,
-    /// Durable consumer name (replicas share it).
-    pub durable: String,
-    /// Subject filter.
-    pub filter: String,
-    /// Seconds the bus waits for an ack before redelivering (longer than a write with retries).
-    pub ack_wait_secs: u64,
-    /// Unacked deliveries the bus lets this consumer hold.
-    pub max_ack_pending: i64,
+    /// The bus consumer (durable `timeline`, on every event type; replicas share it).
+    pub consumer: ConsumerConfig,
     /// Default `limit` of a page.
     pub default_limit: usize,
     /// Largest `limit` of a page.
@@ -143,11 +135,7 @@ impl Default for TimelineConfig {
             user_paths: BTreeMap::new(),
             item_budget_bytes: 1024,
             compress_min_bytes: 128,
-            fetch_batch: 500,
-            durable: "timeline".into(),
-            filter: event_contract::wire::filter::all_events(),
-            ack_wait_secs: 120,
-            max_ack_pending: 20_000,
+            consumer: ConsumerConfig { ack_wait_secs: 120, ..ConsumerConfig::named("timeline") },
             default_limit: 100,
             max_limit: 1000,
             max_payload_limit: 100,
@@ -196,9 +184,7 @@ impl Validate for TimelineConfig {
         if self.item_budget_bytes < 256 || self.item_budget_bytes > 400 * 1024 {
             return bad("item_budget_bytes", "must be between 256 and 409600 (DynamoDB's item limit)");
         }
-        if self.fetch_batch == 0 || self.max_ack_pending <= 0 || self.ack_wait_secs == 0 {
-            return bad("fetch_batch", "fetch_batch, max_ack_pending and ack_wait_secs must be positive");
-        }
+        self.consumer.validate().map_err(|reason| ConfigError::Value { field: "consumer", reason })?;
         if self.default_limit == 0 || self.default_limit > self.max_limit || self.max_limit > 10_000 {
             return bad("default_limit", "need 0 < default_limit <= max_limit <= 10000");
         }

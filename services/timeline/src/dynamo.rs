@@ -182,6 +182,7 @@ impl DynamoStore {
                     metrics::counter!("timeline_write_throttled_total").increment(1);
                     tracing::debug!(error = %DisplayErrorContext(&e), attempt, "write throttled or failed transiently; retrying");
                 }
+                Err(e) if refused(&e) => return Err(StoreError::Refused(DisplayErrorContext(e).to_string())),
                 Err(e) => return Err(backend(e)),
             }
             if attempt >= self.cfg.max_write_attempts {
@@ -273,6 +274,11 @@ fn retryable<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
         ),
         _ => false,
     }
+}
+
+/// DynamoDB refused the items themselves (a key too long, an item too large...).
+fn refused<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("ValidationException"))
 }
 
 fn write_request(it: &Item) -> Result<WriteRequest, StoreError> {

@@ -36,6 +36,9 @@ pub mod attr {
 pub const TIME_DIGITS: usize = 13;
 /// Largest event time a sort key holds.
 pub const MAX_TIME_MS: i64 = 9_999_999_999_999;
+/// Longest sort key (DynamoDB's limit for a sort key): an event whose id makes it longer
+/// can never be stored and is refused (dead-lettered).
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
 
 /// The attributes of an event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +146,8 @@ pub enum Built {
     Expired,
     /// Not an event (the lake writer quarantines those).
     Invalid(String),
+    /// An event that can never be stored (its sort key would be too long): a dead letter.
+    Unstorable(String),
 }
 
 /// Builds items; holds a reusable zstd context.
@@ -177,6 +182,13 @@ impl ItemBuilder {
         }
         let lake = PartitionKey::of(Arc::from(ev.event_type.as_ref()), created_at).dir().to_string();
         let sk = sort_key(created_at, &ev.id);
+        if sk.len() > MAX_SORT_KEY_BYTES {
+            return Built::Unstorable(format!(
+                "data.id is {} bytes: the sort key would be {} bytes, more than DynamoDB's {MAX_SORT_KEY_BYTES}",
+                ev.id.len(),
+                sk.len()
+            ));
+        }
         let items = users
             .into_iter()
             .map(|user| Item { user, sk: sk.clone(), event_type: ev.event_type.to_string(), attrs: None, lake: lake.clone(), expires_at })
@@ -241,6 +253,10 @@ mod tests {
         assert!(matches!(builder(1024).build(ev, 1_800_000_000), Built::Expired));
         assert!(matches!(builder(1024).build(br#"{"data":{"id":"e","type":"t","attributes":{}},"meta":{"created_at":1}}"#, 0), Built::NoUser));
         assert!(matches!(builder(1024).build(b"{", 0), Built::Invalid(_)));
+        let long = format!(r#"{{"data":{{"id":"{}","type":"t","attributes":{{"user_id":"u"}}}},"meta":{{"created_at":1000}}}}"#, "x".repeat(1011));
+        assert!(matches!(builder(1024).build(long.as_bytes(), 0), Built::Unstorable(_)), "a 1025-byte sort key");
+        let fits = format!(r#"{{"data":{{"id":"{}","type":"t","attributes":{{"user_id":"u"}}}},"meta":{{"created_at":1000}}}}"#, "x".repeat(1010));
+        assert!(matches!(builder(1024).build(fits.as_bytes(), 0), Built::Items(_)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The timeline: every event of a user, for internal teams.
 //!
-//! A durable consumer of the bus (`raw-event.>`) turns each event into one compact item per
+//! A durable consumer of the bus (`raw-event.>`, run by the bus library's consumer runtime)
+//! turns each event into one compact item per
 //! user it names (configurable JSON paths per type) and writes them to DynamoDB (SQLite in
 //! the embedded mode) with keys that make a redelivery overwrite its own item. Items hold
 //! the id, type, time, the attributes when they fit one write unit, and the lake partition
@@ -13,17 +14,18 @@ pub mod config;
 pub mod consumer;
 pub mod cursor;
 pub mod dynamo;
-pub mod embedded;
 pub mod item;
 pub mod lake_fetch;
 pub mod openapi;
+pub mod service;
 pub mod sqlite;
 pub mod store;
 pub mod user;
 
 pub use api::{AppState, PageLimits, router};
 pub use config::{Backend, DynamoConfig, TimelineConfig};
-pub use consumer::{ConsumerStats, TimelineConsumer};
+pub use consumer::{ConsumerStats, TimelineCounters, TimelineHandler, handlers};
 pub use dynamo::DynamoStore;
+pub use service::{BuildError, Timeline};
 pub use sqlite::SqliteStore;
 pub use store::{Order, Page, PageQuery, Store, StoreError};

@@ -49,6 +49,18 @@ fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// A write error: a constraint, a value too big or of the wrong type is the data's fault
+/// (SQLite result codes 18, 19 and 20, with their extended forms), anything else the
+/// store's.
+fn write_error(e: sqlx::Error) -> StoreError {
+    let refused = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<u32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 18..=20));
+    if refused { StoreError::Refused(e.to_string()) } else { backend(e) }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the file and its schema.
     pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
@@ -93,9 +105,9 @@ impl SqliteStore {
                     .bind(it.expires_at)
                     .execute(&mut *tx)
                     .await
-                    .map_err(backend)?;
+                    .map_err(write_error)?;
             }
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await.map_err(write_error)?;
         }
         Ok(())
     }

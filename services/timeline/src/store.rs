@@ -65,6 +65,17 @@ pub enum StoreError {
     /// A stored item could not be read back.
     #[error("corrupt item: {0}")]
     Corrupt(String),
+    /// The backend refused the data itself (a DynamoDB `ValidationException`, an SQLite
+    /// constraint): writing the same items again fails again.
+    #[error("the store refused the items: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// True when the same write can never succeed (the consumer dead-letters the event).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Refused(_))
+    }
 }
 
 /// A store of per-user items.

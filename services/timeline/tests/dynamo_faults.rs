@@ -21,7 +21,8 @@ use common::{dynamo_endpoint, dynamo_store, event, item_options, t0, unique_tabl
 use event_bus::{InProcessBus, OutMessage, Publisher};
 use serde_json::{Value, json};
 use timeline::item::{Item, sort_key};
-use timeline::{DynamoConfig, DynamoStore, Order, PageQuery, Store, StoreError, TimelineConsumer};
+use event_bus::consumer::{Consumer, ConsumerConfig};
+use timeline::{DynamoConfig, DynamoStore, Order, PageQuery, Store, StoreError};
 
 #[derive(Default)]
 struct Faults {
@@ -172,14 +173,16 @@ async fn persistent_throttling_fails_after_the_bound_and_the_consumer_redelivers
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(all_ids(&direct, "u1").await.is_empty());
 
-    // Through the consumer: the failed batch is nak'ed, redelivered, written once the
-    // throttling stops.
+    // Through the consumer: the failed batch is retried (a store that fails is not a
+    // poison: nothing is dead-lettered), written once the throttling stops.
     let bus = InProcessBus::new(1000, 1 << 20);
-    let sub = bus.subscriber("timeline", "raw-event.>", Duration::from_secs(30));
-    let consumer = TimelineConsumer::new(Arc::new(store), Arc::new(item_options(&[])), 100);
-    let mut progress = consumer.progress();
+    let _dead_letters = bus.subscriber("dl", "dead-letter.>", Duration::from_secs(30));
+    let spec = ConsumerConfig { batch_messages: 100, max_deliver: 2, ..ConsumerConfig::named("timeline") }.spec(vec!["raw-event.>".into()]);
+    let consumer = Consumer::subscribe(Arc::new(bus.clone()), spec).await.expect("consumer");
+    let (handlers, counters) = timeline::handlers(Arc::new(store), Arc::new(item_options(&[])), 1);
+    let counters = (consumer.counters(), counters);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(consumer.run(sub, stop_rx));
+    let task = tokio::spawn(consumer.run(handlers, stop_rx));
     let t = t0();
     let msgs = (0..5)
         .map(|i| OutMessage {
@@ -191,13 +194,18 @@ async fn persistent_throttling_fails_after_the_bound_and_the_consumer_redelivers
     for r in bus.publish_batch(msgs).await {
         r.expect("publish");
     }
-    tokio::time::timeout(Duration::from_secs(20), progress.wait_for(|s| s.failed_batches >= 1)).await.expect("a failed batch").expect("progress");
+    let runtime = counters.0.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runtime.report().retries < 3 {
+        assert!(Instant::now() < deadline, "no failed write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     proxy.faults.throttle.store(0, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(20), progress.wait_for(|s| s.acked >= 5)).await.expect("redelivered and acked").expect("progress");
+    common::wait_for(&counters, 20, "retried and acked", |s| s.acked >= 5).await;
     assert_eq!(all_ids(&direct, "u9").await, vec!["r0", "r1", "r2", "r3", "r4"]);
     let _ = stop.send(true);
-    let stats = task.await.expect("consumer");
-    assert!(stats.failed_batches >= 1 && stats.acked == 5);
+    let report = task.await.expect("consumer");
+    assert!(report.retries >= 3 && report.acked == 5 && report.dead_lettered == 0, "{report:?}");
     let _ = direct.drop_table().await;
 }
 

@@ -7,14 +7,15 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{KEY, event, get_with_key, ids, item_options, t0};
+
+use common::{KEY, event, get_with_key, ids, item_options, stats, t0, wait_for};
 use event_bus::testing::NatsServer;
 use event_bus::{JetStreamBus, JetStreamConfig, OutMessage, Publisher};
 use serde_json::Value;
 use service_kit::auth::{ApiKeys, hash_key};
-use timeline::{AppState, PageLimits, SqliteStore, Store, TimelineConsumer, router};
+use event_bus::consumer::{Consumer, ConsumerConfig};
+use timeline::{AppState, PageLimits, SqliteStore, Store, router};
 
 async fn publish(bus: &JetStreamBus, events: &[Value], suffix: &str) {
     let msgs = events
@@ -36,11 +37,12 @@ async fn events_on_jetstream_reach_the_api_once_each_even_when_published_again()
     let bus = JetStreamBus::connect(&JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() }).await.expect("connect");
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("t.db").to_str().expect("utf-8")).await.expect("sqlite"));
-    let sub = bus.subscriber("timeline", "raw-event.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
-    let consumer = TimelineConsumer::new(store.clone(), Arc::new(item_options(&[])), 200);
-    let mut progress = consumer.progress();
+    let spec = ConsumerConfig { batch_messages: 200, ..ConsumerConfig::named("timeline") }.spec(vec!["raw-event.>".into()]);
+    let consumer = Consumer::subscribe(Arc::new(bus.clone()), spec).await.expect("consumer");
+    let (handlers, counters) = timeline::handlers(store.clone(), Arc::new(item_options(&[])), 1);
+    let counters = (consumer.counters(), counters);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(consumer.run(sub, stop_rx));
+    let task = tokio::spawn(consumer.run(handlers, stop_rx));
 
     let t = t0();
     let kinds = ["product_viewed", "product_liked", "conversation_started"];
@@ -48,7 +50,7 @@ async fn events_on_jetstream_reach_the_api_once_each_even_when_published_again()
     publish(&bus, &events, "").await;
     // Published again under other message ids: the bus stores and delivers them again.
     publish(&bus, &events[..300], "-again").await;
-    tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|s| s.acked >= 900)).await.expect("consumed").expect("progress");
+    wait_for(&counters, 30, "900 acked", |s| s.acked >= 900).await;
 
     let state = Arc::new(AppState {
         store,
@@ -81,8 +83,9 @@ async fn events_on_jetstream_reach_the_api_once_each_even_when_published_again()
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_parameter")), "no lake configured here");
 
     let _ = stop.send(true);
-    let stats = task.await.expect("consumer");
-    assert_eq!((stats.received, stats.acked, stats.items_written), (900, 900, 900));
+    task.await.expect("consumer");
+    let s = stats(&counters);
+    assert_eq!((s.received, s.acked, s.items_written), (900, 900, 900));
 }
 
 #[test]

@@ -95,40 +95,44 @@ async fn serve(args: DevArgs) -> Result<()> {
     if let Some(dir) = args.stats_db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let jwt = stats::auth::JwtConfig {
-        secret: stats_secret.clone(),
+    let stats_config = stats::StatsConfig {
+        listen: args.stats_listen.clone(),
+        database_url: format!("sqlite://{}", args.stats_db.display()),
+        jwt_secret: stats_secret.clone(),
         jwks_url: args.stats_jwks_url.clone().unwrap_or_default(),
         oidc_issuer: args.stats_oidc_issuer.clone().unwrap_or_default(),
-        issuer: args.stats_jwt_issuer.clone().unwrap_or_default(),
-        audiences: args.stats_jwt_audience.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect(),
-        user_claim: args.stats_jwt_user_claim.clone(),
-        ..stats::auth::JwtConfig::default()
+        jwt_issuer: args.stats_jwt_issuer.clone().unwrap_or_default(),
+        jwt_audience: args.stats_jwt_audience.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect(),
+        jwt_user_claim: args.stats_jwt_user_claim.clone(),
+        service_key_hashes: vec![hash_key(&key)],
+        cache_closed_ttl_secs: 60,
+        consumer: event_bus::ConsumerConfig { batch_messages: 2000, ..stats::StatsConfig::default().consumer },
+        ..stats::StatsConfig::default()
     };
+    let jwt = stats_config.jwt();
     let provider = jwt.jwks_enabled().then(|| {
         let source = if jwt.jwks_url.is_empty() { format!("discovered from {}", jwt.oidc_issuer) } else { jwt.jwks_url.clone() };
         format!("{source}, iss {}, aud {}", jwt.expected_issuer(), jwt.audiences.join(","))
     });
-    let stats_opts = stats::embedded::EmbeddedOptions {
-        database_url: format!("sqlite://{}", args.stats_db.display()),
-        jwt,
-        service_key_hashes: vec![hash_key(&key)],
-    };
-    let stats_app = stats::embedded::start(stats_opts, &bus, stop_rx.clone()).await.context("starting the statistics")?;
+    let stats_service = stats::StatsService::build(&stats_config, Some(Arc::new(bus.clone()))).await.context("starting the statistics")?;
     let stats_listener = tokio::net::TcpListener::bind(&args.stats_listen).await.with_context(|| format!("binding {}", args.stats_listen))?;
     let stats_addr = stats_listener.local_addr()?;
-    let mut stats_stop = stop_rx.clone();
-    let stats_server = tokio::spawn(
-        axum::serve(stats_listener, stats::router(stats_app.state)).with_graceful_shutdown(async move {
-            let _ = stats_stop.wait_for(|s| *s).await;
-        }).into_future(),
-    );
+    let stats_task = tokio::spawn(stats_service.run(stats_listener, service_kit::shutdown::Shutdown::on(stop_rx.clone())));
     let sample_token = stats::auth::issue_token(&stats_secret, "u1", 24 * 3600).unwrap_or_default();
     let max_age = Duration::from_secs(args.max_age_secs.max(1));
     let writer = EventWriter::new(lake.clone(), usize::try_from(args.memory).unwrap_or(usize::MAX), max_age, 1000);
     let events_task = tokio::spawn(writer.run(events, stop_rx.clone()));
-    let features = features::embedded::start(&bus, &args.features_listen, &args.features_grpc_listen, stop_rx.clone())
-        .await
-        .with_context(|| format!("starting the features service on {} / {}", args.features_listen, args.features_grpc_listen))?;
+    let features_config = features::FeaturesConfig {
+        backend: features::Backend::Memory,
+        listen: args.features_listen.clone(),
+        grpc_listen: args.features_grpc_listen.clone(),
+        ..features::FeaturesConfig::default()
+    };
+    let features_service = features::Features::build(&features_config, Some(Arc::new(bus.clone()))).await.context("starting the features service")?;
+    let features_http = tokio::net::TcpListener::bind(&args.features_listen).await.with_context(|| format!("binding {}", args.features_listen))?;
+    let features_grpc = tokio::net::TcpListener::bind(&args.features_grpc_listen).await.with_context(|| format!("binding {}", args.features_grpc_listen))?;
+    let (features_http_addr, features_grpc_addr) = (features_http.local_addr()?, features_grpc.local_addr()?);
+    let features_task = tokio::spawn(features_service.run(features_http, features_grpc, service_kit::shutdown::Shutdown::on(stop_rx.clone())));
     let quarantine_task = tokio::spawn(QuarantineWriter::new(lake.clone(), max_age, 10_000).run(quarantine, stop_rx));
 
     let state = Arc::new(AppState {
@@ -142,22 +146,25 @@ async fn serve(args: DevArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     // The timeline: SQLite, its consumer on its own durable, the API key as its bearer token.
-    let timeline_opts = timeline::embedded::EmbeddedOptions {
+    let timeline_config = timeline::TimelineConfig {
         listen: args.timeline_listen.clone(),
+        backend: timeline::Backend::Sqlite,
         sqlite_path: args.timeline_db.display().to_string(),
-        lake: lake.clone(),
-        keys: ApiKeys::new(&[hash_key(&key)], &[]),
-        items: timeline::TimelineConfig::default().item_options()?,
+        lake: args.lake.clone(),
+        api_key_hashes: vec![hash_key(&key)],
+        ..timeline::TimelineConfig::default()
     };
-    let timeline_sub = bus.subscriber("timeline", &filter::all_events(), Duration::from_secs(120));
-    let timeline = timeline::embedded::start(timeline_opts, timeline_sub, stop_tx.subscribe()).await.context("starting the timeline")?;
+    let timeline = timeline::Timeline::build(&timeline_config, Arc::new(bus.clone())).await.context("starting the timeline")?;
+    let timeline_listener = tokio::net::TcpListener::bind(&args.timeline_listen).await.with_context(|| format!("binding {}", args.timeline_listen))?;
+    let timeline_addr = timeline_listener.local_addr()?;
+    let timeline_task = tokio::spawn(timeline.run(timeline_listener, service_kit::shutdown::Shutdown::on(stop_tx.subscribe())));
     println!("eventctl dev: the platform on embedded defaults");
     println!("  gateway    http://{addr}/v1/events   (OpenAPI at /openapi.json, health at /healthz /readyz, metrics at /metrics)");
     println!("  API key    {key}");
     println!("  lake       {}", lake.root.url);
-    println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline.addr, args.timeline_db.display());
+    println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline_addr, args.timeline_db.display());
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
-    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features.http, features.grpc);
+    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features_http_addr, features_grpc_addr);
     println!("  send       eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
     println!("  read       curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h HS256 JWT of user u1)");
     match &provider {
@@ -173,15 +180,15 @@ async fn serve(args: DevArgs) -> Result<()> {
         .await?;
     let stats = events_task.await?;
     quarantine_task.await?;
-    let timeline_stats = timeline.consumer.await?;
-    timeline.server.await??;
-    tracing::info!(stats = ?timeline_stats, "timeline stopped");
-    stats_server.await??;
-    match stats_app.aggregator.await? {
-        Ok(s) => tracing::info!(?s, "statistics aggregator stopped"),
+    let timeline_report = timeline_task.await??;
+    tracing::info!(report = ?timeline_report, "timeline stopped");
+    match stats_task.await? {
+        Ok(report) => tracing::info!(?report, "statistics aggregator stopped"),
         Err(e) => tracing::error!(error = %e, "statistics aggregator failed"),
     }
-    features.task.await?;
+    if let Err(e) = features_task.await? {
+        tracing::error!(error = %e, "the features service failed");
+    }
     println!("stopped: {} events received, {} rows in {} files", stats.received, stats.rows_written, stats.files_written);
     Ok(())
 }

@@ -33,6 +33,16 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// True when the database refused the data itself (SQLSTATE class 22, data exception,
+    /// e.g. a text holding a NUL; class 23, a constraint): the same write fails again. A
+    /// database that is down, a timeout, a missing partition are not.
+    pub fn is_permanent(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else { return false };
+        db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+    }
+}
+
 /// Counts to add (or to write), column by column; one entry per distinct (user, day, metric).
 #[derive(Debug, Default, Clone)]
 pub struct Rows {

@@ -78,3 +78,25 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// An aggregator of `metrics` on the consumer runtime, consuming `bus` under the durable
+/// `opts.consumer` in batches of `batch` (ordered, as the service runs it); stop it with the
+/// sender, or abort the task to simulate a crash (its un-acked deliveries come back).
+pub async fn spawn_aggregator(
+    bus: &event_bus::InProcessBus,
+    store: &stats::store::Store,
+    cache: &std::sync::Arc<stats::cache::StatsCache>,
+    metrics: &[stats::MetricDef],
+    opts: stats::AggregatorOptions,
+    batch: usize,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<event_bus::consumer::Report>) {
+    let config = event_bus::ConsumerConfig { batch_messages: batch, ack_wait_secs: 30, ..event_bus::ConsumerConfig::named(&opts.consumer) };
+    let mut spec = config.spec(vec![event_contract::wire::filter::all_events()]);
+    spec.ordered = true;
+    let consumer = event_bus::consumer::Consumer::subscribe(std::sync::Arc::new(bus.clone()), spec).await.expect("subscribe");
+    let (fatal, _) = stats::Fatal::new();
+    let extractor = stats::Extractor::new(metrics.to_vec());
+    let aggregator = stats::Aggregator::start(store.clone(), cache.clone(), extractor, opts, fatal).await.expect("aggregator");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    (stop_tx, tokio::spawn(consumer.run(vec![aggregator], stop_rx)))
+}

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_bus::consumer::{Consumer, ConsumerConfig, Counters};
 use event_bus::{InProcessBus, OutMessage, Publisher};
 use event_lake::Lake;
 use serde_json::{Value, json};
 use service_kit::auth::{ApiKeys, hash_key};
 use timeline::item::ItemOptions;
 use timeline::user::UserPaths;
-use timeline::{AppState, ConsumerStats, DynamoConfig, DynamoStore, PageLimits, SqliteStore, Store, TimelineConsumer, router};
+use timeline::{AppState, DynamoConfig, DynamoStore, PageLimits, SqliteStore, Store, TimelineCounters, router};
 use tokio::sync::watch;
 
 pub const KEY: &str = "timeline-test-key";
@@ -81,8 +82,8 @@ pub struct Harness {
     pub bus: InProcessBus,
     pub lake: Arc<Lake>,
     stop: watch::Sender<bool>,
-    progress: watch::Receiver<ConsumerStats>,
-    consumer: tokio::task::JoinHandle<ConsumerStats>,
+    counters: (Arc<Counters>, Arc<TimelineCounters>),
+    consumer: tokio::task::JoinHandle<event_bus::consumer::Report>,
     published: u64,
     _dir: tempfile::TempDir,
 }
@@ -106,11 +107,13 @@ impl Harness {
         };
         let lake = Arc::new(Lake::open(dir.path().join("lake").to_str().expect("utf-8"), Default::default()).expect("lake"));
         let bus = InProcessBus::new(100_000, 256 << 20);
-        let sub = bus.subscriber("timeline", "raw-event.>", Duration::from_secs(30));
+        let consumer = Consumer::subscribe(Arc::new(bus.clone()), ConsumerConfig::named("timeline").spec(vec!["raw-event.>".into()]))
+            .await
+            .expect("consumer");
         let (stop, stop_rx) = watch::channel(false);
-        let consumer = TimelineConsumer::new(store.clone(), Arc::new(opts), 500);
-        let progress = consumer.progress();
-        let consumer = tokio::spawn(consumer.run(sub, stop_rx));
+        let (handlers, counters) = timeline::handlers(store.clone(), Arc::new(opts), 1);
+        let counters = (consumer.counters(), counters);
+        let consumer = tokio::spawn(consumer.run(handlers, stop_rx));
         let state = Arc::new(AppState {
             store: store.clone(),
             lake: Some(lake.clone()),
@@ -124,11 +127,11 @@ impl Harness {
         tokio::spawn(async move {
             let _ = axum::serve(listener, router(state)).await;
         });
-        Harness { backend, base, store, dynamo, bus, lake, stop, progress, consumer, published: 0, _dir: dir }
+        Harness { backend, base, store, dynamo, bus, lake, stop, counters, consumer, published: 0, _dir: dir }
     }
 
     /// Publishes events (no bus dedup: a repeat is a redelivery to the consumer) and waits
-    /// until the consumer has acked all of them.
+    /// until the consumer has settled all of them (acked or dead-lettered).
     pub async fn publish(&mut self, events: &[Value]) {
         let msgs = events
             .iter()
@@ -143,15 +146,23 @@ impl Harness {
         }
         self.published += events.len() as u64;
         let want = self.published;
-        let waited = tokio::time::timeout(Duration::from_secs(60), self.progress.wait_for(|s| s.acked >= want)).await.is_ok();
-        assert!(waited, "the consumer did not ack {want} events in time: {:?}", *self.progress.borrow());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.stats().acked + self.stats().dead_lettered < want {
+            assert!(std::time::Instant::now() < deadline, "the consumer did not ack {want} events in time: {:?}", self.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
-    pub fn stats(&self) -> ConsumerStats {
-        self.progress.borrow().clone()
+    pub fn stats(&self) -> Stats {
+        stats(&self.counters)
     }
 
     /// GET the events of a user with a query string; status and JSON body.
+    /// The SQLite file of the store (SQLite backend).
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("timeline.db")
+    }
+
     pub async fn get(&self, user: &str, query: &str) -> (u16, Value) {
         get_with_key(&self.base, Some(KEY), user, query).await
     }
@@ -180,13 +191,13 @@ impl Harness {
     }
 
     /// Stops the consumer and removes the table.
-    pub async fn finish(self) -> ConsumerStats {
+    pub async fn finish(self) -> Stats {
         let _ = self.stop.send(true);
-        let stats = self.consumer.await.expect("consumer");
+        self.consumer.await.expect("consumer");
         if let Some(d) = &self.dynamo {
             let _ = d.drop_table().await;
         }
-        stats
+        stats(&self.counters)
     }
 }
 
@@ -202,4 +213,39 @@ pub async fn get_with_key(base: &str, key: Option<&str>, user: &str, query: &str
 
 pub fn ids(events: &[Value]) -> Vec<String> {
     events.iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// What the runtime and the timeline's handler counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub received: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
+    pub items_written: u64,
+    pub skipped_no_user: u64,
+    pub skipped_expired: u64,
+    pub invalid: u64,
+}
+
+pub fn stats((runtime, timeline): &(Arc<Counters>, Arc<TimelineCounters>)) -> Stats {
+    let r = runtime.report();
+    let t = timeline.snapshot();
+    Stats {
+        received: r.received,
+        acked: r.acked,
+        dead_lettered: r.dead_lettered,
+        items_written: t.items_written,
+        skipped_no_user: t.skipped_no_user,
+        skipped_expired: t.skipped_expired,
+        invalid: t.invalid,
+    }
+}
+
+/// Waits until `done` holds for the counters.
+pub async fn wait_for(counters: &(Arc<Counters>, Arc<TimelineCounters>), secs: u64, what: &str, done: impl Fn(&Stats) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done(&stats(counters)) {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", stats(counters));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

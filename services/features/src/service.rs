@@ -1,0 +1,122 @@
+//! The features service assembled from its configuration: the windows' store (Redis, or in
+//! memory), the read function behind HTTP and gRPC, and the updater on the bus it is given
+//! (when `updater = true`). The binary runs it on NATS JetStream, `eventctl dev` on the
+//! in-process bus, the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_bus::consumer::{Consumer, Report};
+use event_bus::{Bus, BusError};
+use service_kit::config::{ConfigError, Validate};
+use service_kit::shutdown::{Shutdown, stopped};
+use tokio::net::TcpListener;
+
+use crate::clock::SystemClock;
+use crate::config::{Backend, FeaturesConfig};
+use crate::grpc::FeaturesGrpc;
+use crate::query::FeatureReader;
+use crate::store::{MemoryStore, RedisStore, RedisStoreOptions, StoreError, WindowStore};
+use crate::updater::{Updater, UpdaterStats};
+use crate::Layout;
+
+/// Products the in-memory windows hold at most (beyond: new products are not counted until
+/// old ones leave the windows).
+pub const MAX_MEMORY_PRODUCTS: usize = 1_000_000;
+
+/// Why the features service could not be assembled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis.
+    #[error("connecting to Redis: {0}")]
+    Store(#[from] StoreError),
+    /// The bus consumer could not be created.
+    #[error("creating the bus consumer: {0}")]
+    Bus(#[from] BusError),
+    /// No bus was given to a configuration that runs the updater.
+    #[error("the updater needs a bus")]
+    NoBus,
+    /// A server failed.
+    #[error("serving: {0}")]
+    Serve(String),
+}
+
+/// The assembled features service, ready to run.
+pub struct Features {
+    reader: Arc<FeatureReader>,
+    updater: Option<(Consumer, Updater)>,
+}
+
+impl Features {
+    /// Opens the store; with `updater = true`, creates the updater's consumer on `bus`.
+    pub async fn build(config: &FeaturesConfig, bus: Option<Arc<dyn Bus>>) -> Result<Features, ServiceError> {
+        config.validate()?;
+        let layout = Layout::new(&config.counters, &config.windows);
+        let store: Arc<dyn WindowStore> = match config.backend {
+            Backend::Memory => Arc::new(MemoryStore::new(layout.clone(), MAX_MEMORY_PRODUCTS, config.expire_budget)),
+            Backend::Redis => Arc::new(
+                RedisStore::connect(
+                    layout.clone(),
+                    RedisStoreOptions {
+                        url: config.redis_url.clone(),
+                        prefix: config.key_prefix.clone(),
+                        dedup_ttl_secs: config.dedup_ttl_secs,
+                        expire_budget: config.expire_budget,
+                        timeout: Duration::from_millis(config.redis_timeout_ms),
+                        read_connections: 4,
+                    },
+                )
+                .await?,
+            ),
+        };
+        let updater = if config.updater {
+            let bus = bus.ok_or(ServiceError::NoBus)?;
+            let spec = config.consumer_spec(&layout);
+            // Positions under one name must be comparable: JetStream stream sequences are the
+            // stream's; the in-process bus numbers each durable on its own.
+            let source = if bus.positions_survive_restart() { config.bus.stream.clone() } else { spec.name.clone() };
+            let consumer = Consumer::subscribe(bus, spec).await?;
+            Some((consumer, Updater::new(layout.clone(), store.clone(), Arc::new(SystemClock), source, config.max_id_bytes)))
+        } else {
+            None
+        };
+        let reader = Arc::new(FeatureReader::new(
+            store,
+            layout,
+            config.max_batch_ids,
+            config.max_id_bytes,
+            config.max_in_flight_reads,
+            config.retry_after_secs,
+        ));
+        Ok(Features { reader, updater })
+    }
+
+    /// The updater's counters (when it runs here).
+    pub fn updater_stats(&self) -> Option<Arc<UpdaterStats>> {
+        self.updater.as_ref().map(|(_, u)| u.stats())
+    }
+
+    /// Serves HTTP on `http` and gRPC on `grpc`, runs the updater, until `shutdown`.
+    pub async fn run(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<Option<Report>, ServiceError> {
+        let Features { reader, updater } = self;
+        let updater = updater.map(|(consumer, u)| tokio::spawn(consumer.run(vec![u], shutdown.consume.clone())));
+        let grpc_stop = shutdown.serve.clone();
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FeaturesGrpc::server(reader.clone()))
+                .serve_with_incoming_shutdown(crate::grpc::incoming(grpc), stopped(grpc_stop)),
+        );
+        let http_result = service_kit::serve::http(http, crate::api::router(reader), shutdown.serve).await;
+        let grpc_result = grpc.await.map_err(|e| ServiceError::Serve(e.to_string()))?;
+        let report = match updater {
+            Some(t) => Some(t.await.map_err(|e| ServiceError::Serve(e.to_string()))?),
+            None => None,
+        };
+        http_result.map_err(|e| ServiceError::Serve(format!("HTTP: {e}")))?;
+        grpc_result.map_err(|e| ServiceError::Serve(format!("gRPC: {e}")))?;
+        Ok(report)
+    }
+}
