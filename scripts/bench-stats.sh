@@ -5,11 +5,16 @@
 #     (BENCH_USERS, default 10,000,000; reloaded only when the row count differs or BENCH_RELOAD=1).
 #  2. In the same run, wrk (1 thread, BENCH_CONNECTIONS, BENCH_SECONDS each) against:
 #     - baseline: a minimal axum handler returning a fixed JSON of the same size (stats-baseline);
-#     - cached: the stats API (Postgres + Redis), a hot set of 1000 users, each with its own JWT;
+#     - cached: the stats API (Postgres + Redis), a hot set of 1000 users, each with its own JWT
+#       (HS256, the dev/tools tokens);
+#     - cached, RS256 JWKS: the same with tokens of an identity provider (RSA-2048 keys fetched
+#       from a JWKS URL, services/stats/examples/bench_idp.rs), the way mobile apps sign in;
 #     - cached, Redis only: the same with the in-process response layer off;
 #     - uncached: random users among the 10M with a service key, cache disabled (one indexed
 #       query per request).
-#  Prints requests/s, p50/p99 and the ratio cached/baseline (target: >= 0.70, p99 < 10 ms).
+#  Prints requests/s, p50/p99 and the ratios to the baseline (target for the cached API with
+#  RS256 tokens: >= 0.70, p99 < 10 ms). A signature is checked once per token: verified tokens
+#  are remembered by their SHA-256 (stats::auth), so a repeated request costs a hash and a lookup.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,7 +27,7 @@ PGBASE="${DATABASE_URL%/*}"
 DB_URL="$PGBASE/stats_bench"
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q -p stats
+cargo build --release -q -p stats --bins --example bench_idp
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -65,9 +70,16 @@ start_stats 18084 STATS_CACHE_LOCAL_TTL_MS=0
 start_stats 18085 STATS_CACHE_DISABLED=true
 wait_port 18090
 
-echo "== 1000 hot users with their JWTs"
+echo "== 1000 hot users with their JWTs (HS256 from stats token; RS256 from the stand-in identity provider)"
 : >"$OUT/tokens.txt"
-for i in $(seq 1 1000); do u="u$(( (i * 9973) % USERS + 1 ))"; echo "$u $(STATS_JWT_SECRET=$SECRET "$BIN/stats" token "$u" 3600)" >>"$OUT/tokens.txt"; done
+hot=()
+for i in $(seq 1 1000); do u="u$(( (i * 9973) % USERS + 1 ))"; hot+=("$u"); echo "$u $(STATS_JWT_SECRET=$SECRET "$BIN/stats" token "$u" 3600)" >>"$OUT/tokens.txt"; done
+IDP=127.0.0.1:18091
+"$BIN/examples/bench_idp" "$IDP" "$OUT/tokens-rs256.txt" "${hot[@]}" & pids+=($!)
+wait_port 18091
+start_stats 18086 STATS_JWKS_URL="http://$IDP/keys" STATS_JWT_ISSUER="http://$IDP" STATS_JWT_AUDIENCE='["bench-app"]'
+curl -sf -o /dev/null -H "Authorization: Bearer $(awk 'NR==1 {print $2}' "$OUT/tokens-rs256.txt")" "http://127.0.0.1:18086/v1/users/$(awk 'NR==1 {print $1}' "$OUT/tokens-rs256.txt")/stats?days=7" \
+  || { echo "the RS256 token was refused" >&2; exit 1; }
 curl -sf -H "Authorization: Bearer $(awk 'NR==1 {print $2}' "$OUT/tokens.txt")" "http://127.0.0.1:18083/v1/users/$(awk 'NR==1 {print $1}' "$OUT/tokens.txt")/stats?days=7" | head -c 300; echo
 
 run_wrk() { # label url [env...]
@@ -83,14 +95,17 @@ run_wrk() { # label url [env...]
 # Warm the caches of the hot set.
 env BENCH_TOKENS="$OUT/tokens.txt" wrk -t1 -c8 -d3s -s scripts/bench/stats-get.lua http://127.0.0.1:18083 >/dev/null
 env BENCH_TOKENS="$OUT/tokens.txt" wrk -t1 -c8 -d3s -s scripts/bench/stats-get.lua http://127.0.0.1:18084 >/dev/null
+env BENCH_TOKENS="$OUT/tokens-rs256.txt" wrk -t1 -c8 -d3s -s scripts/bench/stats-get.lua http://127.0.0.1:18086 >/dev/null
 
 echo "== wrk -t1 -c$CONNS -d${SECS}s (2 cores shared by wrk and the server)"
 read -r base_rps base_p99 < <(run_wrk "baseline (minimal axum)" http://127.0.0.1:18090 BENCH_KEY=$KEY BENCH_USERS="$USERS")
-read -r cached_rps cached_p99 < <(run_wrk "cached (hot users, JWT)" http://127.0.0.1:18083 BENCH_TOKENS="$OUT/tokens.txt")
+read -r cached_rps cached_p99 < <(run_wrk "cached (hot users, HS256)" http://127.0.0.1:18083 BENCH_TOKENS="$OUT/tokens.txt")
+read -r rs_rps rs_p99 < <(run_wrk "cached (hot users, RS256)" http://127.0.0.1:18086 BENCH_TOKENS="$OUT/tokens-rs256.txt")
 read -r redis_rps redis_p99 < <(run_wrk "cached, Redis only" http://127.0.0.1:18084 BENCH_TOKENS="$OUT/tokens.txt")
 read -r db_rps db_p99 < <(run_wrk "uncached (random of 10M)" http://127.0.0.1:18085 BENCH_KEY=$KEY BENCH_USERS="$USERS")
 echo "== ratios to the baseline"
-printf 'cached / baseline            %.2f  (target >= 0.70; p99 %.2f ms, target < 10)\n' "$(echo "$cached_rps/$base_rps" | bc -l)" "$(echo "$cached_p99/1000" | bc -l)"
+printf 'cached RS256 / baseline      %.2f  (target >= 0.70; p99 %.2f ms, target < 10)\n' "$(echo "$rs_rps/$base_rps" | bc -l)" "$(echo "$rs_p99/1000" | bc -l)"
+printf 'cached HS256 / baseline      %.2f  (p99 %.2f ms)\n' "$(echo "$cached_rps/$base_rps" | bc -l)" "$(echo "$cached_p99/1000" | bc -l)"
 printf 'cached Redis-only / baseline %.2f  (p99 %.2f ms)\n' "$(echo "$redis_rps/$base_rps" | bc -l)" "$(echo "$redis_p99/1000" | bc -l)"
 printf 'uncached / baseline          %.2f  (p99 %.2f ms)\n' "$(echo "$db_rps/$base_rps" | bc -l)" "$(echo "$db_p99/1000" | bc -l)"
 redis-cli -u "$REDIS_URL" --scan --pattern "${PREFIX}*" 2>/dev/null | head -100000 | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL >/dev/null 2>&1 || true

@@ -38,7 +38,9 @@ pub struct JetStreamConfig {
     /// ([`filter::stream_subjects`]: `raw-event.>`, `quarantine.>`, `dead-letter.>`,
     /// `replay.>`).
     pub subjects: Vec<String>,
-    /// Retention: messages older than this are removed; default 7 days.
+    /// Retention: messages older than this are removed; default 3 days (72 h: a consumer may be
+    /// down over a long weekend; the lake is the system of record beyond that; the cost model,
+    /// docs/cost-model.toml, uses the same value).
     pub max_age_secs: u64,
     /// Stream size limit in bytes, -1 for unlimited (default). When reached, publishes fail
     /// with [`BusError::Full`].
@@ -59,7 +61,7 @@ impl Default for JetStreamConfig {
             url: "nats://127.0.0.1:4222".to_string(),
             stream: "EVENTS".to_string(),
             subjects: filter::stream_subjects(),
-            max_age_secs: 7 * 24 * 3600,
+            max_age_secs: 3 * 24 * 3600,
             max_bytes: -1,
             duplicate_window_secs: 120,
             replicas: 1,

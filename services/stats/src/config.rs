@@ -35,7 +35,8 @@ pub struct StatsConfig {
     /// The metrics counted (default: products contacted, favorites, views and conversations
     /// received, products sold).
     pub metrics: Vec<MetricDef>,
-    /// Days kept; older daily partitions are dropped.
+    /// Days kept; older daily partitions are dropped. Default 91: the API reads up to 90 days
+    /// back from today (the cost model, docs/cost-model.toml, uses the same value).
     pub retention_days: u32,
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
@@ -113,7 +114,7 @@ impl Default for StatsConfig {
             aggregator: true,
             api: true,
             metrics: crate::definitions::default_metrics(),
-            retention_days: 400,
+            retention_days: 91,
             partitions_ahead_days: 3,
             consumer: ConsumerConfig { batch_messages: 5000, ack_wait_secs: 30, ..ConsumerConfig::named("stats-aggregator") },
             shard: 0,
@@ -214,7 +215,10 @@ impl StatsConfig {
         if self.shards > 1 {
             consumer.durable = format!("{}-{}", consumer.durable, self.shard);
         }
-        let mut spec = consumer.spec(vec![event_contract::wire::filter::all_events()]);
+        // Only the types a metric counts: the aggregator reads a few percent of the bus's
+        // bytes, not all of them (each byte a consumer reads may cross an availability zone).
+        let types: std::collections::BTreeSet<&str> = self.metrics.iter().flat_map(|m| m.event_types.iter().map(String::as_str)).collect();
+        let mut spec = consumer.spec(types.into_iter().map(event_contract::wire::filter::events_of).collect());
         spec.ordered = true;
         spec
     }
