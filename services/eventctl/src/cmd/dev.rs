@@ -230,8 +230,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
     let drained = match drained {
         Some(r) => r,
         None => {
-            complete = false;
-            log_left(&bus, &durables, "the drain was cut short");
+            complete = log_left(&bus, &durables, "the drain was cut short") == 0;
             let _ = consume_tx.send(true);
             match tokio::time::timeout(STOP_GRACE, &mut drain).await {
                 Ok(r) => r,
@@ -266,8 +265,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
     let quarantine = match tokio::time::timeout(timeout.max(STOP_GRACE), &mut quarantine_task).await {
         Ok(r) => r.context("the quarantine consumer failed")?,
         Err(_) => {
-            complete = false;
-            log_left(&bus, std::slice::from_ref(&lw_config.quarantine.durable), "the quarantine drain timed out");
+            complete &= log_left(&bus, std::slice::from_ref(&lw_config.quarantine.durable), "the quarantine drain timed out") == 0;
             let _ = consume_tx.send(true);
             match tokio::time::timeout(STOP_GRACE, &mut quarantine_task).await {
                 Ok(r) => r.context("the quarantine consumer failed")?,
@@ -299,12 +297,15 @@ async fn serve(args: DevArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Logs the un-acked messages each durable still has.
-fn log_left(bus: &InProcessBus, durables: &[String], why: &str) {
+/// Logs the un-acked messages each durable still has; returns their total.
+fn log_left(bus: &InProcessBus, durables: &[String], why: &str) -> usize {
+    let mut total = 0;
     for d in durables {
         let left = bus.pending(d).unwrap_or(0);
         if left > 0 {
             tracing::warn!(consumer = %d, left, "{why}: messages not written");
+            total += left;
         }
     }
+    total
 }
