@@ -11,13 +11,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, BinaryArray, StringArray};
 use event_bus::{Bus, InProcessBus, OutMessage, Publisher};
 use event_contract::Reason;
 use event_contract::wire::QuarantineMessage;
 use event_lake::{Lake, WriteOptions};
 use lake_writer::{LakeWriterConfig, LakeWriterService, Running};
 use service_kit::shutdown::Shutdown;
+
+mod common;
+
+use common::quarantine_rows;
 
 const T0: i64 = 1_763_856_000_000;
 
@@ -60,38 +63,6 @@ async fn ids_in_lake(lake: &Lake) -> BTreeSet<String> {
         }
     }
     ids
-}
-
-/// (reason, detail, source, raw) of every quarantine record.
-fn quarantine_rows(root: &std::path::Path) -> Vec<(String, String, String, Vec<u8>)> {
-    let mut rows = Vec::new();
-    let mut stack = vec![root.join("quarantine")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            if p.extension().is_none_or(|x| x != "parquet") {
-                continue;
-            }
-            let file = std::fs::File::open(&p).expect("open");
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
-            for batch in reader {
-                let batch = batch.expect("batch");
-                let col = |name: &str| batch.column_by_name(name).unwrap_or_else(|| panic!("column {name}")).clone();
-                let (reason, detail, source, raw) = (col("reason"), col("detail"), col("source"), col("raw"));
-                let s = |a: &Arc<dyn Array>, i| a.as_any().downcast_ref::<StringArray>().expect("string").value(i).to_owned();
-                let raw = raw.as_any().downcast_ref::<BinaryArray>().expect("binary").clone();
-                for i in 0..batch.num_rows() {
-                    rows.push((s(&reason, i), s(&detail, i), s(&source, i), raw.value(i).to_vec()));
-                }
-            }
-        }
-    }
-    rows
 }
 
 async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
