@@ -241,6 +241,10 @@ async fn serve(args: DevArgs) -> Result<i32> {
             }
         }
     };
+    if complete {
+        // A consumer that failed ended without draining its durable.
+        complete = log_left(&bus, &durables, "a consumer ended early") == 0;
+    }
     let (events, timeline_report, stats_report, features_report) = drained.context("the drain task failed")?;
     let events = events.context("the lake writer's consumer failed")?;
     match timeline_report {
