@@ -96,7 +96,10 @@ impl Validate for LakeWriterConfig {
             return bad("quarantine", "quarantine.durable must differ from events.durable");
         }
         if self.events.ack_wait_secs <= self.max_age_secs {
-            return bad("events", "events.ack_wait_secs must exceed max_age_secs (events are acked after their file is committed)");
+            return bad(
+                "events",
+                "events.ack_wait_secs (LAKE_WRITER_EVENTS__ACK_WAIT_SECS) must exceed max_age_secs: events are acked after their file is committed (2 x max_age_secs + 120 is advised)",
+            );
         }
         if self.quarantine.ack_wait_secs <= self.quarantine_max_age_secs {
             return bad("quarantine", "quarantine.ack_wait_secs must exceed quarantine_max_age_secs");
