@@ -1,16 +1,22 @@
 //! The pipeline on a real NATS JetStream: events POSTed to the gateway end up in the lake
 //! through the lake writer binary, across a `kill -9` of the writer mid-stream and a restart
 //! (every id is in the lake; the repeats a crash causes are removed by compaction), and a
-//! SIGTERM flushes and acks before exit.
+//! SIGTERM flushes and acks before exit; another consumer's dead letter is kept in the lake's
+//! quarantine.
 
+mod common;
+
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_bus::testing::NatsServer;
-use event_bus::{JetStreamBus, JetStreamConfig};
-use event_contract::Limits;
+use common::quarantine_rows;
+use event_bus::{JetStreamBus, JetStreamConfig, OutMessage, Publisher};
+use event_contract::wire::QuarantineMessage;
+use event_contract::{Limits, Reason};
 use event_lake::compact::CompactOptions;
 use event_lake::{Lake, WriteOptions};
 use gateway::auth::{ApiKeys, hash_key};
@@ -35,8 +41,8 @@ fn writer(nats: &NatsServer, lake: &str) -> Writer {
         .env("LAKE_WRITER_LISTEN", "127.0.0.1:0")
         .env("LAKE_WRITER_BUS__URL", nats.url())
         .env("LAKE_WRITER_MAX_AGE_SECS", "1")
-        .env("LAKE_WRITER_ACK_WAIT_SECS", "5")
-        .env("LAKE_WRITER_FETCH_BATCH", "200")
+        .env("LAKE_WRITER_EVENTS__ACK_WAIT_SECS", "5")
+        .env("LAKE_WRITER_EVENTS__BATCH_MESSAGES", "200")
         .env("LAKE_WRITER_COMPACT_EVERY_SECS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -87,7 +93,7 @@ async fn posted_events_reach_the_lake_across_a_kill_9_of_the_writer() {
     let lake_url = dir.path().to_str().expect("utf8").to_owned();
     let bus = JetStreamBus::connect(&JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() }).await.expect("bus");
     let state = Arc::new(AppState {
-        publisher: Arc::new(bus),
+        publisher: Arc::new(bus.clone()),
         limits: Limits::default(),
         keys: ApiKeys::new(&[hash_key("k")], &[]),
         max_body_bytes: 10 << 20,
@@ -135,11 +141,31 @@ async fn posted_events_reach_the_lake_across_a_kill_9_of_the_writer() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Another consumer's dead letter: kept in the lake's quarantine (written at the latest on
+    // SIGTERM) with its reason, consumer and error.
+    let letter = QuarantineMessage {
+        reason: Reason::ConsumerFailed,
+        detail: Cow::Borrowed("the store refused the item"),
+        source: Cow::Borrowed("timeline"),
+        index: 7,
+        received_at: T0,
+        subject: Some(Cow::Borrowed("raw-event.product_viewed")),
+        raw_len: 2,
+        raw: Cow::Borrowed(b"{}"),
+    };
+    let published = bus
+        .publish_batch(vec![OutMessage { subject: "dead-letter.timeline".into(), id: "dl-timeline-7".into(), payload: letter.encode(1 << 20).into() }])
+        .await;
+    assert!(published.iter().all(Result::is_ok), "{published:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     // SIGTERM: flushes, acks and exits cleanly.
     let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "lake-writer exited with {status}");
+    let rows = quarantine_rows(dir.path());
+    assert!(rows.iter().any(|r| r.0 == "consumer_failed" && r.2 == "timeline" && r.1.contains("refused") && r.3 == b"{}"), "{rows:?}");
 
     // Repeats from the crash are removed by compaction of the (closed) partitions.
     let report = lake.compact(&CompactOptions::default(), T0 + 10 * 3_600_000).await.expect("compact");
