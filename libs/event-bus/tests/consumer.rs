@@ -333,3 +333,59 @@ async fn on_jetstream_poison_goes_to_the_dead_letters_and_an_ordered_consumer_wa
     let report = run.await.expect("run");
     assert_eq!((report.acked, report.dead_lettered), (100, 1));
 }
+
+/// Keeps `keep*` messages for a later write (deferred); fails batches holding `fail*`
+/// transiently until `down_until`.
+struct KeepsWhileDown {
+    handled: Arc<Mutex<Vec<String>>>,
+    kept: Vec<u64>,
+    down_until: Instant,
+}
+
+impl Handler for KeepsWhileDown {
+    fn handle<'a>(&'a mut self, batch: &'a [Delivery]) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(async move {
+            let texts: Vec<String> = batch.iter().map(|d| String::from_utf8_lossy(&d.payload).into_owned()).collect();
+            self.handled.lock().unwrap_or_else(|p| p.into_inner()).extend(texts.iter().cloned());
+            if texts.iter().any(|t| t.starts_with("fail")) && Instant::now() < self.down_until {
+                return Err(HandlerError::transient("store down"));
+            }
+            if texts.iter().any(|t| t.starts_with("keep")) {
+                self.kept.extend(batch.iter().map(|d| d.seq));
+                return Ok(Outcome { deferred: true, ..Outcome::default() });
+            }
+            Ok(Outcome::done())
+        })
+    }
+
+    fn tick(&mut self, flush_all: bool) -> BoxFuture<'_, Vec<Settled>> {
+        Box::pin(async move {
+            if !flush_all && Instant::now() < self.down_until {
+                return Vec::new();
+            }
+            vec![Settled::Committed(std::mem::take(&mut self.kept))]
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_messages_stay_alive_while_a_later_batch_is_retried() {
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let mut s = spec("c6", "raw-event.>");
+    s.ack_wait = Duration::from_millis(600);
+    let consumer = Consumer::subscribe(Arc::new(bus.clone()), s).await.expect("subscribe");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    // The store is down for five ack waits, after the first message was deferred.
+    let handler = KeepsWhileDown { handled: handled.clone(), kept: Vec::new(), down_until: Instant::now() + Duration::from_secs(3) };
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(consumer.run(vec![handler], stop));
+    assert!(bus.publish_batch(msgs("raw-event.t", &["keep-1".to_owned()])).await.iter().all(Result::is_ok));
+    wait_for("the first message", 5, || !handled.lock().unwrap_or_else(|p| p.into_inner()).is_empty()).await;
+    assert!(bus.publish_batch(msgs("raw-event.t", &["fail-1".to_owned()])).await.iter().all(Result::is_ok));
+    wait_for("everything written", 15, || bus.pending("c6") == Some(0)).await;
+    let seen = handled.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(seen.iter().filter(|t| *t == "keep-1").count(), 1, "the deferred message came back while the next batch was retried: {seen:?}");
+    stop_tx.send(true).expect("stop");
+    let report = run.await.expect("run");
+    assert_eq!((report.redeliveries, report.dead_lettered), (0, 0));
+}

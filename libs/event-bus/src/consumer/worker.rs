@@ -157,6 +157,9 @@ impl<H: Handler> Worker<H> {
                             keep_alive(msgs.iter().chain(stack.iter().flatten())).await;
                             kept_alive = Instant::now();
                         }
+                        // What the handler deferred earlier waits behind this batch: it must
+                        // not come back either while the store is down.
+                        self.keep_deferred_alive().await;
                         self.shared.sleep(delay).await;
                     }
                 }
