@@ -48,7 +48,8 @@ where
     Ok(config)
 }
 
-/// The `--config FILE` argument of a service binary, if given.
+/// The `--config FILE` argument of a service binary, if given, read by hand (no `--help`):
+/// binaries parse their command line with [`crate::cli`] instead.
 pub fn file_from_args() -> Option<std::path::PathBuf> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from)
