@@ -4,13 +4,22 @@
 //! subcommand, `dev` included), on stderr, filtered by `RUST_LOG`, as text or, with
 //! `LOG_FORMAT=json`, as one JSON object per line.
 //!
-//! Metrics: the Prometheus recorder every service exposes at `/metrics`.
+//! Metrics: histograms are Prometheus histograms with buckets (`_bucket`, `_sum`, `_count`),
+//! so latencies can be aggregated across instances and turned into quantiles by the server:
+//! [`LATENCY_BUCKETS`] for every metric named `*_seconds`, [`SIZE_BUCKETS`] for `*_bytes`.
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Bucket bounds (seconds) of the `*_seconds` histograms: 0.5 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Bucket bounds (bytes) of the `*_bytes` histograms: 1 KiB to 64 MiB, by powers of 4.
+pub const SIZE_BUCKETS: &[f64] = &[1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0, 67_108_864.0];
 
 /// How log lines are written (`LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +61,17 @@ pub fn init_logging(default_filter: &str) {
     }
 }
 
+/// The recorder's configuration: bucketed histograms for latencies and sizes.
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS)
+}
+
 /// The process-wide Prometheus handle (installed on first use).
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match builder().and_then(PrometheusBuilder::install_recorder) {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
@@ -77,5 +93,19 @@ mod tests {
         assert_eq!(LogFormat::parse(Some("JSON")), Some(LogFormat::Json));
         assert_eq!(LogFormat::parse(Some(" json ")), Some(LogFormat::Json));
         assert_eq!(LogFormat::parse(Some("logfmt")), None);
+    }
+
+    #[test]
+    fn latency_histograms_have_buckets() {
+        let recorder = builder().expect("buckets").build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("demo_handler_seconds").record(0.003);
+            metrics::histogram!("demo_payload_bytes").record(5000.0);
+        });
+        let text = handle.render();
+        assert!(text.contains("demo_handler_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("demo_handler_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("demo_payload_bytes_bucket{le=\"16384\"} 1"), "{text}");
     }
 }
