@@ -190,8 +190,14 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         }
     }
 
+    // A W3C `traceparent` of the request goes with its messages into the consumers' spans
+    // (an invalid one is ignored, as the specification asks).
+    let trace = text(header::HeaderName::from_static(event_bus::trace::TRACEPARENT)).and_then(event_bus::TraceParent::parse);
+    if let Some(t) = &trace {
+        tracing::debug!(trace_id = %t.trace_id_hex(), events = valid, "publishing with the request's trace context");
+    }
     let started = Instant::now();
-    let results = state.publisher.publish_batch(messages).await;
+    let results = state.publisher.publish_batch_traced(messages, trace).await;
     metrics::histogram!("gateway_publish_seconds").record(started.elapsed().as_secs_f64());
     // The worst failure decides: a refused message (permanent) over a full bus over an
     // unavailable one.

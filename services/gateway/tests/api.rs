@@ -189,6 +189,31 @@ async fn an_event_larger_than_the_bus_carries_is_rejected_not_retried() {
     assert_eq!(delivered.len(), 1);
 }
 
+/// A W3C `traceparent` of the request travels with its events on the bus (what the
+/// consumers name in their spans); an invalid one is ignored, the events still accepted.
+#[tokio::test]
+async fn the_request_trace_context_travels_with_its_events() {
+    let bus = InProcessBus::new(1000, 64 << 20);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (header, id) in [(tp, "traced"), ("00-not-a-trace-01", "untraced")] {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/v1/events"))
+            .header("Authorization", format!("Bearer {KEY}"))
+            .header("Content-Type", "application/json")
+            .header("traceparent", header)
+            .body(event(id).to_string())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let got = drain(&mut sub).await;
+    let traces: Vec<_> = got.iter().map(|d| d.trace.map(|t| t.to_string())).collect();
+    assert_eq!(traces, vec![Some(tp.to_owned()), None]);
+}
+
 #[test]
 fn the_checked_in_openapi_document_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/gateway.json");
