@@ -13,7 +13,7 @@
 # kept between builds); each runtime image is distroless (glibc + CA certificates, no
 # shell, no package manager), about 30-60 MB, and runs as the unprivileged user 65532.
 
-ARG RUST_VERSION=1.95
+ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src

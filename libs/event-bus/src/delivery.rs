@@ -24,6 +24,8 @@ pub struct Delivery {
     /// How many times the bus has delivered this message, this delivery included (1 the
     /// first time). Grows when a delivery is nak'ed, dropped or not acked within `ack_wait`.
     pub delivered: u32,
+    /// The W3C trace context the message was published with, if any.
+    pub trace: Option<crate::TraceParent>,
     acker: Acker,
 }
 
@@ -37,7 +39,13 @@ impl Delivery {
     /// publish would be undone).
     pub(crate) fn new(subject: String, payload: bytes::Bytes, delivered: u32, seq: u64, acker: Acker) -> Self {
         let delivered = delivered.max(1);
-        Self { subject, payload, redelivered: delivered > 1, seq, delivered, acker }
+        Self { subject, payload, redelivered: delivered > 1, seq, delivered, trace: None, acker }
+    }
+
+    /// The delivery with the trace context it was published with.
+    pub(crate) fn with_trace(mut self, trace: Option<crate::TraceParent>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Acknowledges the message: it is never delivered again. On JetStream this is a double

@@ -76,6 +76,7 @@ struct Durable {
 struct Slot {
     subject: String,
     payload: bytes::Bytes,
+    trace: Option<crate::TraceParent>,
     deliveries: u32,
     state: SlotState,
 }
@@ -266,7 +267,7 @@ impl InProcessBus {
             .map(|d| d.slots.len())
     }
 
-    fn publish_locked(&self, state: &mut State, msg: OutMessage, now: Instant) -> PublishOutcome {
+    fn publish_locked(&self, state: &mut State, msg: OutMessage, trace: Option<crate::TraceParent>, now: Instant) -> PublishOutcome {
         if state.sealed || (state.closed && !is_dead_letter(&msg.subject)) {
             return PublishOutcome::Err(BusError::Closed);
         }
@@ -319,6 +320,7 @@ impl InProcessBus {
                 Slot {
                     subject: msg.subject.clone(),
                     payload: msg.payload.clone(),
+                    trace,
                     deliveries: 0,
                     state: SlotState::Ready,
                 },
@@ -353,6 +355,10 @@ enum PublishOutcome {
 
 impl Publisher for InProcessBus {
     fn publish_batch(&self, msgs: Vec<OutMessage>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
+        self.publish_batch_traced(msgs, None)
+    }
+
+    fn publish_batch_traced(&self, msgs: Vec<OutMessage>, trace: Option<crate::TraceParent>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
         Box::pin(async move {
             let total = msgs.len();
             let mut results = Vec::with_capacity(total);
@@ -362,7 +368,7 @@ impl Publisher for InProcessBus {
                 let mut state = self.inner.lock();
                 let now = Instant::now();
                 for msg in msgs {
-                    match self.publish_locked(&mut state, msg, now) {
+                    match self.publish_locked(&mut state, msg, trace, now) {
                         PublishOutcome::Stored(notifies) => {
                             for n in notifies {
                                 if !to_notify.iter().any(|x| Arc::ptr_eq(x, &n)) {
@@ -482,19 +488,22 @@ impl InProcessSubscriber {
             slot.state = SlotState::Delivered { deadline, token };
             slot.deliveries += 1;
             d.deadlines.insert((deadline, seq));
-            out.push(Delivery::new(
-                slot.subject.clone(),
-                slot.payload.clone(),
-                slot.deliveries,
-                seq + 1,
-                Acker::InProcess(InProcessAck {
-                    inner: self.inner.clone(),
-                    durable: self.durable.clone(),
-                    seq,
-                    token,
-                    settled: false,
-                }),
-            ));
+            out.push(
+                Delivery::new(
+                    slot.subject.clone(),
+                    slot.payload.clone(),
+                    slot.deliveries,
+                    seq + 1,
+                    Acker::InProcess(InProcessAck {
+                        inner: self.inner.clone(),
+                        durable: self.durable.clone(),
+                        seq,
+                        token,
+                        settled: false,
+                    }),
+                )
+                .with_trace(slot.trace),
+            );
         }
         if !out.is_empty() {
             return Ok(Taken::Some(out));

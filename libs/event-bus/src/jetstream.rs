@@ -279,7 +279,7 @@ impl JetStreamBus {
     }
 
     /// Publishes one message and waits for its ack.
-    async fn publish_one(&self, msg: OutMessage, abort: &AtomicBool) -> Result<(), BusError> {
+    async fn publish_one(&self, msg: OutMessage, trace: Option<crate::TraceParent>, abort: &AtomicBool) -> Result<(), BusError> {
         if abort.load(Ordering::Relaxed) {
             return Err(BusError::Unavailable(
                 "not sent: the bus failed earlier in this batch".to_string(),
@@ -288,6 +288,9 @@ impl JetStreamBus {
         let mut publish = jetstream::message::PublishMessage::build().payload(msg.payload);
         if !msg.id.is_empty() {
             publish = publish.message_id(&msg.id);
+        }
+        if let Some(t) = trace {
+            publish = publish.header(crate::trace::TRACEPARENT, t.to_string().as_str());
         }
         // Waiting for an in-flight permit and for room in the client's command channel is
         // bounded too: both stall when the server is gone.
@@ -321,6 +324,10 @@ impl JetStreamBus {
 
 impl Publisher for JetStreamBus {
     fn publish_batch(&self, msgs: Vec<OutMessage>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
+        self.publish_batch_traced(msgs, None)
+    }
+
+    fn publish_batch_traced(&self, msgs: Vec<OutMessage>, trace: Option<crate::TraceParent>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
         Box::pin(async move {
             let total = msgs.len();
             if total == 0 {
@@ -342,7 +349,7 @@ impl Publisher for JetStreamBus {
             // bounded by `max_in_flight` (here per batch, and across batches by the
             // context's in-flight semaphore).
             let results: Vec<Result<(), BusError>> = futures::stream::iter(msgs)
-                .map(|m| self.publish_one(m, &abort))
+                .map(|m| self.publish_one(m, trace, &abort))
                 .buffered(self.max_in_flight.min(total))
                 .collect()
                 .await;
@@ -539,7 +546,8 @@ fn to_delivery(msg: jetstream::Message) -> Delivery {
         .map(|i| (u32::try_from(i.delivered).unwrap_or(u32::MAX), i.stream_sequence))
         .unwrap_or((1, 0));
     let (message, acker) = msg.split();
-    Delivery::new(message.subject.to_string(), message.payload, delivered, seq, Acker::JetStream(acker))
+    let trace = message.headers.as_ref().and_then(|h| h.get(crate::trace::TRACEPARENT)).and_then(|v| crate::TraceParent::parse(v.as_str()));
+    Delivery::new(message.subject.to_string(), message.payload, delivered, seq, Acker::JetStream(acker)).with_trace(trace)
 }
 
 fn validate(cfg: &JetStreamConfig) -> Result<(), BusError> {

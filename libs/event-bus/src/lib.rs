@@ -24,6 +24,7 @@ mod inprocess;
 mod jetstream;
 pub mod replay;
 mod subject;
+pub mod trace;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -38,6 +39,7 @@ pub use inprocess::{InProcessBus, InProcessSubscriber};
 pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber};
 pub use replay::{ReplayReport, StoredLetter, replay};
 pub use subject::subject_matches;
+pub use trace::TraceParent;
 
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,14 @@ pub trait Publisher: Send + Sync + 'static {
     /// one result per message, in order. JetStream dedups on `id` (Nats-Msg-Id) within the
     /// stream's duplicate window; a duplicate ack counts as success.
     fn publish_batch(&self, msgs: Vec<OutMessage>) -> BoxFuture<'_, Vec<Result<(), BusError>>>;
+
+    /// As [`Publisher::publish_batch`], every message carrying `trace` (the W3C
+    /// `traceparent` of the request that publishes them) to the consumers, which handle them
+    /// in a span naming its trace id ([`Delivery::trace`]).
+    fn publish_batch_traced(&self, msgs: Vec<OutMessage>, trace: Option<TraceParent>) -> BoxFuture<'_, Vec<Result<(), BusError>>> {
+        let _ = trace;
+        self.publish_batch(msgs)
+    }
 
     /// True when the bus answers (for /readyz).
     fn is_ready(&self) -> BoxFuture<'_, bool>;

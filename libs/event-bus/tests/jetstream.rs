@@ -177,6 +177,27 @@ async fn publish_1000_fetch_all_ack_then_nothing_comes_back() {
     .await;
 }
 
+/// The `traceparent` a batch is published with is a message header on JetStream and comes
+/// back on each delivery; a batch published without one has none.
+#[tokio::test]
+async fn the_trace_context_is_a_message_header() {
+    with_stream(
+        |_| {},
+        |ctx| async move {
+            let subject = ctx.raw("traced");
+            let tp = event_bus::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            assert!(tp.is_some());
+            assert_all_ok(&ctx.bus.publish_batch_traced(vec![message(subject.clone(), "t-1", "a")], tp).await);
+            assert_all_ok(&ctx.bus.publish_batch(vec![message(subject.clone(), "t-2", "b")]).await);
+            let mut sub = ctx.sub("t", &subject, Duration::from_secs(30)).await;
+            let got = fetch_n(&mut sub, 2, Duration::from_secs(5)).await;
+            let traces: Vec<_> = got.iter().map(|d| d.trace).collect();
+            assert_eq!(traces, vec![tp, None]);
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn same_id_is_stored_once() {
     with_stream(

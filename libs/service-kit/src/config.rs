@@ -48,12 +48,6 @@ where
     Ok(config)
 }
 
-/// The `--config FILE` argument of a service binary, if given.
-pub fn file_from_args() -> Option<std::path::PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from)
-}
-
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {

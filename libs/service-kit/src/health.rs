@@ -28,6 +28,9 @@ pub fn routes(ready: ReadinessCheck) -> Router {
 /// The health and metrics routes, `/readyz` answering 200 `ready`, 200 `ready (degraded:
 /// why)` or 503 `not ready: why`.
 pub fn routes_with_status(status: StatusCheck) -> Router {
+    // The recorder is installed before the service records anything (metrics recorded
+    // without one are dropped).
+    let _ = crate::telemetry::prometheus();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(

@@ -3,6 +3,7 @@
 //! until a stop signal, and the shutdown signal (SIGTERM or Ctrl-C).
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -56,13 +56,12 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // One logging setup for every subcommand (`RUST_LOG`, `LOG_FORMAT=json`): `dev` runs the
+    // services and logs what they do; the one-shot commands only warnings.
+    let default_filter = if matches!(cli.command, Command::Dev(_)) { "info" } else { "warn" };
+    service_kit::telemetry::init_logging(default_filter);
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("eventctl: error: {e:#}");

@@ -219,7 +219,8 @@ fn oversized_lines_are_quarantined_without_holding_them() {
 fn a_small_memory_budget_still_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("events.ndjson");
-    generate(&input, &["--events", "30000", "--types", "40", "--size", "2KiB"]);
+    // One day of partitions (40 types x 24 hours), as the budget below is sized for.
+    generate(&input, &["--events", "30000", "--types", "40", "--size", "2KiB", "--start", "2026-11-23T00:00:00Z", "--hours", "24"]);
     let input = input.to_str().expect("utf8");
     let spill = dir.path().join("spill");
     let spill_arg = spill.to_str().expect("utf8");
@@ -321,4 +322,28 @@ fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
     let q = duckdb(&format!("SELECT count(*), min(source) FROM read_parquet('{}/quarantine/*/*/*.parquet')", lake.display()));
     assert_eq!(q[0][0], g["invalid"]);
     assert_eq!(q[0][1], "gateway");
+}
+
+/// Without `--start`, `eventctl gen` writes events of the last `--hours` (6) hours, so what a
+/// newcomer sends to `eventctl dev` shows in the statistics (last days) and the feature
+/// windows (last hour, day, week) instead of zeros.
+#[test]
+fn gen_defaults_to_the_last_hours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("recent.ndjson");
+    let before = chrono_now_ms();
+    generate(&path, &["--events", "500", "--types", "8"]);
+    let after = chrono_now_ms();
+    let text = std::fs::read_to_string(&path).expect("read");
+    let times: Vec<i64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["meta"]["created_at"].as_i64().expect("created_at"))
+        .collect();
+    assert_eq!(times.len(), 500);
+    assert!(times.iter().all(|&t| t >= before - 6 * 3_600_000 && t < after), "{:?}", (times.iter().min(), times.iter().max()));
+    assert!(times.iter().any(|&t| t >= after - 3_600_000), "some events within the last hour");
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -44,15 +44,9 @@ pub struct ProductFeatures {
     pub values: Vec<i64>,
 }
 
-/// An error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable code: `invalid_request`, `too_many_ids`, `body_too_large`, `overloaded`,
-    /// `store_unavailable`.
-    pub error: String,
-    /// For people.
-    pub message: String,
-}
+/// An error answer (codes: `invalid_request`, `too_many_ids`, `too_large`, `overloaded`,
+/// `store_unavailable`).
+pub use service_kit::http::{ApiError, ErrorBody};
 
 impl From<Answer> for FeaturesResponse {
     fn from(a: Answer) -> Self {
@@ -64,13 +58,8 @@ impl From<Answer> for FeaturesResponse {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>, retry_after: Option<u64>) -> Response {
-    metrics::counter!("features_http_requests_total", "status" => status.as_u16().to_string()).increment(1);
-    let mut r = (status, Json(ErrorBody { error: code.to_owned(), message: message.into() })).into_response();
-    if let Some(v) = retry_after.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+fn error(e: ApiError) -> Response {
+    e.counted("features_http_requests_total")
 }
 
 /// Counters of a batch of products.
@@ -93,11 +82,12 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, retry_after
 pub async fn post_features(State(reader): State<Arc<FeatureReader>>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text(), None),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return error(ApiError::too_large("too_large", e.body_text())),
+        Err(e) => return error(ApiError::invalid("invalid_request", e.body_text())),
     };
     let req: FeaturesRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", format!("expected {{\"product_ids\": [\"...\"]}}: {e}"), None),
+        Err(e) => return error(ApiError::invalid("invalid_request", format!("expected {{\"product_ids\": [\"...\"]}}: {e}"))),
     };
     match reader.features(req.product_ids).await {
         Ok(answer) => {
@@ -105,16 +95,16 @@ pub async fn post_features(State(reader): State<Arc<FeatureReader>>, body: Resul
             Json(FeaturesResponse::from(answer)).into_response()
         }
         Err(e) => {
-            let retry = Some(reader.retry_after_secs);
-            match e {
-                QueryError::Empty { .. } | QueryError::BadId { .. } => error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string(), None),
-                QueryError::TooMany { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_ids", e.to_string(), None),
-                QueryError::Overloaded => error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string(), retry),
+            let retry = reader.retry_after_secs;
+            error(match e {
+                QueryError::Empty { .. } | QueryError::BadId { .. } => ApiError::invalid("invalid_request", e.to_string()),
+                QueryError::TooMany { .. } => ApiError::too_large("too_many_ids", e.to_string()),
+                QueryError::Overloaded => ApiError::overloaded(e.to_string(), retry),
                 QueryError::Store(s) => {
                     tracing::warn!(error = %s, "feature read failed");
-                    error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", s.to_string(), retry)
+                    ApiError::unavailable("store_unavailable", s.to_string(), retry)
                 }
-            }
+            })
         }
     }
 }

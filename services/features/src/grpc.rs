@@ -1,9 +1,18 @@
 //! The gRPC API (`features.v1.Features`, proto/features.proto): the same read function as
-//! HTTP, the same answers.
+//! HTTP, the same answers. Next to it on the same port: `grpc.health.v1.Health` (`SERVING`
+//! while the store answers, for the whole server `""` and for `features.v1.Features`;
+//! `NOT_SERVING` once it stops answering or the server is stopping) and server reflection
+//! (`grpc.reflection.v1` and `v1alpha`, so `grpcurl` and `grpc_health_probe` work without
+//! the .proto files).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::watch;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::proto::features_server::{Features, FeaturesServer};
 use crate::proto::{GetFeaturesRequest, GetFeaturesResponse, ProductFeatures};
@@ -13,6 +22,77 @@ use crate::query::{FeatureReader, QueryError};
 /// client's delayed ACK: ~40 ms per call).
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// How often the health service asks the store whether it answers.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The encoded descriptors of `proto/features.proto` (for reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/features_descriptor.bin"));
+
+/// Serves the features, health and reflection services on `listener` until `stop` turns
+/// true; health turns `NOT_SERVING` as soon as it does.
+pub async fn serve(reader: Arc<FeatureReader>, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    report_health(&reporter, &reader).await;
+    let watcher = tokio::spawn(watch_health(reporter, reader.clone(), stop.clone()));
+    let served = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(FeaturesGrpc::server(reader))
+        .serve_with_incoming_shutdown(incoming(listener), service_kit::shutdown::stopped(stop))
+        .await;
+    watcher.abort();
+    served.map_err(ServeError::Transport)
+}
+
+/// Why the gRPC server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not read the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+async fn report_health(reporter: &HealthReporter, reader: &FeatureReader) {
+    let status = match reader.store().ready().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(e) => {
+            tracing::debug!(error = %e, "store not ready: gRPC health NOT_SERVING");
+            ServingStatus::NotServing
+        }
+    };
+    set_health(reporter, status).await;
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(<FeaturesServer<FeaturesGrpc> as NamedService>::NAME, status).await;
+}
+
+async fn watch_health(reporter: HealthReporter, reader: Arc<FeatureReader>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_CHECK_EVERY) => report_health(&reporter, &reader).await,
+            stopping = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                if stopping {
+                    set_health(&reporter, ServingStatus::NotServing).await;
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// The service.

@@ -1,7 +1,8 @@
 //! The features service binary: configuration (defaults, `--config FILE`, `FEATURES_*`),
 //! then the assembled service ([`Features`]: the Redis store, the updater on NATS JetStream,
 //! HTTP and gRPC serving) until SIGTERM, which stops serving, writes what the updater holds
-//! and acks it before exit.
+//! and acks it before exit. `--help` and `--version` answer without binding or connecting
+//! anything.
 
 use std::sync::Arc;
 
@@ -13,13 +14,16 @@ use service_kit::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() {
-    service_kit::exit_on_error("features", run().await);
+    let args = service_kit::cli::parse(
+        "features",
+        "Real-time sliding-window counters per product: consumes the bus into Redis, serves them over HTTP and gRPC.",
+    );
+    service_kit::exit_on_error("features", run(args).await);
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(args: service_kit::cli::ServiceArgs) -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
-    let file = service_kit::config::file_from_args();
-    let config: FeaturesConfig = service_kit::config::load("FEATURES", file.as_deref())?;
+    let config: FeaturesConfig = args.load("FEATURES")?;
     let _ = service_kit::telemetry::prometheus();
     let bus: Option<Arc<dyn Bus>> = if config.updater {
         Some(Arc::new(JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?))

@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "Product features", description = "Real-time counters per product (impressions, likes, conversations over 1h, 1d, 7d by default) for the search re-ranker. The same answers over gRPC: features.v1.Features/GetFeatures (services/features/proto/features.proto)."),
     paths(crate::api::post_features),
-    components(schemas(crate::api::FeaturesRequest, crate::api::FeaturesResponse, crate::api::ProductFeatures, crate::api::ErrorBody)),
+    components(schemas(crate::api::FeaturesRequest, crate::api::FeaturesResponse, crate::api::ProductFeatures, crate::api::ErrorBody, service_kit::http::ErrorDetail)),
     tags((name = "features", description = "Windowed counters per product"))
 )]
 struct ApiDoc;

@@ -9,12 +9,11 @@ use std::time::Duration;
 use event_bus::consumer::{Consumer, Report};
 use event_bus::{Bus, BusError};
 use service_kit::config::{ConfigError, Validate};
-use service_kit::shutdown::{Shutdown, stopped};
+use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 use crate::clock::SystemClock;
 use crate::config::{Backend, FeaturesConfig};
-use crate::grpc::FeaturesGrpc;
 use crate::query::FeatureReader;
 use crate::store::{MemoryStore, RedisStore, RedisStoreOptions, StoreError, WindowStore};
 use crate::updater::{Updater, UpdaterStats};
@@ -103,12 +102,7 @@ impl Features {
     pub async fn run(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<Option<Report>, ServiceError> {
         let Features { reader, updater } = self;
         let updater = updater.map(|(consumer, u)| tokio::spawn(consumer.run(vec![u], shutdown.consume.clone())));
-        let grpc_stop = shutdown.serve.clone();
-        let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(FeaturesGrpc::server(reader.clone()))
-                .serve_with_incoming_shutdown(crate::grpc::incoming(grpc), stopped(grpc_stop)),
-        );
+        let grpc = tokio::spawn(crate::grpc::serve(reader.clone(), grpc, shutdown.serve.clone()));
         let http_result = service_kit::serve::http(http, crate::api::router(reader), shutdown.serve).await;
         let grpc_result = grpc.await.map_err(|e| ServiceError::Serve(e.to_string()))?;
         let report = match updater {

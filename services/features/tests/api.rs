@@ -91,22 +91,22 @@ async fn http_and_grpc_give_the_same_answers_for_a_batch_of_1000() {
     // Limits, the same on both.
     let too_many: Vec<String> = (0..1001).map(|i| format!("x{i}")).collect();
     let (status, body, _) = post(&http, serde_json::to_vec(&json!({ "product_ids": too_many })).unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (413, Some("too_many_ids")));
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_many_ids")));
     let e = client.get_features(GetFeaturesRequest { product_ids: too_many }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let (status, body, _) = post(&http, br#"{"product_ids": []}"#.to_vec()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
     let e = client.get_features(GetFeaturesRequest { product_ids: vec![] }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let (status, body, _) = post(&http, br#"{"product_ids": ["a", ""]}"#.to_vec()).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("product_ids[1]"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("product_ids[1]"), "{body}");
     let (status, _, _) = post(&http, b"not json".to_vec()).await;
     assert_eq!(status, 400);
     // Just above the body limit (1,000 x 600 bytes), small enough to be fully written
     // before the server answers (a much larger body races with the server closing).
     let (status, body, _) = post(&http, vec![b' '; 650_000]).await;
-    assert_eq!((status, body["error"].as_str()), (413, Some("body_too_large")));
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_large")));
     let ready = reqwest::get(format!("{http}/readyz")).await.unwrap().status().as_u16();
     assert_eq!(ready, 200);
     cleanup(&prefix).await;
@@ -150,7 +150,7 @@ async fn with_redis_unreachable_reads_answer_503_with_retry_after() {
     let _ = child.kill();
     let _ = child.wait();
     let (status, body, retry) = post(&http, br#"{"product_ids": ["a"]}"#.to_vec()).await;
-    assert_eq!((status, body["error"].as_str(), retry.as_deref()), (503, Some("store_unavailable"), Some("1")));
+    assert_eq!((status, body["error"]["code"].as_str(), retry.as_deref()), (503, Some("store_unavailable"), Some("1")));
     let ready = reqwest::get(format!("{http}/readyz")).await.unwrap().status().as_u16();
     assert_eq!(ready, 503);
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
@@ -63,16 +64,17 @@ pub struct RejectedEvent {
     pub detail: String,
 }
 
-pub use service_kit::http::ErrorBody;
+pub use service_kit::http::{ApiError, ErrorBody};
 
 const REQUESTS_METRIC: &str = "gateway_requests_total";
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    service_kit::http::error_response(REQUESTS_METRIC, status, code, message)
-}
+/// Room left in a bus message for its headers (the message id): an event larger than the
+/// bus's payload limit minus this is rejected as `too_large`, like one over the contract's
+/// limit, instead of failing the whole request at publish time.
+pub const HEADER_ROOM: usize = 4096;
 
-fn retry_later(status: StatusCode, code: &str, message: impl Into<String>, secs: u64) -> Response {
-    service_kit::http::with_retry_after(error(status, code, message), secs)
+fn error(e: ApiError) -> Response {
+    e.counted(REQUESTS_METRIC)
 }
 
 /// The router: the API, health and metrics, the OpenAPI document.
@@ -116,43 +118,48 @@ pub fn router(state: Arc<AppState>) -> Router {
         (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = ErrorBody),
         (status = 422, description = "Every event of the request was rejected (listed and quarantined)", body = Accepted),
         (status = 429, description = "The bus is full; retry after Retry-After seconds", body = ErrorBody),
+        (status = 500, description = "The bus refused a message for good (a bug: not a size or a format problem of the events, which are rejected as such)", body = ErrorBody),
         (status = 503, description = "Overloaded or the bus is unavailable; nothing unacknowledged was accepted; retry after Retry-After seconds", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
-pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return error(ApiError::too_large("too_large", e.body_text())),
+        Err(e) => return error(ApiError::invalid("unreadable_body", e.body_text())),
+    };
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     match state.keys.check(text(header::AUTHORIZATION)) {
         AuthResult::Allowed => {}
-        AuthResult::Unauthenticated => {
-            return error(StatusCode::UNAUTHORIZED, "unauthenticated", "send Authorization: Bearer <API key>");
-        }
-        AuthResult::Revoked => return error(StatusCode::FORBIDDEN, "revoked_key", "this API key is revoked"),
+        AuthResult::Unauthenticated => return error(ApiError::unauthenticated("send Authorization: Bearer <API key>")),
+        AuthResult::Revoked => return error(ApiError::revoked_key()),
     }
     let layout = match body::layout(text(header::CONTENT_TYPE)) {
         Ok(l) => l,
-        Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.to_string()),
+        Err(e) => return error(ApiError::unsupported_media_type("unsupported_media_type", e.to_string())),
     };
     let decoded = match body::decode(body, text(header::CONTENT_ENCODING), state.max_body_bytes) {
         Ok(b) => b,
-        Err(e @ BodyError::TooLarge(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        Err(e @ BodyError::UnsupportedEncoding(_)) => {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string());
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, "unreadable_body", e.to_string()),
+        Err(e @ BodyError::TooLarge(_)) => return error(ApiError::too_large("too_large", e.to_string())),
+        Err(e @ BodyError::UnsupportedEncoding(_)) => return error(ApiError::unsupported_media_type("unsupported_encoding", e.to_string())),
+        Err(e) => return error(ApiError::invalid("unreadable_body", e.to_string())),
     };
     let events = match body::split(&decoded, layout) {
         Ok(ev) => ev,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "unreadable_body", e.to_string()),
+        Err(e) => return error(ApiError::invalid("unreadable_body", e.to_string())),
     };
 
     let received_at = chrono::Utc::now().timestamp_millis();
     let max_payload = state.publisher.max_payload();
+    // What the bus carries is a limit of the contract too (413 for the body, `too_large` for
+    // one event): an event the bus would refuse is rejected here, not answered 503.
+    let limits = Limits { max_event_bytes: state.limits.max_event_bytes.min(max_payload.saturating_sub(HEADER_ROOM)), ..state.limits.clone() };
     let mut messages = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     let mut valid = 0usize;
     for (index, raw) in events.iter().enumerate() {
-        match validate(raw, &state.limits) {
+        match validate(raw, &limits) {
             Ok(ev) => {
                 valid += 1;
                 messages.push(OutMessage {
@@ -183,31 +190,44 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         }
     }
 
+    // A W3C `traceparent` of the request goes with its messages into the consumers' spans
+    // (an invalid one is ignored, as the specification asks).
+    let trace = text(header::HeaderName::from_static(event_bus::trace::TRACEPARENT)).and_then(event_bus::TraceParent::parse);
+    if let Some(t) = &trace {
+        tracing::debug!(trace_id = %t.trace_id_hex(), events = valid, "publishing with the request's trace context");
+    }
     let started = Instant::now();
-    let results = state.publisher.publish_batch(messages).await;
+    let results = state.publisher.publish_batch_traced(messages, trace).await;
     metrics::histogram!("gateway_publish_seconds").record(started.elapsed().as_secs_f64());
-    let mut full = false;
-    let mut failure = None;
-    for r in &results {
-        match r {
-            Ok(()) => {}
-            Err(BusError::Full(m)) => {
-                full = true;
-                failure.get_or_insert_with(|| m.clone());
-            }
-            Err(e) => {
-                failure.get_or_insert_with(|| e.to_string());
-            }
+    // The worst failure decides: a refused message (permanent) over a full bus over an
+    // unavailable one.
+    let mut failure: Option<&BusError> = None;
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        let rank = |e: &BusError| match e {
+            BusError::Rejected(_) => 2,
+            BusError::Full(_) => 1,
+            BusError::Unavailable(_) | BusError::Closed => 0,
+        };
+        if failure.is_none_or(|f| rank(e) > rank(f)) {
+            failure = Some(e);
         }
     }
-    if let Some(why) = failure {
-        tracing::warn!(error = %why, "publish failed; the client will retry");
-        let (status, code) = if full {
-            (StatusCode::TOO_MANY_REQUESTS, "bus_full")
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable")
-        };
-        return retry_later(status, code, format!("events not durable, retry the request: {why}"), state.retry_after_secs);
+    if let Some(e) = failure {
+        let retry = state.retry_after_secs;
+        return error(match e {
+            BusError::Rejected(why) => {
+                tracing::error!(error = %why, "the bus refused a message");
+                ApiError::internal("publish_rejected", format!("the bus refused an event; nothing unacknowledged was accepted: {why}"))
+            }
+            BusError::Full(why) => {
+                tracing::warn!(error = %why, "bus full; the client will retry");
+                ApiError::backpressure(format!("events not durable, retry the request: {why}"), retry)
+            }
+            e => {
+                tracing::warn!(error = %e, "publish failed; the client will retry");
+                ApiError::unavailable("bus_unavailable", format!("events not durable, retry the request: {e}"), retry)
+            }
+        });
     }
     metrics::counter!("gateway_events_accepted_total").increment(valid as u64);
     let status = if valid == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };

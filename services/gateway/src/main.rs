@@ -1,29 +1,42 @@
 //! The gateway binary: loads its configuration (defaults, `--config FILE`, `GATEWAY_*`
 //! environment), connects to NATS JetStream, serves until SIGTERM, then drains in-flight
-//! requests. `gateway --print-openapi` prints the OpenAPI document.
+//! requests. `gateway --print-openapi` prints the OpenAPI document; `--help` and
+//! `--version` answer without binding or connecting anything.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Parser;
 use event_bus::JetStreamBus;
 use event_contract::Limits;
 use gateway::auth::ApiKeys;
 use gateway::{AppState, GatewayConfig, router};
 
-#[tokio::main]
-async fn main() {
-    service_kit::exit_on_error("gateway", run().await);
+/// The ingest gateway: validates events over HTTP, quarantines bad ones, publishes valid ones
+/// durably to NATS JetStream.
+#[derive(Parser)]
+#[command(name = "gateway", version)]
+struct Cli {
+    #[command(flatten)]
+    service: service_kit::cli::ServiceArgs,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
-async fn run() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--print-openapi") {
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    service_kit::exit_on_error("gateway", run(cli).await);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.print_openapi {
         print!("{}", gateway::openapi::pretty_json());
         return Ok(());
     }
     service_kit::telemetry::init_logging("info");
-    let file = service_kit::config::file_from_args();
-    let config: GatewayConfig = service_kit::config::load("GATEWAY", file.as_deref())?;
+    let config: GatewayConfig = cli.service.load("GATEWAY")?;
     let _ = service_kit::telemetry::prometheus();
     let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;
     let state = Arc::new(AppState {

@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "Event gateway", description = "Validates events, quarantines bad ones, publishes valid ones durably to the event bus."),
     paths(crate::api::post_events),
-    components(schemas(crate::api::Accepted, crate::api::RejectedEvent, crate::api::ErrorBody)),
+    components(schemas(crate::api::Accepted, crate::api::RejectedEvent, crate::api::ErrorBody, service_kit::http::ErrorDetail)),
     modifiers(&BEARER),
     tags((name = "events", description = "Event ingestion"))
 )]

@@ -128,11 +128,13 @@ async fn bad_bodies_types_encodings_and_sizes() {
     assert_eq!(post(&base, Some(KEY), "text/plain", None, ok.clone()).await.0, 415);
     assert_eq!(post(&base, Some(KEY), "application/x-ndjson", Some("br"), ok.clone()).await.0, 415);
     let (s, b, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), b"not gzip".to_vec()).await;
-    assert_eq!((s, b["error"].as_str()), (400, Some("unreadable_body")));
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("unreadable_body")));
+    assert!(b["error"]["message"].is_string(), "{b}");
     assert_eq!(post(&base, Some(KEY), "application/json", None, b"[{\"a\":1},".to_vec()).await.0, 400);
     assert_eq!(post(&base, Some(KEY), "application/json", None, b"   ".to_vec()).await.0, 400);
     // Too large as sent.
-    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, vec![b' '; 300 << 10]).await.0, 413);
+    let (s, b, _) = post(&base, Some(KEY), "application/x-ndjson", None, vec![b' '; 300 << 10]).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("too_large")));
     // A decompression bomb: 64 KiB of gzip inflating to 64 MiB; refused, not inflated.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(&vec![b'\n'; 64 << 20]).expect("gzip");
@@ -160,13 +162,56 @@ async fn a_full_bus_answers_429_with_retry_after_and_accepts_nothing_unacked() {
     assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&ids).into_bytes()).await.0, 202);
     let more: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
     let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&more).into_bytes()).await;
-    assert_eq!(status, 429, "{body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("bus_full")), "{body}");
     assert_eq!(retry.as_deref(), Some("2"));
     // Once the consumer catches up, the retry succeeds.
     let got = drain(&mut sub).await;
     event_bus::ack_all(got).await;
     let (status, _, _) = post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&more).into_bytes()).await;
     assert_eq!(status, 202);
+}
+
+/// An event within the contract's limit but larger than what the bus carries is the same
+/// condition as a body over the limit: refused for good (`too_large`), not 503 (which the
+/// client would retry forever); the other events of the request go through.
+#[tokio::test]
+async fn an_event_larger_than_the_bus_carries_is_rejected_not_retried() {
+    let bus = InProcessBus::new(1000, 64 << 10);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let mut big = event("big");
+    big["data"]["attributes"]["description"] = json!("x".repeat(100 << 10));
+    let body = format!("{}\n{}\n", big, event("small")).into_bytes();
+    let (status, b, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body).await;
+    assert_eq!((status, b["accepted"].as_u64(), retry), (202, Some(1), None), "{b}");
+    assert_eq!((b["rejected"][0]["index"].as_u64(), b["rejected"][0]["reason"].as_str()), (Some(0), Some("too_large")), "{b}");
+    let delivered = drain(&mut sub).await;
+    assert_eq!(delivered.len(), 1);
+}
+
+/// A W3C `traceparent` of the request travels with its events on the bus (what the
+/// consumers name in their spans); an invalid one is ignored, the events still accepted.
+#[tokio::test]
+async fn the_request_trace_context_travels_with_its_events() {
+    let bus = InProcessBus::new(1000, 64 << 20);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (header, id) in [(tp, "traced"), ("00-not-a-trace-01", "untraced")] {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/v1/events"))
+            .header("Authorization", format!("Bearer {KEY}"))
+            .header("Content-Type", "application/json")
+            .header("traceparent", header)
+            .body(event(id).to_string())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let got = drain(&mut sub).await;
+    let traces: Vec<_> = got.iter().map(|d| d.trace.map(|t| t.to_string())).collect();
+    assert_eq!(traces, vec![Some(tp.to_owned()), None]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The lake writer binary: loads its configuration (defaults, `--config FILE`,
 //! `LAKE_WRITER_*` environment), connects to NATS JetStream and runs the assembled service
 //! ([`LakeWriterService`]) until SIGTERM: every buffered event is written and acked before
-//! exit.
+//! exit. `--help` and `--version` answer without binding or connecting anything.
 
 use std::sync::Arc;
 
@@ -12,13 +12,16 @@ use service_kit::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() {
-    service_kit::exit_on_error("lake-writer", run().await);
+    let args = service_kit::cli::parse(
+        "lake-writer",
+        "Bus -> lake: consumes every event type into Parquet files of the lake (one table per type, partitioned by event date and hour), and the quarantine and dead letters into the lake's quarantine.",
+    );
+    service_kit::exit_on_error("lake-writer", run(args).await);
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(args: service_kit::cli::ServiceArgs) -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
-    let file = service_kit::config::file_from_args();
-    let config: LakeWriterConfig = service_kit::config::load("LAKE_WRITER", file.as_deref())?;
+    let config: LakeWriterConfig = args.load("LAKE_WRITER")?;
     let _ = service_kit::telemetry::prometheus();
     let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;
     let service = LakeWriterService::build(&config, Arc::new(bus)).await?;

@@ -56,16 +56,12 @@ impl AppState {
     }
 }
 
-pub use service_kit::http::ErrorBody;
+pub use service_kit::http::{ApiError, ErrorBody};
 
 const REQUESTS_METRIC: &str = "stats_requests_total";
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    service_kit::http::error_response(REQUESTS_METRIC, status, code, message)
-}
-
-fn unavailable(message: impl Into<String>, secs: u64) -> Response {
-    service_kit::http::with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message), secs)
+fn error(e: ApiError) -> Response {
+    e.counted(REQUESTS_METRIC)
 }
 
 /// The router: the API, health and metrics, the OpenAPI document.
@@ -126,24 +122,24 @@ pub async fn user_stats(State(state): State<Arc<AppState>>, Path(user_id): Path<
     match state.auth.check(text(header::AUTHORIZATION)).await {
         Ok(Caller::Service) => {}
         Ok(Caller::User(sub)) if sub == user_id => {}
-        Ok(Caller::User(_)) => return error(StatusCode::FORBIDDEN, "forbidden", "a client may read only its own statistics"),
-        Err(AuthError::Revoked) => return error(StatusCode::FORBIDDEN, "revoked_key", "this service key is revoked"),
-        Err(AuthError::Unauthenticated(m)) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", m),
-        Err(AuthError::Unavailable(m)) => return unavailable(m, state.retry_after_secs),
+        Ok(Caller::User(_)) => return error(ApiError::forbidden("a client may read only its own statistics")),
+        Err(AuthError::Revoked) => return error(ApiError::revoked_key()),
+        Err(AuthError::Unauthenticated(m)) => return error(ApiError::unauthenticated(m)),
+        Err(AuthError::Unavailable(m)) => return error(ApiError::unavailable("identity_provider_unavailable", m, state.retry_after_secs)),
     }
     let days = match parse_days(query.as_deref()) {
         Ok(d) => d,
-        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_days", m),
+        Err(m) => return error(ApiError::invalid("bad_days", m)),
     };
     if user_id.is_empty() || user_id.len() > 256 {
-        return error(StatusCode::BAD_REQUEST, "bad_user", "user_id must be 1 to 256 bytes");
+        return error(ApiError::invalid("bad_user", "user_id must be 1 to 256 bytes"));
     }
     let today = crate::definitions::today();
     let rendered = match state.reader.user_stats(&user_id, days, today).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "statistics unavailable");
-            return unavailable("statistics are unavailable; retry later", state.retry_after_secs);
+            return error(ApiError::unavailable("store_unavailable", "statistics are unavailable; retry later", state.retry_after_secs));
         }
     };
     let cache_control = state.cache_control.clone();

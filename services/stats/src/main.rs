@@ -3,41 +3,63 @@
 //! metrics) until SIGTERM, which finishes the batch in hand and stops; a fatal aggregator
 //! error stops it with an error (the orchestrator restarts it).
 //!
-//! `stats` serves; `stats migrate` applies the migrations and exits (the Kubernetes Job);
-//! `stats token USER [TTL_SECS]` prints an HS256 JWT for USER signed with `STATS_JWT_SECRET`.
+//! `stats` (or `stats serve`) serves; `stats migrate` applies the migrations and exits (the
+//! Kubernetes Job); `stats token USER [TTL_SECS]` prints an HS256 JWT for USER signed with
+//! `STATS_JWT_SECRET`; `--help` and `--version` answer without binding or connecting anything.
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 use event_bus::{Bus, JetStreamBus};
 use service_kit::shutdown::Shutdown;
 use stats::service::StatsService;
 use stats::{StatsConfig, Store};
 
-#[tokio::main]
-async fn main() {
-    service_kit::exit_on_error("stats", run().await);
+/// Per-user daily statistics: aggregates the bus into Postgres, serves them over HTTP.
+#[derive(Parser)]
+#[command(name = "stats", version)]
+struct Cli {
+    #[command(flatten)]
+    service: service_kit::cli::ServiceArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-async fn run() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum Command {
+    /// Run the aggregator and the API (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Print an HS256 JWT for USER signed with `STATS_JWT_SECRET`.
+    Token {
+        /// The user the token names.
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    service_kit::exit_on_error("stats", run(cli).await);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let ["token", user, rest @ ..] = args.as_slice() {
+    if let Some(Command::Token { user, ttl_secs }) = &cli.command {
         let secret = std::env::var("STATS_JWT_SECRET").context("STATS_JWT_SECRET is not set")?;
-        let ttl: u64 = rest.first().map(|s| s.parse()).transpose().context("TTL_SECS must be a number")?.unwrap_or(3600);
-        println!("{}", stats::auth::issue_token(&secret, user, ttl).map_err(anyhow::Error::msg)?);
+        println!("{}", stats::auth::issue_token(&secret, user, *ttl_secs).map_err(anyhow::Error::msg)?);
         return Ok(());
     }
-    let file = service_kit::config::file_from_args();
-    let config: StatsConfig = service_kit::config::load("STATS", file.as_deref())?;
-    if let ["migrate"] = args.as_slice() {
+    let config: StatsConfig = cli.service.load("STATS")?;
+    if let Some(Command::Migrate) = cli.command {
         Store::open(&config.database_url, &config.database_schema, 1, true).await.context("applying the migrations")?;
         println!("migrations applied");
         return Ok(());
-    }
-    if !args.is_empty() && args != ["serve"] {
-        bail!("unknown command {:?}: use serve (default), migrate, or token USER [TTL_SECS]", args.join(" "));
     }
     let _ = service_kit::telemetry::prometheus();
     let bus: Option<Arc<dyn Bus>> = if config.aggregator {

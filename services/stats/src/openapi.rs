@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "User statistics", description = "Per-user daily statistics for the mobile app: totals and per-day series of configured metrics over the last N days."),
     paths(crate::api::user_stats),
-    components(schemas(crate::query::UserStats, crate::query::MetricStats, crate::api::ErrorBody)),
+    components(schemas(crate::query::UserStats, crate::query::MetricStats, crate::api::ErrorBody, service_kit::http::ErrorDetail)),
     modifiers(&BEARER),
     tags((name = "stats", description = "Per-user daily statistics"))
 )]

@@ -149,7 +149,7 @@ async fn exercise(mut h: Harness) {
     for bad in ["?days=0", "?days=91", "?days=-1", "?days=abc", "?days=7.5"] {
         let (status, body, _) = h.get(&user, bad, Some(&me), None).await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert_eq!(body["error"], "bad_days");
+        assert_eq!(body["error"]["code"], "bad_days");
     }
     let (status, body, _) = h.get(&user, "?days=90", Some(&me), None).await;
     assert_eq!(status, 200);

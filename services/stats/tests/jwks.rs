@@ -178,7 +178,7 @@ impl Api {
         if status == 503 {
             assert!(retry_after, "503 comes with Retry-After");
         }
-        (status, body["message"].as_str().unwrap_or_default().to_owned())
+        (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
     }
 
     async fn readyz(&self) -> (u16, String) {

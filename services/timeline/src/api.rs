@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -124,16 +124,12 @@ pub struct TimelineEvent {
     pub payload: Option<Value>,
 }
 
-pub use service_kit::http::ErrorBody;
+pub use service_kit::http::{ApiError, ErrorBody};
 
 const REQUESTS_METRIC: &str = "timeline_requests_total";
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    service_kit::http::error_response(REQUESTS_METRIC, status, code, message)
-}
-
-fn retry_later(status: StatusCode, code: &str, message: impl Into<String>, secs: u64) -> Response {
-    service_kit::http::with_retry_after(error(status, code, message), secs)
+fn error(e: ApiError) -> Response {
+    e.counted(REQUESTS_METRIC)
 }
 
 /// The router: the API, health and metrics, the OpenAPI document.
@@ -254,22 +250,22 @@ pub async fn get_events(
 ) -> Response {
     match state.keys.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
         AuthResult::Allowed => {}
-        AuthResult::Unauthenticated => return error(StatusCode::UNAUTHORIZED, "unauthenticated", "send Authorization: Bearer <API key>"),
-        AuthResult::Revoked => return error(StatusCode::FORBIDDEN, "revoked_key", "this API key is revoked"),
+        AuthResult::Unauthenticated => return error(ApiError::unauthenticated("send Authorization: Bearer <API key>")),
+        AuthResult::Revoked => return error(ApiError::revoked_key()),
     }
     let parsed = match parse(user_id, params, state.limits) {
         Ok(p) => p,
-        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+        Err((code, message)) => return error(ApiError::invalid(code, message)),
     };
     if parsed.payload && state.lake.is_none() {
-        return error(StatusCode::BAD_REQUEST, "invalid_parameter", "include=payload: this server has no lake configured");
+        return error(ApiError::invalid("invalid_parameter", "include=payload: this server has no lake configured"));
     }
     let started = Instant::now();
     let page = match state.store.query(&parsed.query).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "query failed");
-            return retry_later(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string(), state.retry_after_secs);
+            return error(ApiError::unavailable("store_unavailable", e.to_string(), state.retry_after_secs));
         }
     };
     metrics::histogram!("timeline_query_seconds").record(started.elapsed().as_secs_f64());
@@ -281,7 +277,7 @@ pub async fn get_events(
             Ok(found) => payloads = Some(found),
             Err(e) => {
                 tracing::warn!(error = %e, "lake read failed");
-                return retry_later(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable", e.to_string(), state.retry_after_secs);
+                return error(ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs));
             }
         }
     }
@@ -290,7 +286,7 @@ pub async fn get_events(
     for it in page.items {
         match to_event(it) {
             Ok(ev) => events.push(ev),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_item", e.to_string()),
+            Err(e) => return error(ApiError::internal("corrupt_item", e.to_string())),
         }
     }
     let mut payloads_missing = None;

@@ -2,31 +2,46 @@
 //! environment), connects to NATS JetStream and runs the assembled service ([`Timeline`])
 //! until SIGTERM: the API drains its requests, the consumer finishes and acks the batch it
 //! is writing. `timeline --print-openapi` prints the OpenAPI document; `timeline --init`
-//! creates the DynamoDB table first (as `eventctl timeline init`).
+//! creates the DynamoDB table first (as `eventctl timeline init`); `--help` and `--version`
+//! answer without binding or connecting anything.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Parser;
 use event_bus::JetStreamBus;
 use service_kit::shutdown::Shutdown;
 use timeline::{Backend, DynamoStore, Timeline, TimelineConfig};
 
-#[tokio::main]
-async fn main() {
-    service_kit::exit_on_error("timeline", run().await);
+/// Per-user event history: consumes the bus into DynamoDB (or SQLite), serves it over HTTP.
+#[derive(Parser)]
+#[command(name = "timeline", version)]
+struct Cli {
+    #[command(flatten)]
+    service: service_kit::cli::ServiceArgs,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
+    /// Create the DynamoDB table (and its TTL) before serving.
+    #[arg(long)]
+    init: bool,
 }
 
-async fn run() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--print-openapi") {
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    service_kit::exit_on_error("timeline", run(cli).await);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.print_openapi {
         print!("{}", timeline::openapi::pretty_json());
         return Ok(());
     }
     service_kit::telemetry::init_logging("info");
-    let file = service_kit::config::file_from_args();
-    let config: TimelineConfig = service_kit::config::load("TIMELINE", file.as_deref())?;
+    let config: TimelineConfig = cli.service.load("TIMELINE")?;
     let _ = service_kit::telemetry::prometheus();
-    if config.backend == Backend::Dynamodb && args.iter().any(|a| a == "--init") {
+    if config.backend == Backend::Dynamodb && cli.init {
         let d = DynamoStore::connect(&config.dynamodb).await;
         let r = d.init().await?;
         tracing::info!(table = d.table(), created = r.created, ttl_enabled = r.ttl_enabled, "table ready");

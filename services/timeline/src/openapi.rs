@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "Timeline", description = "Per-user event history for internal teams: every event of a user, time-ordered, in pages."),
     paths(crate::api::get_events),
-    components(schemas(crate::api::EventsPage, crate::api::TimelineEvent, crate::api::ErrorBody)),
+    components(schemas(crate::api::EventsPage, crate::api::TimelineEvent, crate::api::ErrorBody, service_kit::http::ErrorDetail)),
     modifiers(&BEARER),
     tags((name = "timeline", description = "Per-user event history"))
 )]

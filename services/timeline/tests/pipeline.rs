@@ -80,7 +80,7 @@ async fn events_on_jetstream_reach_the_api_once_each_even_when_published_again()
     assert_eq!(ids(&got), expected);
     assert!(got.iter().all(|e| e["type"] == "product_liked"));
     let (status, body) = get_with_key(&base, Some(KEY), "u1", "include=payload").await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_parameter")), "no lake configured here");
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")), "no lake configured here");
 
     let _ = stop.send(true);
     task.await.expect("consumer");

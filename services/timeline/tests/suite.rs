@@ -70,7 +70,7 @@ async fn pages_and_cursors_walk_every_event_once_in_time_order(backend: Backend)
     assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(100)));
     let cursor = body["next_cursor"].as_str().expect("cursor").to_owned();
     let (status, body) = h.get("u1", &format!("order=desc&cursor={cursor}")).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_cursor")));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_cursor")));
     h.finish().await;
 }
 
@@ -171,7 +171,7 @@ async fn bad_requests_and_auth_are_refused(backend: Backend) {
     for q in ["limit=0", "limit=1001", "limit=x", "order=up", "from=10&to=10", "from=yesterday", "types=a/b", "include=everything", "cursor=%21%21", "cursor=AWF4"] {
         let (status, body) = h.get("u1", q).await;
         assert_eq!(status, 400, "{q}: {body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let (status, _) = h.get("u1", "include=payload&limit=101").await;
     assert_eq!(status, 400, "include=payload has its own bound");

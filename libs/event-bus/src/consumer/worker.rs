@@ -26,6 +26,9 @@ use super::driver::Shared;
 use super::handler::{Handler, HandlerError, Outcome, Settled};
 use crate::{BusError, Delivery, ack_all, ack_all_unconfirmed};
 
+/// Trace ids named at most in the span of one handled batch.
+const MAX_SPAN_TRACE_IDS: usize = 16;
+
 /// A delivery to dead-letter, the bytes to keep (when the payload was released), and why.
 type Doomed = (Delivery, Option<Bytes>, String);
 
@@ -169,7 +172,20 @@ impl<H: Handler> Worker<H> {
 
     async fn handle_once(&mut self, msgs: &[Delivery]) -> Result<Outcome, HandlerError> {
         let started = Instant::now();
-        let result = AssertUnwindSafe(self.handler.handle(msgs)).catch_unwind().await;
+        // The batch is handled in a span naming the trace ids it carries (W3C `traceparent`
+        // of the requests that published them; the first few, a batch may hold thousands).
+        let mut trace_ids: Vec<String> = Vec::new();
+        for t in msgs.iter().filter_map(|d| d.trace) {
+            let id = t.trace_id_hex();
+            if !trace_ids.contains(&id) {
+                trace_ids.push(id);
+                if trace_ids.len() == MAX_SPAN_TRACE_IDS {
+                    break;
+                }
+            }
+        }
+        let span = tracing::info_span!("bus.handle", consumer = %self.shared.spec.name, messages = msgs.len(), trace_ids = %trace_ids.join(","));
+        let result = AssertUnwindSafe(tracing::Instrument::instrument(self.handler.handle(msgs), span)).catch_unwind().await;
         metrics::histogram!("bus_consumer_handler_seconds", "consumer" => self.shared.spec.name.clone()).record(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => r,

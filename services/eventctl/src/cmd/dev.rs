@@ -90,7 +90,6 @@ pub struct DevArgs {
 /// Runs until Ctrl-C / SIGTERM; 0 once everything accepted is written, 1 when the drain
 /// timed out.
 pub fn run(args: DevArgs) -> Result<i32> {
-    service_kit::telemetry::init_logging("info");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(serve(args))
 }

@@ -32,11 +32,12 @@ pub struct GenArgs {
     /// Fraction of invalid lines.
     #[arg(long, default_value_t = 0.0)]
     pub bad_ratio: f64,
-    /// Start of event time (RFC 3339 or epoch ms); default 2026-11-23T00:00:00Z.
+    /// Start of event time (RFC 3339 or epoch ms); default `--hours` before now, so the
+    /// events fall in the windows that the statistics and the features show.
     #[arg(long)]
     pub start: Option<String>,
     /// Hours of event time covered.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 6)]
     pub hours: i64,
     /// No schema evolution or type conflicts.
     #[arg(long)]
@@ -46,7 +47,7 @@ pub struct GenArgs {
 /// Runs `eventctl gen`.
 pub fn run(args: GenArgs) -> Result<i32> {
     let start_ms = match &args.start {
-        None => generator::GenOptions::default().start_ms,
+        None => chrono::Utc::now().timestamp_millis() - args.hours * 3_600_000,
         Some(s) => match s.parse::<i64>() {
             Ok(ms) => ms,
             Err(_) => chrono::DateTime::parse_from_rfc3339(s)

@@ -59,7 +59,6 @@ pub struct DbArgs {
 
 /// Runs one `stats` subcommand.
 pub fn run(cmd: StatsCommand) -> Result<i32> {
-    service_kit::telemetry::init_logging("warn");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         match cmd {
