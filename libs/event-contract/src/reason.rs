@@ -26,12 +26,18 @@ pub enum Reason {
     DataNotObject,
     /// There is no `data.id`.
     MissingId,
-    /// `data.id` is not a non-empty string.
+    /// `data.id` is not a string of 1 to 256 bytes without control characters.
     InvalidId,
     /// There is no `data.type`.
     MissingType,
-    /// `data.type` is not a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`.
+    /// `data.type` is not a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` made of
+    /// non-empty `.`-separated tokens (it must map to a bus subject).
     InvalidType,
+    /// An object key of the event is longer than 256 bytes.
+    FieldNameTooLong,
+    /// `data.attributes.user_id`, `product_id` or `owner_id` is a string that is empty, longer
+    /// than 256 bytes or holds a control character.
+    InvalidKey,
     /// There is no `data.attributes`.
     MissingAttributes,
     /// `data.attributes` is not an object.
@@ -53,7 +59,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::TooLarge,
         Reason::EmptyLine,
         Reason::InvalidUtf8,
@@ -67,6 +73,8 @@ impl Reason {
         Reason::InvalidId,
         Reason::MissingType,
         Reason::InvalidType,
+        Reason::FieldNameTooLong,
+        Reason::InvalidKey,
         Reason::MissingAttributes,
         Reason::AttributesNotObject,
         Reason::MissingMeta,
@@ -93,6 +101,8 @@ impl Reason {
             Reason::InvalidId => "invalid_id",
             Reason::MissingType => "missing_type",
             Reason::InvalidType => "invalid_type",
+            Reason::FieldNameTooLong => "field_name_too_long",
+            Reason::InvalidKey => "invalid_key",
             Reason::MissingAttributes => "missing_attributes",
             Reason::AttributesNotObject => "attributes_not_object",
             Reason::MissingMeta => "missing_meta",
@@ -124,10 +134,14 @@ impl Reason {
             Reason::MissingData => "the event has no `data` object",
             Reason::DataNotObject => "`data` is not an object",
             Reason::MissingId => "`data.id` is missing",
-            Reason::InvalidId => "`data.id` is not a non-empty string",
+            Reason::InvalidId => "`data.id` is not a string of 1 to 256 bytes without control characters",
             Reason::MissingType => "`data.type` is missing",
             Reason::InvalidType => {
-                "`data.type` is not a string matching ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+                "`data.type` is not a string matching ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ with non-empty dot-separated tokens"
+            }
+            Reason::FieldNameTooLong => "an object key of the event is longer than 256 bytes",
+            Reason::InvalidKey => {
+                "`data.attributes.user_id`, `product_id` or `owner_id` is empty, longer than 256 bytes or holds a control character"
             }
             Reason::MissingAttributes => "`data.attributes` is missing",
             Reason::AttributesNotObject => "`data.attributes` is not an object",

@@ -23,9 +23,9 @@ fn accepts_a_valid_event_and_borrows_its_fields() {
 
 #[test]
 fn accepts_any_key_order_escapes_extra_keys_and_white_space() {
-    let line = r#"  {"meta":{"source":"ios","created_at":0},"links":{"a":[1,2,{"b":null}]},"data":{"attributes":{},"type":"a.b-c_1","id":"\u0065\n","relationships":{}}} "#;
+    let line = r#"  {"meta":{"source":"ios","created_at":0},"links":{"a":[1,2,{"b":null}]},"data":{"attributes":{},"type":"a.b-c_1","id":"\u0065\u00e9","relationships":{}}} "#;
     let e = validate(line.as_bytes(), &Limits::default()).expect("valid");
-    assert_eq!(e.id, "e\n");
+    assert_eq!(e.id, "eé");
     assert_eq!(e.event_type, "a.b-c_1");
     assert_eq!(e.created_at, 0);
 }
@@ -61,6 +61,12 @@ fn rejects_each_reason() {
         (r#"{"data":{"id":"a","type":"a=b","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
         (r#"{"data":{"id":"a","type":"","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
         (r#"{"data":{"id":"a","type":5,"attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"a.","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a","type":"a..b","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidType),
+        (r#"{"data":{"id":"a\r\nX-Evil: 1","type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidId),
+        (r#"{"data":{"id":"a\u0000","type":"t","attributes":{}},"meta":{"created_at":1}}"#, Reason::InvalidId),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"user_id":""}},"meta":{"created_at":1}}"#, Reason::InvalidKey),
+        (r#"{"data":{"id":"a","type":"t","attributes":{"product_id":"p\n"}},"meta":{"created_at":1}}"#, Reason::InvalidKey),
         (r#"{"data":{"id":"a","type":"t"},"meta":{"created_at":1}}"#, Reason::MissingAttributes),
         (r#"{"data":{"id":"a","type":"t","attributes":[1]},"meta":{"created_at":1}}"#, Reason::AttributesNotObject),
         (r#"{"data":{"id":"a","type":"t","attributes":null},"meta":{"created_at":1}}"#, Reason::AttributesNotObject),
@@ -137,5 +143,40 @@ fn codes_round_trip_and_are_unique() {
         assert!(seen.insert(r.code()));
         assert_eq!(Reason::from_code(r.code()), Some(r));
         assert!(!r.description().is_empty());
+    }
+}
+
+#[test]
+fn ids_keys_and_field_names_are_bounded_to_fit_every_store() {
+    use event_contract::bounds::{MAX_FIELD_NAME_BYTES, MAX_ID_BYTES, MAX_KEY_BYTES};
+    let with_id = |id: &str| format!(r#"{{"data":{{"id":"{id}","type":"t","attributes":{{}}}},"meta":{{"created_at":1}}}}"#);
+    assert!(validate(with_id(&"i".repeat(MAX_ID_BYTES)).as_bytes(), &Limits::default()).is_ok());
+    assert_eq!(reason(&with_id(&"i".repeat(MAX_ID_BYTES + 1))), Reason::InvalidId);
+    // A multi-byte id is counted in bytes.
+    assert_eq!(reason(&with_id(&"é".repeat(MAX_ID_BYTES / 2 + 1))), Reason::InvalidId);
+
+    let with_key = |k: &str| format!(r#"{{"data":{{"id":"a","type":"t","attributes":{{"n":{{"{k}":1}}}}}},"meta":{{"created_at":1}}}}"#);
+    assert!(validate(with_key(&"k".repeat(MAX_FIELD_NAME_BYTES)).as_bytes(), &Limits::default()).is_ok());
+    assert_eq!(reason(&with_key(&"k".repeat(MAX_FIELD_NAME_BYTES + 1))), Reason::FieldNameTooLong);
+
+    for attr in ["user_id", "product_id", "owner_id"] {
+        let with = |v: &str| format!(r#"{{"data":{{"id":"a","type":"t","attributes":{{"{attr}":"{v}"}}}},"meta":{{"created_at":1}}}}"#);
+        assert!(validate(with(&"u".repeat(MAX_KEY_BYTES)).as_bytes(), &Limits::default()).is_ok());
+        assert_eq!(reason(&with(&"u".repeat(MAX_KEY_BYTES + 1))), Reason::InvalidKey, "{attr}");
+    }
+    // Integers are keys too, and always within bounds; other attributes are not keys.
+    let int_key = r#"{"data":{"id":"a","type":"t","attributes":{"user_id":123456789012,"name":""}},"meta":{"created_at":1}}"#;
+    assert!(validate(int_key.as_bytes(), &Limits::default()).is_ok());
+}
+
+#[test]
+fn every_accepted_type_is_a_valid_subject() {
+    use event_contract::wire::Subject;
+    for t in ["a", "a.b", "a-b.c_d", "_", "A9"] {
+        let line = format!(r#"{{"data":{{"id":"a","type":"{t}","attributes":{{}}}},"meta":{{"created_at":1}}}}"#);
+        let e = validate(line.as_bytes(), &Limits::default()).expect(t);
+        let subject = Subject::event(&e.event_type).to_string();
+        assert!(subject.split('.').all(|token| !token.is_empty()), "{subject}");
+        assert_eq!(Subject::parse(&subject).expect("parses").event_type(), Some(t));
     }
 }

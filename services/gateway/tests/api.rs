@@ -218,3 +218,29 @@ async fn with_jetstream_down_the_gateway_answers_503_and_loses_nothing_it_acked(
         assert!(ids.contains(id), "acked event {id} lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_that_are_not_subjects_and_ids_that_are_not_headers_are_refused_never_retried() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), publish_timeout_ms: 2000, ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus.clone()), 1 << 20, 16).await;
+
+    let mut bad_type = event("t1");
+    bad_type["data"]["type"] = json!("a.");
+    let mut empty_token = event("t2");
+    empty_token["data"]["type"] = json!("a..b");
+    let header_injection = event("id\r\nX-Evil: 1");
+    let long_id = event(&"i".repeat(257));
+    let good = event("fine");
+    let body: String = [bad_type, empty_token, header_injection, long_id, good].iter().map(|e| e.to_string() + "\n").collect();
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(retry, None);
+    assert_eq!(body["accepted"], 1);
+    let reasons: Vec<&str> = body["rejected"].as_array().expect("rejected").iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, ["invalid_type", "invalid_type", "invalid_id", "invalid_id"]);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 4, "each refused event is quarantined with its reason");
+}

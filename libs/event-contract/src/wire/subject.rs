@@ -8,8 +8,8 @@
 //! | `dead-letter.<consumer>` | a [`QuarantineMessage`](super::QuarantineMessage) (reason `consumer_failed`) of a message consumer `<consumer>` could not process | the consumer runtime |
 //! | `replay.<consumer>.<type>` | one event re-published for consumer `<consumer>` only | `eventctl replay` |
 //!
-//! Bounds: `<type>` is a valid event type (`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`, so it may
-//! span several tokens: `raw-event.a.b`); `<consumer>` and `<source>` are names of 1 to
+//! Bounds: `<type>` is a valid event type (`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` with no
+//! empty token, see [`crate::bounds`]; it may span several tokens: `raw-event.a.b`); `<consumer>` and `<source>` are names of 1 to
 //! [`MAX_NAME_BYTES`] characters among `A-Z a-z 0-9 _ -` (one token). The longest subject is
 //! therefore `replay.` + 64 + `.` + 128 = 200 bytes.
 
@@ -189,7 +189,7 @@ mod tests {
         }
         assert_eq!(Subject::parse("replay.timeline.x").expect("replay").event_type(), Some("x"));
         assert_eq!(Subject::parse("raw-event.x").expect("event").event_type(), Some("x"));
-        for bad in ["raw-event.", "raw-event.*", "dead-letter.a.b", "dead-letter.", "replay.c", "other.x", "x", "replay.c.bad type"] {
+        for bad in ["raw-event.", "raw-event.a.", "raw-event.a..b", "replay.c.a..b", "raw-event.*", "dead-letter.a.b", "dead-letter.", "replay.c", "other.x", "x", "replay.c.bad type"] {
             assert!(Subject::parse(bad).is_err(), "{bad}");
         }
         assert!(Subject::parse(&format!("dead-letter.{}", "a".repeat(65))).is_err());
