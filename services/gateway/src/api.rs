@@ -155,11 +155,7 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         match validate(raw, &state.limits) {
             Ok(ev) => {
                 valid += 1;
-                messages.push(OutMessage {
-                    subject: Subject::event(&ev.event_type).to_string(),
-                    id: ev.id.into_owned(),
-                    payload: raw.clone(),
-                });
+                messages.push(OutMessage::event(&ev.event_type, &ev.id, raw.clone()));
             }
             Err(r) => {
                 metrics::counter!("gateway_events_rejected_total", "reason" => r.reason.code()).increment(1);

@@ -244,3 +244,37 @@ async fn types_that_are_not_subjects_and_ids_that_are_not_headers_are_refused_ne
     let q = drain(&mut quarantine).await;
     assert_eq!(q.len(), 4, "each refused event is quarantined with its reason");
 }
+
+/// Two events with one id and two types, then a retry of the first: both events are stored
+/// once each (the dedup key is type and id).
+async fn same_id_other_type_is_stored(base: &str, sub: &mut impl Subscriber) {
+    let mut viewed = event("shared-id");
+    viewed["data"]["type"] = json!("product_viewed");
+    let mut sold = event("shared-id");
+    sold["data"]["type"] = json!("product_sold");
+    for e in [&viewed, &sold, &viewed] {
+        let (status, body, _) = post(base, Some(KEY), "application/json", None, e.to_string().into_bytes()).await;
+        assert_eq!((status, body["accepted"].as_u64()), (202, Some(1)), "{body}");
+    }
+    let mut got: Vec<String> = drain(sub).await.iter().map(|d| d.subject.clone()).collect();
+    got.sort();
+    assert_eq!(got, ["raw-event.product_sold", "raw-event.product_viewed"]);
+}
+
+#[tokio::test]
+async fn dedup_covers_the_type_on_the_in_process_bus() {
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    same_id_other_type_is_stored(&base, &mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_covers_the_type_on_jetstream() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    same_id_other_type_is_stored(&base, &mut sub).await;
+}
