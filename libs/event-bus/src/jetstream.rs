@@ -26,6 +26,12 @@ use crate::error::BusError;
 use crate::subject::filter_problem;
 use crate::{Bus, ConsumerSpec, ConsumerState, OutMessage, Publisher, StoredLetter, Subscriber};
 
+/// Bytes of a message's `max_payload` kept for its headers (`NATS/1.0`, `Nats-Msg-Id` of at
+/// most [`MAX_MSG_ID_BYTES`], framing): payloads sized to [`Publisher::max_payload`] fit.
+pub const HEADER_ROOM: usize = 1024;
+/// Longest `Nats-Msg-Id` sent (an event's is `<type>:<id>`, at most 385 bytes).
+pub const MAX_MSG_ID_BYTES: usize = 512;
+
 /// Settings of the JetStream bus (all fields have defaults when deserialized).
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
@@ -283,6 +289,13 @@ impl JetStreamBus {
                 "not sent: the bus failed earlier in this batch".to_string(),
             ));
         }
+        // A header value with CR or LF would split the message's header block: refuse it
+        // here whatever the caller checked (the contract bounds event ids).
+        if msg.id.chars().any(char::is_control) || msg.id.len() > MAX_MSG_ID_BYTES {
+            return Err(BusError::Rejected(format!(
+                "message id refused: more than {MAX_MSG_ID_BYTES} bytes or a control character"
+            )));
+        }
         let mut publish = jetstream::message::PublishMessage::build().payload(msg.payload);
         if !msg.id.is_empty() {
             publish = publish.message_id(&msg.id);
@@ -355,8 +368,9 @@ impl Publisher for JetStreamBus {
         })
     }
 
+    /// The server's `max_payload` less [`HEADER_ROOM`]: the limit counts the headers too.
     fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
     }
 
     fn is_ready(&self) -> BoxFuture<'_, bool> {
@@ -626,6 +640,10 @@ fn map_consumer_error(durable: &str, e: jetstream::stream::ConsumerError) -> Bus
 fn map_publish_error(e: context::PublishError) -> BusError {
     use context::PublishErrorKind as K;
     let text = e.to_string();
+    // A subject the client refuses (an empty token, white space) is refused every time.
+    if std::error::Error::source(&e).is_some_and(|s| s.is::<async_nats::SubjectError>()) {
+        return BusError::Rejected(format!("invalid subject: {text}"));
+    }
     match e.kind() {
         K::TimedOut | K::BrokenPipe | K::StreamNotFound => BusError::Unavailable(text),
         K::MaxAckPending => BusError::Full(text),

@@ -52,6 +52,9 @@ pub enum Reason {
     InvalidCreatedAt,
     /// `meta.created_at` is outside the configured bounds.
     CreatedAtOutOfRange,
+    /// A valid event the bus refused for good (larger than its largest message, say): the
+    /// gateway answers it as a rejection instead of asking for a retry that cannot succeed.
+    RejectedByBus,
     /// A valid event that a consumer of the bus could not process (a dead letter: the
     /// detail names the error, the source the consumer); `eventctl replay` sends it again.
     ConsumerFailed,
@@ -59,7 +62,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::TooLarge,
         Reason::EmptyLine,
         Reason::InvalidUtf8,
@@ -82,6 +85,7 @@ impl Reason {
         Reason::MissingCreatedAt,
         Reason::InvalidCreatedAt,
         Reason::CreatedAtOutOfRange,
+        Reason::RejectedByBus,
         Reason::ConsumerFailed,
     ];
 
@@ -110,6 +114,7 @@ impl Reason {
             Reason::MissingCreatedAt => "missing_created_at",
             Reason::InvalidCreatedAt => "invalid_created_at",
             Reason::CreatedAtOutOfRange => "created_at_out_of_range",
+            Reason::RejectedByBus => "rejected_by_bus",
             Reason::ConsumerFailed => "consumer_failed",
         }
     }
@@ -153,6 +158,9 @@ impl Reason {
             }
             Reason::CreatedAtOutOfRange => {
                 "`meta.created_at` is outside the accepted range of epoch milliseconds"
+            }
+            Reason::RejectedByBus => {
+                "the bus refused the valid event for good (for example larger than its largest message); sending it again cannot succeed"
             }
             Reason::ConsumerFailed => {
                 "a consumer of the bus could not process the event (its error is the detail); `eventctl replay` sends it again once fixed"

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use event_bus::{BusError, OutMessage, Publisher};
 use event_contract::wire::{QuarantineMessage, Subject};
-use event_contract::{Limits, validate};
+use event_contract::{Limits, Reason, validate};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
@@ -148,32 +148,37 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
 
     let received_at = chrono::Utc::now().timestamp_millis();
     let max_payload = state.publisher.max_payload();
+    let quarantine = |index: usize, reason: Reason, detail: &str, raw: &Bytes| OutMessage {
+        subject: Subject::Quarantine(Cow::Borrowed(QUARANTINE_SOURCE)).to_string(),
+        id: uuid::Uuid::now_v7().to_string(),
+        payload: Bytes::from(
+            QuarantineMessage {
+                reason,
+                detail: Cow::Borrowed(detail),
+                source: Cow::Borrowed(QUARANTINE_SOURCE),
+                index: index as u64,
+                received_at,
+                subject: None,
+                raw_len: raw.len() as u64,
+                raw: Cow::Borrowed(raw),
+            }
+            .encode(max_payload),
+        ),
+    };
     let mut messages = Vec::with_capacity(events.len());
+    // What each message is: the index of a valid event, or None for a quarantine message.
+    let mut origins = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
-    let mut valid = 0usize;
     for (index, raw) in events.iter().enumerate() {
         match validate(raw, &state.limits) {
             Ok(ev) => {
-                valid += 1;
                 messages.push(OutMessage::event(&ev.event_type, &ev.id, raw.clone()));
+                origins.push(Some(index));
             }
             Err(r) => {
                 metrics::counter!("gateway_events_rejected_total", "reason" => r.reason.code()).increment(1);
-                let quarantined = QuarantineMessage {
-                    reason: r.reason,
-                    detail: Cow::Borrowed(&r.detail),
-                    source: Cow::Borrowed(QUARANTINE_SOURCE),
-                    index: index as u64,
-                    received_at,
-                    subject: None,
-                    raw_len: raw.len() as u64,
-                    raw: Cow::Borrowed(raw),
-                };
-                messages.push(OutMessage {
-                    subject: Subject::Quarantine(Cow::Borrowed(QUARANTINE_SOURCE)).to_string(),
-                    id: uuid::Uuid::now_v7().to_string(),
-                    payload: Bytes::from(quarantined.encode(max_payload)),
-                });
+                messages.push(quarantine(index, r.reason, &r.detail, raw));
+                origins.push(None);
                 rejected.push(RejectedEvent { index, reason: r.reason.code().to_owned(), detail: r.detail });
             }
         }
@@ -182,21 +187,27 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let started = Instant::now();
     let results = state.publisher.publish_batch(messages).await;
     metrics::histogram!("gateway_publish_seconds").record(started.elapsed().as_secs_f64());
-    let mut full = false;
-    let mut failure = None;
-    for r in &results {
-        match r {
-            Ok(()) => {}
-            Err(BusError::Full(m)) => {
-                full = true;
-                failure.get_or_insert_with(|| m.clone());
+    let mut outcome = Published::default();
+    outcome.read(&results, &origins);
+    // Events the bus refuses for good (too large for it, say) are rejected and quarantined
+    // like invalid ones: retrying them cannot help.
+    let refused = std::mem::take(&mut outcome.refused);
+    if outcome.transient.is_none() && !refused.is_empty() {
+        let mut retry = Vec::with_capacity(refused.len());
+        for (index, why) in &refused {
+            let detail = format!("the bus refused the event: {why}");
+            metrics::counter!("gateway_events_rejected_total", "reason" => Reason::RejectedByBus.code()).increment(1);
+            if let Some(raw) = events.get(*index) {
+                retry.push(quarantine(*index, Reason::RejectedByBus, &detail, raw));
             }
-            Err(e) => {
-                failure.get_or_insert_with(|| e.to_string());
-            }
+            rejected.push(RejectedEvent { index: *index, reason: Reason::RejectedByBus.code().to_owned(), detail });
         }
+        rejected.sort_by_key(|r| r.index);
+        let origins = vec![None; retry.len()];
+        let results = state.publisher.publish_batch(retry).await;
+        outcome.read(&results, &origins);
     }
-    if let Some(why) = failure {
+    if let Some((full, why)) = outcome.transient {
         tracing::warn!(error = %why, "publish failed; the client will retry");
         let (status, code) = if full {
             (StatusCode::TOO_MANY_REQUESTS, "bus_full")
@@ -205,9 +216,11 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         };
         return retry_later(status, code, format!("events not durable, retry the request: {why}"), state.retry_after_secs);
     }
+    let valid = outcome.accepted;
     metrics::counter!("gateway_events_accepted_total").increment(valid as u64);
     let status = if valid == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };
     metrics::counter!("gateway_requests_total", "status" => status.as_u16().to_string()).increment(1);
     (status, Json(Accepted { accepted: valid, rejected })).into_response()
 }
+
 

@@ -278,3 +278,59 @@ async fn dedup_covers_the_type_on_jetstream() {
     let base = serve(Arc::new(bus), 1 << 20, 16).await;
     same_id_other_type_is_stored(&base, &mut sub).await;
 }
+
+/// A valid event of exactly `len` bytes.
+fn event_of_len(id: &str, len: usize) -> String {
+    let mut e = event(id);
+    e["data"]["attributes"]["pad"] = json!("");
+    let base = e.to_string().len();
+    e["data"]["attributes"]["pad"] = json!("x".repeat(len - base));
+    let line = e.to_string();
+    assert_eq!(line.len(), len);
+    line
+}
+
+#[tokio::test]
+async fn an_event_the_bus_refuses_for_good_is_rejected_not_retried_on_the_in_process_bus() {
+    // The bus holds 8 KiB: a valid 10 KiB event can never be stored.
+    let bus = InProcessBus::new(1000, 8 << 10);
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30));
+    let mut events = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let body = format!("{}\n{}\n", event_of_len("big", 10 << 10), event("small"));
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!((status, retry), (202, None), "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!((body["rejected"][0]["index"].as_u64(), body["rejected"][0]["reason"].as_str()), (Some(0), Some("rejected_by_bus")));
+    assert_eq!(drain(&mut events).await.len(), 1);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 1);
+    let qm = QuarantineMessage::decode(&q[0].payload).expect("quarantine message");
+    assert_eq!((qm.reason, qm.raw_len), (Reason::RejectedByBus, 10 << 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_message_too_large_for_the_bus_is_a_rejection_and_quarantines_fit() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus.clone()), 4 << 20, 16).await;
+    // An event of exactly the largest event size (1 MiB) is valid, but with its headers it
+    // is larger than the server's max_payload (1 MiB); an invalid line just under 1 MiB
+    // makes a quarantine message that must still fit with its headers.
+    let max = Limits::default().max_event_bytes;
+    let invalid = format!("{{\"x\":\"{}\"", "y".repeat(max - 1000));
+    let body = format!("{}\n{invalid}\n{}\n", event_of_len("huge", max), event("small"));
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!((status, retry), (202, None), "{body}");
+    assert_eq!(body["accepted"], 1);
+    let reasons: Vec<&str> = body["rejected"].as_array().expect("rejected").iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, ["rejected_by_bus", "invalid_json"]);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 2, "both refused lines are in the quarantine");
+    for d in &q {
+        let qm = QuarantineMessage::decode(&d.payload).expect("quarantine message");
+        assert!(qm.raw_len as usize > max - 1000 && qm.raw.len() < qm.raw_len as usize, "first bytes and the length kept");
+    }
+}
