@@ -55,6 +55,10 @@ pub enum Reason {
     /// A valid event the bus refused for good (larger than its largest message, say): the
     /// gateway answers it as a rejection instead of asking for a retry that cannot succeed.
     RejectedByBus,
+    /// A quarantine record standing for the rejected lines of one request past the number the
+    /// gateway quarantines one by one: its detail counts them by reason, its raw bytes are the
+    /// first of them.
+    TooManyRejections,
     /// A valid event that a consumer of the bus could not process (a dead letter: the
     /// detail names the error, the source the consumer); `eventctl replay` sends it again.
     ConsumerFailed,
@@ -62,7 +66,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::TooLarge,
         Reason::EmptyLine,
         Reason::InvalidUtf8,
@@ -86,6 +90,7 @@ impl Reason {
         Reason::InvalidCreatedAt,
         Reason::CreatedAtOutOfRange,
         Reason::RejectedByBus,
+        Reason::TooManyRejections,
         Reason::ConsumerFailed,
     ];
 
@@ -115,6 +120,7 @@ impl Reason {
             Reason::InvalidCreatedAt => "invalid_created_at",
             Reason::CreatedAtOutOfRange => "created_at_out_of_range",
             Reason::RejectedByBus => "rejected_by_bus",
+            Reason::TooManyRejections => "too_many_rejections",
             Reason::ConsumerFailed => "consumer_failed",
         }
     }
@@ -161,6 +167,9 @@ impl Reason {
             }
             Reason::RejectedByBus => {
                 "the bus refused the valid event for good (for example larger than its largest message); sending it again cannot succeed"
+            }
+            Reason::TooManyRejections => {
+                "stands for the rejected lines of one request past the number quarantined one by one; the detail counts them by reason"
             }
             Reason::ConsumerFailed => {
                 "a consumer of the bus could not process the event (its error is the detail); `eventctl replay` sends it again once fixed"

@@ -1,6 +1,7 @@
 //! What every HTTP API of the platform answers the same way: the JSON error body, `Retry-After`
-//! on 429/503, the bound on requests in flight (503 beyond it, instead of a queue), and the
-//! bearer security scheme of the OpenAPI documents.
+//! on 429/503, the API key check (401/403, done before anything else so that requests without
+//! a key cost nothing), the bound on requests in flight (503 beyond it, instead of a queue),
+//! and the bearer security scheme of the OpenAPI documents.
 
 use std::sync::Arc;
 
@@ -58,6 +59,30 @@ pub async fn limit_in_flight(State(limit): State<InFlightLimit>, req: Request, n
             error_response(limit.metric, StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry later"),
             limit.retry_after_secs,
         ),
+    }
+}
+
+/// The API keys a route requires, for [`require_api_key`].
+#[derive(Clone)]
+pub struct KeyCheck {
+    /// Accepted and revoked keys.
+    pub keys: Arc<crate::auth::ApiKeys>,
+    /// The service's request counter.
+    pub metric: &'static str,
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(check, require_api_key)`): a request
+/// without a valid `Authorization: Bearer <key>` is answered 401 (403 for a revoked key)
+/// from its headers alone, before its body is read and before it takes a permit of
+/// [`limit_in_flight`] (layer this one outside it).
+pub async fn require_api_key(State(check): State<KeyCheck>, req: Request, next: Next) -> Response {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match check.keys.check(authorization) {
+        crate::auth::AuthResult::Allowed => next.run(req).await,
+        crate::auth::AuthResult::Unauthenticated => {
+            error_response(check.metric, StatusCode::UNAUTHORIZED, "unauthenticated", "send Authorization: Bearer <API key>")
+        }
+        crate::auth::AuthResult::Revoked => error_response(check.metric, StatusCode::FORBIDDEN, "revoked_key", "this API key is revoked"),
     }
 }
 

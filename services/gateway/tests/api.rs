@@ -11,6 +11,7 @@ use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, Publisher, Subscrib
 use event_contract::wire::QuarantineMessage;
 use event_contract::{Limits, Reason};
 use gateway::auth::{ApiKeys, hash_key};
+use gateway::api::Protection;
 use gateway::{AppState, router};
 use serde_json::{Value, json};
 
@@ -18,6 +19,10 @@ const KEY: &str = "test-key";
 const REVOKED: &str = "old-key";
 
 async fn serve(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize) -> String {
+    serve_with(publisher, max_body, in_flight, Protection::default()).await
+}
+
+async fn serve_with(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize, protection: Protection) -> String {
     let state = Arc::new(AppState {
         publisher,
         limits: Limits::default(),
@@ -25,6 +30,7 @@ async fn serve(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize)
         max_body_bytes: max_body,
         retry_after_secs: 2,
         in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+        protection,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -333,4 +339,79 @@ async fn on_jetstream_a_message_too_large_for_the_bus_is_a_rejection_and_quarant
         let qm = QuarantineMessage::decode(&d.payload).expect("quarantine message");
         assert!(qm.raw_len as usize > max - 1000 && qm.raw.len() < qm.raw_len as usize, "first bytes and the length kept");
     }
+}
+
+/// Opens a connection and sends the headers of a keyed NDJSON request whose body never
+/// finishes (a slow client): the request holds its in-flight permit until it times out.
+async fn slow_request(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{{\"data\""
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_time_out_with_408_and_requests_without_a_key_never_take_a_permit() {
+    use tokio::io::AsyncReadExt;
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let protection = Protection { body_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(4), ..Protection::default() };
+    let base = serve_with(Arc::new(bus), 1 << 20, 1, protection).await;
+    let body = ndjson(&["a".into()]).into_bytes();
+
+    // One slow client holds the only permit.
+    let mut slow = slow_request(&base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Without a key: 401 at once, not 503 (authentication comes before the permit).
+    assert_eq!(post(&base, None, "application/x-ndjson", None, body.clone()).await.0, 401);
+    assert_eq!(post(&base, Some(REVOKED), "application/x-ndjson", None, body.clone()).await.0, 403);
+    // With a key: the gateway is busy.
+    let (status, _, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.clone()).await;
+    assert_eq!((status, retry.is_some()), (503, true));
+
+    // The slow body is cut at its deadline with 408, and the permit comes back.
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer)).await.expect("answered in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, body).await.0, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_of_invalid_lines_is_summarised_and_bounded() {
+    let bus = InProcessBus::new(100_000, 256 << 20);
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 10 << 20, 16).await;
+    let gzip = |text: &str| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(text.as_bytes()).expect("gzip");
+        enc.finish().expect("gzip")
+    };
+
+    // 50,000 invalid lines from a few hundred compressed bytes.
+    let lines = 50_000;
+    let bomb = gzip(&"x\n".repeat(lines));
+    assert!(bomb.len() < 1000, "{}", bomb.len());
+    let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await;
+    assert_eq!(status, 422);
+    let defaults = Protection::default();
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(defaults.max_rejection_details), "the first ones in full");
+    assert_eq!(body["rejected_total"], lines);
+    assert_eq!(body["rejected_by_reason"], json!({"invalid_json": lines}));
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), defaults.max_quarantined_per_request + 1, "the first ones one by one, then one summary");
+    let summary = QuarantineMessage::decode(&q[q.len() - 1].payload).expect("summary");
+    assert_eq!((summary.reason, summary.index as usize), (Reason::TooManyRejections, defaults.max_quarantined_per_request));
+    assert!(summary.detail.contains(&format!("{} more", lines - defaults.max_quarantined_per_request)), "{}", summary.detail);
+    assert!(summary.detail.contains("invalid_json"), "{}", summary.detail);
+
+    // 5 million lines inflated from ~10 KiB: refused before any is looked at.
+    let bomb = gzip(&"x\n".repeat(5_000_000));
+    let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_many_events")));
 }
