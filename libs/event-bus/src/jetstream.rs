@@ -32,8 +32,9 @@ pub const HEADER_ROOM: usize = 1024;
 /// Longest `Nats-Msg-Id` sent (an event's is `<type>:<id>`, at most 385 bytes).
 pub const MAX_MSG_ID_BYTES: usize = 512;
 
-/// Settings of the JetStream bus (all fields have defaults when deserialized).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+/// Settings of the JetStream bus (all fields have defaults when deserialized). Its `Debug`
+/// shows the URL without credentials.
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct JetStreamConfig {
     /// Server URL(s), comma-separated; default `nats://127.0.0.1:4222`.
@@ -72,6 +73,22 @@ impl Default for JetStreamConfig {
             publish_timeout_ms: 5000,
             max_in_flight: 4096,
         }
+    }
+}
+
+impl std::fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamConfig")
+            .field("url", &redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("subjects", &self.subjects)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("max_bytes", &self.max_bytes)
+            .field("duplicate_window_secs", &self.duplicate_window_secs)
+            .field("replicas", &self.replicas)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
     }
 }
 
@@ -154,7 +171,7 @@ impl JetStreamBus {
             max_in_flight: cfg.max_in_flight,
         };
         bus.ensure_stream(cfg).await?;
-        tracing::info!(url = %cfg.url, stream = %cfg.stream, subjects = ?cfg.subjects, "JetStream bus ready");
+        tracing::info!(url = %redact_url(&cfg.url), stream = %cfg.stream, subjects = ?cfg.subjects, "JetStream bus ready");
         Ok(bus)
     }
 
@@ -606,8 +623,32 @@ fn same_managed_fields(current: &stream::Config, desired: &stream::Config) -> bo
         && current.discard == desired.discard
 }
 
+/// The URL(s) with any credentials (`user:password@`, `token@`) replaced by `***`, for
+/// logs and error messages.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let (scheme, rest) = match url.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, url),
+            };
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..host_end].rfind('@') {
+                Some(at) => format!("***{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn map_connect_error(url: &str, e: async_nats::ConnectError) -> BusError {
     use async_nats::ConnectErrorKind as K;
+    let url = redact_url(url);
     match e.kind() {
         K::ServerParse => BusError::Rejected(format!("invalid NATS url {url:?}: {e}")),
         _ => BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")),
@@ -692,6 +733,14 @@ fn classify_jetstream_error(js: &jetstream::Error, text: String) -> BusError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact_url("nats://alice:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact_url("nats://tok@a:1, tls://b:2"), "nats://***@a:1, tls://b:2");
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
+    }
 
     #[test]
     fn config_defaults_and_partial_deserialization() {

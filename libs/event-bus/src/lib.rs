@@ -36,7 +36,7 @@ pub use consumer::{ConsumerConfig, ConsumerSpec};
 pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;
 pub use inprocess::{InProcessBus, InProcessSubscriber};
-pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber};
+pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber, redact_url};
 pub use replay::{ReplayReport, StoredLetter, replay};
 pub use subject::subject_matches;
 
