@@ -26,8 +26,15 @@ use crate::error::BusError;
 use crate::subject::filter_problem;
 use crate::{Bus, ConsumerSpec, ConsumerState, OutMessage, Publisher, StoredLetter, Subscriber};
 
-/// Settings of the JetStream bus (all fields have defaults when deserialized).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+/// Bytes of a message's `max_payload` kept for its headers (`NATS/1.0`, `Nats-Msg-Id` of at
+/// most [`MAX_MSG_ID_BYTES`], framing): payloads sized to [`Publisher::max_payload`] fit.
+pub const HEADER_ROOM: usize = 1024;
+/// Longest `Nats-Msg-Id` sent (an event's is `<type>:<id>`, at most 385 bytes).
+pub const MAX_MSG_ID_BYTES: usize = 512;
+
+/// Settings of the JetStream bus (all fields have defaults when deserialized). Its `Debug`
+/// shows the URL without credentials.
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct JetStreamConfig {
     /// Server URL(s), comma-separated; default `nats://127.0.0.1:4222`.
@@ -68,6 +75,22 @@ impl Default for JetStreamConfig {
             publish_timeout_ms: 5000,
             max_in_flight: 4096,
         }
+    }
+}
+
+impl std::fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamConfig")
+            .field("url", &redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("subjects", &self.subjects)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("max_bytes", &self.max_bytes)
+            .field("duplicate_window_secs", &self.duplicate_window_secs)
+            .field("replicas", &self.replicas)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
     }
 }
 
@@ -150,7 +173,7 @@ impl JetStreamBus {
             max_in_flight: cfg.max_in_flight,
         };
         bus.ensure_stream(cfg).await?;
-        tracing::info!(url = %cfg.url, stream = %cfg.stream, subjects = ?cfg.subjects, "JetStream bus ready");
+        tracing::info!(url = %redact_url(&cfg.url), stream = %cfg.stream, subjects = ?cfg.subjects, "JetStream bus ready");
         Ok(bus)
     }
 
@@ -285,6 +308,13 @@ impl JetStreamBus {
                 "not sent: the bus failed earlier in this batch".to_string(),
             ));
         }
+        // A header value with CR or LF would split the message's header block: refuse it
+        // here whatever the caller checked (the contract bounds event ids).
+        if msg.id.chars().any(char::is_control) || msg.id.len() > MAX_MSG_ID_BYTES {
+            return Err(BusError::Rejected(format!(
+                "message id refused: more than {MAX_MSG_ID_BYTES} bytes or a control character"
+            )));
+        }
         let mut publish = jetstream::message::PublishMessage::build().payload(msg.payload);
         if !msg.id.is_empty() {
             publish = publish.message_id(&msg.id);
@@ -364,8 +394,9 @@ impl Publisher for JetStreamBus {
         })
     }
 
+    /// The server's `max_payload` less [`HEADER_ROOM`]: the limit counts the headers too.
     fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
     }
 
     fn is_ready(&self) -> BoxFuture<'_, bool> {
@@ -602,8 +633,32 @@ fn same_managed_fields(current: &stream::Config, desired: &stream::Config) -> bo
         && current.discard == desired.discard
 }
 
+/// The URL(s) with any credentials (`user:password@`, `token@`) replaced by `***`, for
+/// logs and error messages.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let (scheme, rest) = match url.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, url),
+            };
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..host_end].rfind('@') {
+                Some(at) => format!("***{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn map_connect_error(url: &str, e: async_nats::ConnectError) -> BusError {
     use async_nats::ConnectErrorKind as K;
+    let url = redact_url(url);
     match e.kind() {
         K::ServerParse => BusError::Rejected(format!("invalid NATS url {url:?}: {e}")),
         _ => BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")),
@@ -636,6 +691,10 @@ fn map_consumer_error(durable: &str, e: jetstream::stream::ConsumerError) -> Bus
 fn map_publish_error(e: context::PublishError) -> BusError {
     use context::PublishErrorKind as K;
     let text = e.to_string();
+    // A subject the client refuses (an empty token, white space) is refused every time.
+    if std::error::Error::source(&e).is_some_and(|s| s.is::<async_nats::SubjectError>()) {
+        return BusError::Rejected(format!("invalid subject: {text}"));
+    }
     match e.kind() {
         K::TimedOut | K::BrokenPipe | K::StreamNotFound => BusError::Unavailable(text),
         K::MaxAckPending => BusError::Full(text),
@@ -684,6 +743,14 @@ fn classify_jetstream_error(js: &jetstream::Error, text: String) -> BusError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact_url("nats://alice:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact_url("nats://tok@a:1, tls://b:2"), "nats://***@a:1, tls://b:2");
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
+    }
 
     #[test]
     fn config_defaults_and_partial_deserialization() {

@@ -7,7 +7,8 @@
 //!
 //! - [`JetStreamBus`]: NATS JetStream, for production. A publish resolves only once the
 //!   server has stored the message (JetStream publish ack); messages are deduplicated on
-//!   [`OutMessage::id`] (`Nats-Msg-Id`) within the stream's duplicate window; durable pull
+//!   [`OutMessage::id`] (`Nats-Msg-Id`; `<type>:<id>` for events, see [`OutMessage::event`])
+//!   within the stream's duplicate window; durable pull
 //!   consumers with explicit acks give at-least-once delivery shared between replicas.
 //! - [`InProcessBus`]: a bounded in-memory bus with the same semantics (durable consumers,
 //!   ack/nak/redelivery after `ack_wait`, dedup window, work sharing), for `eventctl dev` and
@@ -36,7 +37,7 @@ pub use consumer::{ConsumerConfig, ConsumerSpec};
 pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;
 pub use inprocess::{InProcessBus, InProcessSubscriber};
-pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber};
+pub use jetstream::{JetStreamBus, JetStreamConfig, JetStreamSubscriber, redact_url};
 pub use replay::{ReplayReport, StoredLetter, replay};
 pub use subject::subject_matches;
 pub use trace::TraceParent;
@@ -51,6 +52,19 @@ pub struct OutMessage {
     pub id: String,
     /// The message body.
     pub payload: bytes::Bytes,
+}
+
+impl OutMessage {
+    /// A valid event: subject `raw-event.<type>`, dedup id `<type>:<id>`
+    /// ([`dedup_id`](event_contract::wire::dedup_id)), so that an event sharing its id with
+    /// an event of another type is not taken for a repeat.
+    pub fn event(event_type: &str, id: &str, payload: bytes::Bytes) -> OutMessage {
+        OutMessage {
+            subject: event_contract::wire::Subject::event(event_type).to_string(),
+            id: event_contract::wire::dedup_id(event_type, id),
+            payload,
+        }
+    }
 }
 
 /// Publishing; a publish resolves only when the message is durable (JetStream ack).

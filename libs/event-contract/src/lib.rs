@@ -2,20 +2,25 @@
 //! and the HTTP gateway so both accept and reject exactly the same events.
 //!
 //! A valid event is one strict JSON object (at most `max_event_bytes`, UTF-8, no duplicate
-//! keys in any object, nothing after the value) with `data.id` a non-empty string, `data.type`
-//! a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`, `data.attributes` an object and
-//! `meta.created_at` an integer of epoch milliseconds within `[min_created_at, max_created_at)`.
-//! Every failure has a [`Reason`] with a stable code.
+//! keys in any object, nothing after the value) with `data.id` a string of 1 to 256 bytes
+//! without control characters, `data.type` a string matching
+//! `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` without empty `.`-separated tokens, `data.attributes`
+//! an object and `meta.created_at` an integer of epoch milliseconds within
+//! `[min_created_at, max_created_at)`; field names and the user, product and owner keys are
+//! bounded too ([`bounds`] has every bound and why). Every failure has a [`Reason`] with a
+//! stable code.
 //!
 //! [`wire`] is the rest of the contract between the services: the bus subjects, the
 //! quarantine and dead-letter messages, and the zero-copy view consumers read events with.
 
+pub mod bounds;
 mod reason;
 mod validate;
 pub mod wire;
 
 pub use reason::Reason;
-pub use validate::{Event, is_valid_type, validate};
+pub use bounds::is_valid_type;
+pub use validate::{Event, validate};
 
 /// Checks that `bytes` are UTF-8 and views them as a `str`.
 ///

@@ -26,12 +26,18 @@ pub enum Reason {
     DataNotObject,
     /// There is no `data.id`.
     MissingId,
-    /// `data.id` is not a non-empty string.
+    /// `data.id` is not a string of 1 to 256 bytes without control characters.
     InvalidId,
     /// There is no `data.type`.
     MissingType,
-    /// `data.type` is not a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`.
+    /// `data.type` is not a string matching `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` made of
+    /// non-empty `.`-separated tokens (it must map to a bus subject).
     InvalidType,
+    /// An object key of the event is longer than 256 bytes.
+    FieldNameTooLong,
+    /// `data.attributes.user_id`, `product_id` or `owner_id` is a string that is empty, longer
+    /// than 256 bytes or holds a control character.
+    InvalidKey,
     /// There is no `data.attributes`.
     MissingAttributes,
     /// `data.attributes` is not an object.
@@ -46,6 +52,13 @@ pub enum Reason {
     InvalidCreatedAt,
     /// `meta.created_at` is outside the configured bounds.
     CreatedAtOutOfRange,
+    /// A valid event the bus refused for good (larger than its largest message, say): the
+    /// gateway answers it as a rejection instead of asking for a retry that cannot succeed.
+    RejectedByBus,
+    /// A quarantine record standing for the rejected lines of one request past the number the
+    /// gateway quarantines one by one: its detail counts them by reason, its raw bytes are the
+    /// first of them.
+    TooManyRejections,
     /// A valid event that a consumer of the bus could not process (a dead letter: the
     /// detail names the error, the source the consumer); `eventctl replay` sends it again.
     ConsumerFailed,
@@ -53,7 +66,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 25] = [
         Reason::TooLarge,
         Reason::EmptyLine,
         Reason::InvalidUtf8,
@@ -67,6 +80,8 @@ impl Reason {
         Reason::InvalidId,
         Reason::MissingType,
         Reason::InvalidType,
+        Reason::FieldNameTooLong,
+        Reason::InvalidKey,
         Reason::MissingAttributes,
         Reason::AttributesNotObject,
         Reason::MissingMeta,
@@ -74,6 +89,8 @@ impl Reason {
         Reason::MissingCreatedAt,
         Reason::InvalidCreatedAt,
         Reason::CreatedAtOutOfRange,
+        Reason::RejectedByBus,
+        Reason::TooManyRejections,
         Reason::ConsumerFailed,
     ];
 
@@ -93,6 +110,8 @@ impl Reason {
             Reason::InvalidId => "invalid_id",
             Reason::MissingType => "missing_type",
             Reason::InvalidType => "invalid_type",
+            Reason::FieldNameTooLong => "field_name_too_long",
+            Reason::InvalidKey => "invalid_key",
             Reason::MissingAttributes => "missing_attributes",
             Reason::AttributesNotObject => "attributes_not_object",
             Reason::MissingMeta => "missing_meta",
@@ -100,6 +119,8 @@ impl Reason {
             Reason::MissingCreatedAt => "missing_created_at",
             Reason::InvalidCreatedAt => "invalid_created_at",
             Reason::CreatedAtOutOfRange => "created_at_out_of_range",
+            Reason::RejectedByBus => "rejected_by_bus",
+            Reason::TooManyRejections => "too_many_rejections",
             Reason::ConsumerFailed => "consumer_failed",
         }
     }
@@ -124,10 +145,14 @@ impl Reason {
             Reason::MissingData => "the event has no `data` object",
             Reason::DataNotObject => "`data` is not an object",
             Reason::MissingId => "`data.id` is missing",
-            Reason::InvalidId => "`data.id` is not a non-empty string",
+            Reason::InvalidId => "`data.id` is not a string of 1 to 256 bytes without control characters",
             Reason::MissingType => "`data.type` is missing",
             Reason::InvalidType => {
-                "`data.type` is not a string matching ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+                "`data.type` is not a string matching ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ with non-empty dot-separated tokens"
+            }
+            Reason::FieldNameTooLong => "an object key of the event is longer than 256 bytes",
+            Reason::InvalidKey => {
+                "`data.attributes.user_id`, `product_id` or `owner_id` is empty, longer than 256 bytes or holds a control character"
             }
             Reason::MissingAttributes => "`data.attributes` is missing",
             Reason::AttributesNotObject => "`data.attributes` is not an object",
@@ -139,6 +164,12 @@ impl Reason {
             }
             Reason::CreatedAtOutOfRange => {
                 "`meta.created_at` is outside the accepted range of epoch milliseconds"
+            }
+            Reason::RejectedByBus => {
+                "the bus refused the valid event for good (for example larger than its largest message); sending it again cannot succeed"
+            }
+            Reason::TooManyRejections => {
+                "stands for the rejected lines of one request past the number quarantined one by one; the detail counts them by reason"
             }
             Reason::ConsumerFailed => {
                 "a consumer of the bus could not process the event (its error is the detail); `eventctl replay` sends it again once fixed"

@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
+use crate::bounds::{self, KEY_ATTRIBUTES, MAX_FIELD_NAME_BYTES};
 use crate::{Limits, Reason, Rejection};
 
 /// A valid event: its required fields, borrowed from the line where possible, and the line.
@@ -244,6 +245,12 @@ impl<'de> Visitor<'de> for Any<'_, '_> {
 
 #[allow(clippy::ptr_arg)] // the Cow is stored by KeySet::insert
 fn check_unique<'de>(ctx: &Ctx, keys: &mut KeySet<'de>, key: &Cow<'de, str>, path: &Path<'_>) {
+    if key.len() > MAX_FIELD_NAME_BYTES {
+        ctx.fail(Reason::FieldNameTooLong, || {
+            let shown: String = key.chars().take(64).collect();
+            format!("a key in {} is {} bytes, the limit is {MAX_FIELD_NAME_BYTES}: {shown:?}...", path.describe(), key.len())
+        });
+    }
     if !keys.insert(key) {
         ctx.fail(Reason::DuplicateKey, || format!("key {key:?} appears twice in {}", path.describe()));
     }
@@ -264,6 +271,8 @@ struct Data<'de> {
     id: Option<Scalar<'de>>,
     event_type: Option<Scalar<'de>>,
     attributes_is_object: Option<bool>,
+    /// The string values of `user_id`, `product_id`, `owner_id` in `data.attributes`.
+    keys: Vec<(&'static str, Cow<'de, str>)>,
 }
 
 #[derive(Default)]
@@ -376,16 +385,21 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_> {
         while let Some(key) = map.next_key_seed(CowStr)? {
             check_unique(self.ctx, &mut keys, &key, &self.path);
             let path = Path::Key(&self.path, &key);
-            let value = map.next_value_seed(ObjectProbe { ctx: self.ctx, path })?;
+            if key == "attributes" {
+                let attrs = map.next_value_seed(AttributesSeed { ctx: self.ctx, path })?;
+                if data.attributes_is_object.is_none() {
+                    data.attributes_is_object = Some(attrs.is_object);
+                    data.keys = attrs.keys;
+                }
+                continue;
+            }
+            let value = map.next_value_seed(Any { ctx: self.ctx, path })?;
             match key.as_ref() {
                 "id" => {
-                    data.id.get_or_insert(value.scalar);
+                    data.id.get_or_insert(value);
                 }
                 "type" => {
-                    data.event_type.get_or_insert(value.scalar);
-                }
-                "attributes" => {
-                    data.attributes_is_object.get_or_insert(value.is_object);
+                    data.event_type.get_or_insert(value);
                 }
                 _ => {}
             }
@@ -394,23 +408,52 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_> {
     }
 }
 
-/// A value walked strictly, remembering whether it was an object.
-struct Probed<'de> {
-    scalar: Scalar<'de>,
-    is_object: bool,
-}
-
-struct ObjectProbe<'c, 'p> {
+/// `data.attributes`: walked strictly, keeping the string values of the key attributes.
+struct AttributesSeed<'c, 'p> {
     ctx: &'c Ctx,
     path: Path<'p>,
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectProbe<'_, '_> {
-    type Value = Probed<'de>;
+struct Attributes<'de> {
+    is_object: bool,
+    keys: Vec<(&'static str, Cow<'de, str>)>,
+}
+
+impl<'de> DeserializeSeed<'de> for AttributesSeed<'_, '_> {
+    type Value = Attributes<'de>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        let scalar = Any { ctx: self.ctx, path: self.path }.deserialize(d)?;
-        let is_object = scalar == Scalar::Other("an object");
-        Ok(Probed { scalar, is_object })
+        d.deserialize_any(self)
+    }
+}
+
+impl NotObject for Attributes<'_> {
+    fn not_object(_: &'static str) -> Self {
+        Attributes { is_object: false, keys: Vec::new() }
+    }
+}
+
+impl<'de> Visitor<'de> for AttributesSeed<'_, '_> {
+    type Value = Attributes<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    forward_non_map!("a scalar", visit_bool(bool), visit_i64(i64), visit_u64(u64), visit_f64(f64), visit_str(&str), visit_unit());
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Any { ctx: self.ctx, path: self.path }.visit_seq(seq)?;
+        Ok(Attributes::not_object("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut attrs = Attributes { is_object: true, keys: Vec::new() };
+        let mut keys = KeySet::new();
+        while let Some(key) = map.next_key_seed(CowStr)? {
+            check_unique(self.ctx, &mut keys, &key, &self.path);
+            let path = Path::Key(&self.path, &key);
+            let value = map.next_value_seed(Any { ctx: self.ctx, path })?;
+            if let (Some(name), Scalar::Str(s)) = (KEY_ATTRIBUTES.iter().find(|k| **k == key), value) {
+                attrs.keys.push((*name, s));
+            }
+        }
+        Ok(attrs)
     }
 }
 
@@ -467,15 +510,6 @@ fn kind(s: &Scalar<'_>) -> &'static str {
     }
 }
 
-/// `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`
-pub fn is_valid_type(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
 impl<'de> Top<'de> {
     fn into_event(self, raw: &'de [u8], limits: &Limits) -> Result<Event<'de>, Rejection> {
         if !self.is_object {
@@ -487,21 +521,21 @@ impl<'de> Top<'de> {
         }
         let id = match data.id {
             None => return Err(Rejection::new(Reason::MissingId, "no key `data.id`")),
-            Some(Scalar::Str(s)) if !s.is_empty() => s,
-            Some(Scalar::Str(_)) => return Err(Rejection::new(Reason::InvalidId, "`data.id` is empty")),
+            Some(Scalar::Str(s)) => match bounds::id_problem(&s) {
+                None => s,
+                Some(problem) => return Err(Rejection::new(Reason::InvalidId, format!("`data.id` {problem}"))),
+            },
             Some(other) => {
                 return Err(Rejection::new(Reason::InvalidId, format!("`data.id` is {}", kind(&other))));
             }
         };
         let event_type = match data.event_type {
             None => return Err(Rejection::new(Reason::MissingType, "no key `data.type`")),
-            Some(Scalar::Str(s)) if is_valid_type(&s) => s,
+            Some(Scalar::Str(s)) if bounds::is_valid_type(&s) => s,
             Some(Scalar::Str(s)) => {
                 let shown: String = s.chars().take(64).collect();
-                return Err(Rejection::new(
-                    Reason::InvalidType,
-                    format!("`data.type` {shown:?} does not match ^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$"),
-                ));
+                let problem = bounds::describe_type_problem(&s);
+                return Err(Rejection::new(Reason::InvalidType, format!("`data.type` {shown:?} {problem}")));
             }
             Some(other) => {
                 return Err(Rejection::new(Reason::InvalidType, format!("`data.type` is {}", kind(&other))));
@@ -513,6 +547,11 @@ impl<'de> Top<'de> {
                 return Err(Rejection::new(Reason::AttributesNotObject, "`data.attributes` must be an object"));
             }
             Some(true) => {}
+        }
+        for (name, value) in &data.keys {
+            if let Some(problem) = bounds::key_problem(value) {
+                return Err(Rejection::new(Reason::InvalidKey, format!("`data.attributes.{name}` {problem}")));
+            }
         }
         let meta = self.meta.ok_or_else(|| Rejection::new(Reason::MissingMeta, "no key `meta`"))?;
         if !meta.is_object {

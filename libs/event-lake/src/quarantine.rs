@@ -87,7 +87,7 @@ impl Lake {
             let data = encode_parquet(batch.schema(), &[batch], &self.options, 0, false)?;
             let path = Path::from(format!("{}/{}", quarantine_dir(hour), new_file_name("q")));
             let len = data.len() as u64;
-            put_whole(self.store(), &path, data).await?;
+            put_whole(&self.root, &path, data).await?;
             written.push((path, len));
         }
         Ok(written)

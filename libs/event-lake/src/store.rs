@@ -21,6 +21,9 @@ pub struct LakeStore {
     pub store: Arc<dyn ObjectStore>,
     /// The URL as given, for messages.
     pub url: String,
+    /// The folder of a local lake (its files are committed durably by
+    /// [`put_whole`](crate::writer::put_whole): written, fsynced, renamed, folder fsynced).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 impl LakeStore {
@@ -46,7 +49,7 @@ impl LakeStore {
             let prefix = prefix.trim_matches('/');
             let store: Arc<dyn ObjectStore> =
                 if prefix.is_empty() { s3 } else { Arc::new(PrefixStore::new(s3, prefix)) };
-            return Ok(LakeStore { store, url: url.to_owned() });
+            return Ok(LakeStore { store, url: url.to_owned(), local_dir: None });
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(invalid("use a local folder or s3://bucket/prefix"));
@@ -55,6 +58,6 @@ impl LakeStore {
         std::fs::create_dir_all(&path)?;
         let path = path.canonicalize()?;
         let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(&e.to_string()))?;
-        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned() })
+        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), local_dir: Some(path) })
     }
 }

@@ -128,7 +128,7 @@ impl Lake {
         let Some(first) = batches.first() else { return Ok(0) };
         let data = encode_parquet(first.schema(), batches, &self.options, schema_version, compacted)?;
         let bytes = data.len() as u64;
-        put_whole(self.store(), path, data).await?;
+        put_whole(&self.root, path, data).await?;
         Ok(bytes)
     }
 }
@@ -163,6 +163,32 @@ pub fn writer_properties(
     b.build()
 }
 
+/// Writes `data` at `file` durably: into `<file>#<n>` (a name the local object store does
+/// not list), fsync, rename, fsync of the folder.
+pub fn write_durably(file: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = file.parent().ok_or_else(|| std::io::Error::other(format!("{} has no folder", file.display())))?;
+    std::fs::create_dir_all(dir)?;
+    let mut n = 1u32;
+    let (mut staged, staged_path) = loop {
+        let mut p = file.as_os_str().to_owned();
+        p.push(format!("#{n}"));
+        let p = std::path::PathBuf::from(p);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => break (f, p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = staged.write_all(data).and_then(|()| staged.sync_all());
+    drop(staged);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&staged_path, file)) {
+        let _ = std::fs::remove_file(&staged_path);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Encodes batches into Parquet bytes.
 pub fn encode_parquet(
     schema: arrow_schema::SchemaRef,
@@ -181,8 +207,19 @@ pub fn encode_parquet(
     Ok(data)
 }
 
-/// Uploads bytes as one object, multipart above 32 MiB; visible only when complete.
-pub async fn put_whole(store: &Arc<dyn ObjectStore>, path: &Path, data: Vec<u8>) -> Result<(), LakeError> {
+/// Uploads bytes as one object, multipart above 32 MiB; visible only when complete. On a
+/// local folder the file is written beside its final name, fsynced, renamed into place and
+/// its folder fsynced: a power cut never leaves an empty or partial file under a lake name
+/// (`object_store`'s local store renames without an fsync).
+pub async fn put_whole(root: &LakeStore, path: &Path, data: Vec<u8>) -> Result<(), LakeError> {
+    if let Some(dir) = &root.local_dir {
+        let file = dir.join(path.as_ref());
+        return tokio::task::spawn_blocking(move || write_durably(&file, &data))
+            .await
+            .map_err(|e| LakeError::Internal(format!("the writing task failed: {e}")))?
+            .map_err(LakeError::from);
+    }
+    let store = &root.store;
     const PART: usize = 32 << 20;
     if data.len() <= PART {
         store.put(path, PutPayload::from(data)).await?;
@@ -204,4 +241,25 @@ pub async fn put_whole(store: &Arc<dyn ObjectStore>, path: &Path, data: Vec<u8>)
         return Err(e.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_file_is_committed_whole_and_its_staging_file_never_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = LakeStore::open(dir.path().to_str().expect("utf8")).expect("local lake");
+        assert!(root.local_dir.is_some());
+        let path = Path::from("events/type=t/date=2026-01-01/hour=00/f-w.parquet");
+        put_whole(&root, &path, b"first".to_vec()).await.expect("put");
+        // A stale staging file (a crash before the rename) is neither listed nor in the way.
+        let on_disk = dir.path().join("events/type=t/date=2026-01-01/hour=00/f-w.parquet");
+        std::fs::write(on_disk.with_file_name("f-w.parquet#1"), b"partial").expect("stale");
+        put_whole(&root, &path, b"second".to_vec()).await.expect("put again");
+        assert_eq!(std::fs::read(&on_disk).expect("read"), b"second");
+        let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(root.store.list(None)).await.expect("list");
+        assert_eq!(listed.iter().map(|m| m.location.to_string()).collect::<Vec<_>>(), [path.to_string()]);
+    }
 }

@@ -1,7 +1,8 @@
 //! What every HTTP API of the platform answers the same way: one error type ([`ApiError`]:
 //! one status per condition, one JSON shape `{"error": {"code", "message"}}`, `Retry-After`
-//! on 429/503), the bound on requests in flight (503 beyond it, instead of a queue), and the
-//! bearer security scheme of the OpenAPI documents.
+//! on 429/503), the API key check (401/403, done before anything else so that requests
+//! without a key cost nothing), the bound on requests in flight (503 beyond it, instead of a
+//! queue), and the bearer security scheme of the OpenAPI documents.
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// 403: valid credentials that may not do this (a revoked key, another user's data).
     Forbidden,
+    /// 408: the request, or its body, was not sent within its timeout (a slow client).
+    Timeout,
     /// 413: the request exceeds a size limit (body bytes, also after decompression; items
     /// in one batch). Do not retry as is: split it.
     TooLarge,
@@ -50,6 +53,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Backpressure => StatusCode::TOO_MANY_REQUESTS,
@@ -98,6 +102,11 @@ impl ApiError {
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, "forbidden", message)
+    }
+
+    /// 408 with a specific code (`body_timeout`).
+    pub fn timeout(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, code, message)
     }
 
     /// 413 with a specific code (`too_large` for a body, `too_many_ids`...).
@@ -212,6 +221,28 @@ pub async fn limit_in_flight(State(limit): State<InFlightLimit>, req: Request, n
     match limit.permits.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
         Err(_) => ApiError::overloaded("too many requests in flight; retry later", limit.retry_after_secs).counted(limit.metric),
+    }
+}
+
+/// The API keys a route requires, for [`require_api_key`].
+#[derive(Clone)]
+pub struct KeyCheck {
+    /// Accepted and revoked keys.
+    pub keys: Arc<crate::auth::ApiKeys>,
+    /// The service's request counter.
+    pub metric: &'static str,
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(check, require_api_key)`): a request
+/// without a valid `Authorization: Bearer <key>` is answered 401 (403 for a revoked key)
+/// from its headers alone, before its body is read and before it takes a permit of
+/// [`limit_in_flight`] (layer this one outside it).
+pub async fn require_api_key(State(check): State<KeyCheck>, req: Request, next: Next) -> Response {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match check.keys.check(authorization) {
+        crate::auth::AuthResult::Allowed => next.run(req).await,
+        crate::auth::AuthResult::Unauthenticated => ApiError::unauthenticated("send Authorization: Bearer <API key>").counted(check.metric),
+        crate::auth::AuthResult::Revoked => ApiError::revoked_key().counted(check.metric),
     }
 }
 

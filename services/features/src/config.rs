@@ -119,7 +119,7 @@ impl Default for FeaturesConfig {
             expire_budget: 5000,
             dedup_ttl_secs: 86_400,
             max_batch_ids: 1000,
-            max_id_bytes: 256,
+            max_id_bytes: event_contract::bounds::MAX_KEY_BYTES,
             max_in_flight_reads: 256,
             retry_after_secs: 1,
             redis_timeout_ms: 2000,

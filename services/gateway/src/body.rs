@@ -1,6 +1,8 @@
 //! Request bodies: decoding (`Content-Encoding: gzip | zstd`) within the size limit, without
 //! inflating past it, and splitting into events by `Content-Type` (one JSON object, a JSON
-//! array of events, or NDJSON) while keeping each event as the bytes received.
+//! array of events, or NDJSON) while keeping each event as the bytes received. A body holds at
+//! most a configured number of events: past it, splitting stops (memory stays bounded by the
+//! limit, whatever the body holds, e.g. millions of one-byte lines inflated from a small gzip).
 
 use std::io::Read;
 
@@ -28,6 +30,9 @@ pub enum BodyError {
     /// No event at all.
     #[error("the body holds no event")]
     Empty,
+    /// More events than one request may hold.
+    #[error("the body holds more than {0} events: send them in several requests")]
+    TooManyEvents(usize),
 }
 
 /// Decodes the body, refusing (without inflating further) once it passes `limit`.
@@ -74,22 +79,36 @@ pub fn layout(content_type: Option<&str>) -> Result<Layout, BodyError> {
     }
 }
 
-/// The events of a body, each a zero-copy slice of it.
-pub fn split(body: &Bytes, layout: Layout) -> Result<Vec<Bytes>, BodyError> {
+/// The events of a body, each a zero-copy slice of it; at most `max_events` of them.
+pub fn split(body: &Bytes, layout: Layout, max_events: usize) -> Result<Vec<Bytes>, BodyError> {
     let events: Vec<Bytes> = match layout {
-        Layout::Ndjson => body
-            .split(|&b| b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .map(|l| body.slice_ref(l))
-            .collect(),
+        Layout::Ndjson => {
+            let mut events = Vec::new();
+            let lines = body
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+            for line in lines {
+                if events.len() == max_events {
+                    return Err(BodyError::TooManyEvents(max_events));
+                }
+                events.push(body.slice_ref(line));
+            }
+            events
+        }
         Layout::Json => {
             let first = body.iter().find(|b| !b.is_ascii_whitespace());
             match first {
                 Some(b'[') => {
-                    let items: Vec<&RawValue> =
-                        serde_json::from_slice(body).map_err(|e| BodyError::NotEvents(e.to_string()))?;
-                    items.into_iter().map(|r| body.slice_ref(r.get().as_bytes())).collect()
+                    let too_many = std::cell::Cell::new(false);
+                    let mut de = serde_json::Deserializer::from_slice(body);
+                    let items = serde::de::DeserializeSeed::deserialize(Items { max: max_events, too_many: &too_many }, &mut de)
+                        .and_then(|items| de.end().map(|()| items));
+                    match items {
+                        Ok(items) => items.into_iter().map(|r| body.slice_ref(r.get().as_bytes())).collect(),
+                        Err(_) if too_many.get() => return Err(BodyError::TooManyEvents(max_events)),
+                        Err(e) => return Err(BodyError::NotEvents(e.to_string())),
+                    }
                 }
                 Some(_) => vec![body.clone()],
                 None => Vec::new(),
@@ -100,6 +119,37 @@ pub fn split(body: &Bytes, layout: Layout) -> Result<Vec<Bytes>, BodyError> {
         return Err(BodyError::Empty);
     }
     Ok(events)
+}
+
+/// A JSON array of at most `max` values, kept as raw slices.
+struct Items<'f> {
+    max: usize,
+    too_many: &'f std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = Vec<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = Vec<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if items.len() == self.max {
+                self.too_many.set(true);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 #[cfg(test)]
@@ -119,10 +169,20 @@ mod tests {
     #[test]
     fn arrays_and_lines_split_into_slices() {
         let body = Bytes::from_static(b"[{\"a\":1}, {\"b\":[2]}]");
-        let ev = split(&body, Layout::Json).unwrap();
+        let ev = split(&body, Layout::Json, 10).unwrap();
         assert_eq!(ev, vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{\"b\":[2]}")]);
         let body = Bytes::from_static(b"{\"a\":1}\r\n\n{\"b\":2}\n");
-        assert_eq!(split(&body, Layout::Ndjson).unwrap().len(), 2);
-        assert!(matches!(split(&Bytes::from_static(b"[1,"), Layout::Json), Err(BodyError::NotEvents(_))));
+        assert_eq!(split(&body, Layout::Ndjson, 10).unwrap().len(), 2);
+        assert!(matches!(split(&Bytes::from_static(b"[1,"), Layout::Json, 10), Err(BodyError::NotEvents(_))));
+    }
+
+    #[test]
+    fn the_number_of_events_is_bounded() {
+        let lines = Bytes::from("x\n".repeat(11));
+        assert_eq!(split(&lines, Layout::Ndjson, 11).map(|e| e.len()), Ok(11));
+        assert_eq!(split(&lines, Layout::Ndjson, 10), Err(BodyError::TooManyEvents(10)));
+        let array = Bytes::from(format!("[{}1]", "1,".repeat(10)));
+        assert_eq!(split(&array, Layout::Json, 11).map(|e| e.len()), Ok(11));
+        assert_eq!(split(&array, Layout::Json, 10), Err(BodyError::TooManyEvents(10)));
     }
 }

@@ -25,6 +25,18 @@ pub struct GatewayConfig {
     pub max_in_flight_requests: usize,
     /// Retry-After seconds sent with 429 and 503.
     pub retry_after_secs: u64,
+    /// Seconds a client has to send a whole request body; slower bodies are answered 408.
+    pub body_timeout_secs: u64,
+    /// Seconds a whole request may take (reading, validating, publishing); beyond, 408.
+    pub request_timeout_secs: u64,
+    /// Most events (lines, array items) in one request; more are answered 413 before any is
+    /// validated (default 100000).
+    pub max_events_per_request: usize,
+    /// Rejections listed in full in an answer (default 100); the others are counted by reason.
+    pub max_rejection_details: usize,
+    /// Rejected lines quarantined one by one per request (default 1000); the others go into
+    /// one summary record (reason `too_many_rejections`).
+    pub max_quarantined_per_request: usize,
     /// SHA-256 (hex) of the accepted API keys.
     #[serde(deserialize_with = "service_kit::config::string_list")]
     pub api_key_hashes: Vec<String>,
@@ -45,6 +57,11 @@ impl Default for GatewayConfig {
             max_created_at: 4_102_444_800_000,
             max_in_flight_requests: 64,
             retry_after_secs: 1,
+            body_timeout_secs: 30,
+            request_timeout_secs: 60,
+            max_events_per_request: 100_000,
+            max_rejection_details: 100,
+            max_quarantined_per_request: 1000,
             api_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
             bus: JetStreamConfig::default(),
@@ -67,6 +84,12 @@ impl Validate for GatewayConfig {
         if self.max_in_flight_requests == 0 {
             return bad("max_in_flight_requests", "must be positive");
         }
+        if self.body_timeout_secs == 0 || self.request_timeout_secs < self.body_timeout_secs {
+            return bad("request_timeout_secs", "timeouts must be positive, the request's at least the body's");
+        }
+        if self.max_events_per_request == 0 || self.max_quarantined_per_request == 0 {
+            return bad("max_events_per_request", "must be positive (and max_quarantined_per_request too)");
+        }
         if self.api_key_hashes.is_empty() {
             return bad("api_key_hashes", "no API key configured: set GATEWAY_API_KEY_HASHES to SHA-256 hex hashes");
         }
@@ -76,5 +99,18 @@ impl Validate for GatewayConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// The request bounds of [`crate::api::AppState`].
+    pub fn protection(&self) -> crate::api::Protection {
+        crate::api::Protection {
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            max_events_per_request: self.max_events_per_request,
+            max_rejection_details: self.max_rejection_details,
+            max_quarantined_per_request: self.max_quarantined_per_request,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The ingest gateway: `POST /v1/events` validates events with the shared contract,
-//! publishes valid ones durably to the bus (`raw-event.<type>`, message id = `data.id`),
+//! publishes valid ones durably to the bus (`raw-event.<type>`, message id
+//! `<type>:<data.id>`),
 //! quarantines rejected ones (`quarantine.gateway`) and answers 202 only once every valid
 //! event of the request is acknowledged by the bus.
 

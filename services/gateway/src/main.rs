@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         retry_after_secs: config.retry_after_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
+        protection: config.protection(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %config.listen, "gateway listening");

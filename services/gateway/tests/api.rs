@@ -11,6 +11,7 @@ use event_bus::{InProcessBus, JetStreamBus, JetStreamConfig, Publisher, Subscrib
 use event_contract::wire::QuarantineMessage;
 use event_contract::{Limits, Reason};
 use gateway::auth::{ApiKeys, hash_key};
+use gateway::api::Protection;
 use gateway::{AppState, router};
 use serde_json::{Value, json};
 
@@ -18,6 +19,10 @@ const KEY: &str = "test-key";
 const REVOKED: &str = "old-key";
 
 async fn serve(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize) -> String {
+    serve_with(publisher, max_body, in_flight, Protection::default()).await
+}
+
+async fn serve_with(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize, protection: Protection) -> String {
     let state = Arc::new(AppState {
         publisher,
         limits: Limits::default(),
@@ -25,6 +30,7 @@ async fn serve(publisher: Arc<dyn Publisher>, max_body: usize, in_flight: usize)
         max_body_bytes: max_body,
         retry_after_secs: 2,
         in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+        protection,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -184,7 +190,7 @@ async fn an_event_larger_than_the_bus_carries_is_rejected_not_retried() {
     let body = format!("{}\n{}\n", big, event("small")).into_bytes();
     let (status, b, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body).await;
     assert_eq!((status, b["accepted"].as_u64(), retry), (202, Some(1), None), "{b}");
-    assert_eq!((b["rejected"][0]["index"].as_u64(), b["rejected"][0]["reason"].as_str()), (Some(0), Some("too_large")), "{b}");
+    assert_eq!((b["rejected"][0]["index"].as_u64(), b["rejected"][0]["reason"].as_str()), (Some(0), Some("rejected_by_bus")), "{b}");
     let delivered = drain(&mut sub).await;
     assert_eq!(delivered.len(), 1);
 }
@@ -262,4 +268,195 @@ async fn with_jetstream_down_the_gateway_answers_503_and_loses_nothing_it_acked(
     for id in &first {
         assert!(ids.contains(id), "acked event {id} lost");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_that_are_not_subjects_and_ids_that_are_not_headers_are_refused_never_retried() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), publish_timeout_ms: 2000, ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus.clone()), 1 << 20, 16).await;
+
+    let mut bad_type = event("t1");
+    bad_type["data"]["type"] = json!("a.");
+    let mut empty_token = event("t2");
+    empty_token["data"]["type"] = json!("a..b");
+    let header_injection = event("id\r\nX-Evil: 1");
+    let long_id = event(&"i".repeat(257));
+    let good = event("fine");
+    let body: String = [bad_type, empty_token, header_injection, long_id, good].iter().map(|e| e.to_string() + "\n").collect();
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(retry, None);
+    assert_eq!(body["accepted"], 1);
+    let reasons: Vec<&str> = body["rejected"].as_array().expect("rejected").iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, ["invalid_type", "invalid_type", "invalid_id", "invalid_id"]);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 4, "each refused event is quarantined with its reason");
+}
+
+/// Two events with one id and two types, then a retry of the first: both events are stored
+/// once each (the dedup key is type and id).
+async fn same_id_other_type_is_stored(base: &str, sub: &mut impl Subscriber) {
+    let mut viewed = event("shared-id");
+    viewed["data"]["type"] = json!("product_viewed");
+    let mut sold = event("shared-id");
+    sold["data"]["type"] = json!("product_sold");
+    for e in [&viewed, &sold, &viewed] {
+        let (status, body, _) = post(base, Some(KEY), "application/json", None, e.to_string().into_bytes()).await;
+        assert_eq!((status, body["accepted"].as_u64()), (202, Some(1)), "{body}");
+    }
+    let mut got: Vec<String> = drain(sub).await.iter().map(|d| d.subject.clone()).collect();
+    got.sort();
+    assert_eq!(got, ["raw-event.product_sold", "raw-event.product_viewed"]);
+}
+
+#[tokio::test]
+async fn dedup_covers_the_type_on_the_in_process_bus() {
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    same_id_other_type_is_stored(&base, &mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_covers_the_type_on_jetstream() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut sub = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    same_id_other_type_is_stored(&base, &mut sub).await;
+}
+
+/// A valid event of exactly `len` bytes.
+fn event_of_len(id: &str, len: usize) -> String {
+    let mut e = event(id);
+    e["data"]["attributes"]["pad"] = json!("");
+    let base = e.to_string().len();
+    e["data"]["attributes"]["pad"] = json!("x".repeat(len - base));
+    let line = e.to_string();
+    assert_eq!(line.len(), len);
+    line
+}
+
+#[tokio::test]
+async fn an_event_the_bus_refuses_for_good_is_rejected_not_retried_on_the_in_process_bus() {
+    // The bus holds 8 KiB: a valid 10 KiB event can never be stored.
+    let bus = InProcessBus::new(1000, 8 << 10);
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30));
+    let mut events = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 1 << 20, 16).await;
+    let body = format!("{}\n{}\n", event_of_len("big", 10 << 10), event("small"));
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!((status, retry), (202, None), "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!((body["rejected"][0]["index"].as_u64(), body["rejected"][0]["reason"].as_str()), (Some(0), Some("rejected_by_bus")));
+    assert_eq!(drain(&mut events).await.len(), 1);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 1);
+    let qm = QuarantineMessage::decode(&q[0].payload).expect("quarantine message");
+    assert_eq!((qm.reason, qm.raw_len), (Reason::RejectedByBus, 10 << 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_message_too_large_for_the_bus_is_a_rejection_and_quarantines_fit() {
+    let nats = NatsServer::start();
+    let cfg = JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() };
+    let bus = JetStreamBus::connect(&cfg).await.expect("connect");
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30), 10_000).await.expect("subscriber");
+    let base = serve(Arc::new(bus.clone()), 4 << 20, 16).await;
+    // An event of exactly the largest event size (1 MiB) is valid, but with its headers it
+    // is larger than the server's max_payload (1 MiB); an invalid line just under 1 MiB
+    // makes a quarantine message that must still fit with its headers.
+    let max = Limits::default().max_event_bytes;
+    let invalid = format!("{{\"x\":\"{}\"", "y".repeat(max - 1000));
+    let body = format!("{}\n{invalid}\n{}\n", event_of_len("huge", max), event("small"));
+    let (status, body, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.into_bytes()).await;
+    assert_eq!((status, retry), (202, None), "{body}");
+    assert_eq!(body["accepted"], 1);
+    let reasons: Vec<&str> = body["rejected"].as_array().expect("rejected").iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons, ["rejected_by_bus", "invalid_json"]);
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), 2, "both refused lines are in the quarantine");
+    for d in &q {
+        let qm = QuarantineMessage::decode(&d.payload).expect("quarantine message");
+        assert!(qm.raw_len as usize > max - 1000 && qm.raw.len() < qm.raw_len as usize, "first bytes and the length kept");
+    }
+}
+
+/// Opens a connection and sends the headers of a keyed NDJSON request whose body never
+/// finishes (a slow client): the request holds its in-flight permit until it times out.
+async fn slow_request(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{{\"data\""
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_time_out_with_408_and_requests_without_a_key_never_take_a_permit() {
+    use tokio::io::AsyncReadExt;
+    let bus = InProcessBus::new(1000, 1 << 20);
+    let protection = Protection { body_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(4), ..Protection::default() };
+    let base = serve_with(Arc::new(bus), 1 << 20, 1, protection).await;
+    let body = ndjson(&["a".into()]).into_bytes();
+
+    // One slow client holds the only permit.
+    let mut slow = slow_request(&base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Without a key: 401 at once, not 503 (authentication comes before the permit).
+    assert_eq!(post(&base, None, "application/x-ndjson", None, body.clone()).await.0, 401);
+    assert_eq!(post(&base, Some(REVOKED), "application/x-ndjson", None, body.clone()).await.0, 403);
+    // With a key: the gateway is busy.
+    let (status, _, retry) = post(&base, Some(KEY), "application/x-ndjson", None, body.clone()).await;
+    assert_eq!((status, retry.is_some()), (503, true));
+
+    // The slow body is cut at its deadline with 408, and the permit comes back.
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer)).await.expect("answered in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, body).await.0, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_of_invalid_lines_is_summarised_and_bounded() {
+    let bus = InProcessBus::new(100_000, 256 << 20);
+    let mut quarantine = bus.subscriber("q", "quarantine.>", Duration::from_secs(30));
+    let base = serve(Arc::new(bus), 10 << 20, 16).await;
+    let gzip = |text: &str| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(text.as_bytes()).expect("gzip");
+        enc.finish().expect("gzip")
+    };
+
+    // 50,000 invalid lines from a few hundred compressed bytes.
+    let lines = 50_000;
+    let bomb = gzip(&"x\n".repeat(lines));
+    assert!(bomb.len() < 1000, "{}", bomb.len());
+    let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await;
+    assert_eq!(status, 422);
+    let defaults = Protection::default();
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(defaults.max_rejection_details), "the first ones in full");
+    assert_eq!(body["rejected_total"], lines);
+    assert_eq!(body["rejected_by_reason"], json!({"invalid_json": lines}));
+    let q = drain(&mut quarantine).await;
+    assert_eq!(q.len(), defaults.max_quarantined_per_request + 1, "the first ones one by one, then one summary");
+    let summary = QuarantineMessage::decode(&q[q.len() - 1].payload).expect("summary");
+    assert_eq!((summary.reason, summary.index as usize), (Reason::TooManyRejections, defaults.max_quarantined_per_request));
+    assert!(summary.detail.contains(&format!("{} more", lines - defaults.max_quarantined_per_request)), "{}", summary.detail);
+    assert!(summary.detail.contains("invalid_json"), "{}", summary.detail);
+
+    // 5 million lines inflated from ~10 KiB: refused before any is looked at.
+    let bomb = gzip(&"x\n".repeat(5_000_000));
+    let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_many_events")));
 }

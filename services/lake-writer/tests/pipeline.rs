@@ -99,6 +99,7 @@ async fn posted_events_reach_the_lake_across_a_kill_9_of_the_writer() {
         max_body_bytes: 10 << 20,
         retry_after_secs: 1,
         in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+        protection: gateway::api::Protection::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -8,8 +8,8 @@
 //! | `dead-letter.<consumer>` | a [`QuarantineMessage`](super::QuarantineMessage) (reason `consumer_failed`) of a message consumer `<consumer>` could not process | the consumer runtime |
 //! | `replay.<consumer>.<type>` | one event re-published for consumer `<consumer>` only | `eventctl replay` |
 //!
-//! Bounds: `<type>` is a valid event type (`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`, so it may
-//! span several tokens: `raw-event.a.b`); `<consumer>` and `<source>` are names of 1 to
+//! Bounds: `<type>` is a valid event type (`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` with no
+//! empty token, see [`crate::bounds`]; it may span several tokens: `raw-event.a.b`); `<consumer>` and `<source>` are names of 1 to
 //! [`MAX_NAME_BYTES`] characters among `A-Z a-z 0-9 _ -` (one token). The longest subject is
 //! therefore `replay.` + 64 + `.` + 128 = 200 bytes.
 
@@ -126,6 +126,22 @@ impl fmt::Display for Subject<'_> {
     }
 }
 
+/// Separates the type from the id in [`dedup_id`]; never part of a valid type.
+pub const DEDUP_SEPARATOR: char = ':';
+
+/// The bus's deduplication id of an event (JetStream's `Nats-Msg-Id`, the in-process bus's
+/// dedup key): `<type>:<id>`. It covers the type as well as the id, so two events that share
+/// an id but not a type are both stored; a valid type holds no `:`, so the pair is read back
+/// unambiguously. With the contract's bounds it is at most 385 bytes without control
+/// characters (a valid header value).
+pub fn dedup_id(event_type: &str, id: &str) -> String {
+    let mut out = String::with_capacity(event_type.len() + 1 + id.len());
+    out.push_str(event_type);
+    out.push(DEDUP_SEPARATOR);
+    out.push_str(id);
+    out
+}
+
 /// The event type of a subject that carries one event (`raw-event.<type>` or
 /// `replay.<consumer>.<type>`), without checking the type: the cheap pre-check consumers do
 /// on every delivery before parsing its payload.
@@ -189,13 +205,16 @@ mod tests {
         }
         assert_eq!(Subject::parse("replay.timeline.x").expect("replay").event_type(), Some("x"));
         assert_eq!(Subject::parse("raw-event.x").expect("event").event_type(), Some("x"));
-        for bad in ["raw-event.", "raw-event.*", "dead-letter.a.b", "dead-letter.", "replay.c", "other.x", "x", "replay.c.bad type"] {
+        for bad in ["raw-event.", "raw-event.a.", "raw-event.a..b", "replay.c.a..b", "raw-event.*", "dead-letter.a.b", "dead-letter.", "replay.c", "other.x", "x", "replay.c.bad type"] {
             assert!(Subject::parse(bad).is_err(), "{bad}");
         }
         assert!(Subject::parse(&format!("dead-letter.{}", "a".repeat(65))).is_err());
         assert_eq!(event_type_of("raw-event.a.b"), Some("a.b"));
         assert_eq!(event_type_of("replay.c.t"), Some("t"));
         assert_eq!(event_type_of("quarantine.gateway"), None);
+        assert_eq!(dedup_id("a.b", "x:y"), "a.b:x:y");
+        // A valid type holds no separator: the first one ends the type.
+        assert_eq!(dedup_id("a.b", "c:d").split_once(DEDUP_SEPARATOR), Some(("a.b", "c:d")));
         assert_eq!(filter::stream_subjects(), vec!["raw-event.>", "quarantine.>", "dead-letter.>", "replay.>"]);
     }
 }

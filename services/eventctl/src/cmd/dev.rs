@@ -182,6 +182,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
         max_body_bytes: 10 << 20,
         retry_after_secs: 1,
         in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+        protection: gateway::api::Protection::default(),
     });
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;

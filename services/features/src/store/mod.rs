@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Redis failed or did not answer (retry later).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Redis is set up so that the store cannot keep its promises (an eviction policy that
+    /// may drop the state of exactly-once updates): fix the server, retrying does not help.
+    #[error("store misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 /// What an apply did.

@@ -93,8 +93,30 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Refuses a server whose `maxmemory-policy` may evict keys: an evicted state, view,
+/// schedule or dedup bitmap (they carry TTLs, so even the `volatile-*` policies take them)
+/// silently breaks exact, exactly-once counts. A server that does not answer `CONFIG GET`
+/// (managed Redis often disables it) is let through with a warning.
+async fn check_eviction_policy(conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(conn).await;
+    match reply {
+        Ok(pair) => match pair.get(1).map(String::as_str) {
+            Some("noeviction") => Ok(()),
+            Some(policy) => Err(StoreError::Misconfigured(format!(
+                "Redis maxmemory-policy is {policy:?}: it may evict the counters' state and dedup bitmaps; set it to noeviction"
+            ))),
+            None => Ok(()),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read Redis maxmemory-policy (CONFIG GET refused); it must be noeviction");
+            Ok(())
+        }
+    }
+}
+
 impl RedisStore {
-    /// Connects (fails if Redis does not answer).
+    /// Connects (fails if Redis does not answer, or when its eviction policy is not
+    /// `noeviction`).
     pub async fn connect(layout: Layout, opts: RedisStoreOptions) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -106,6 +128,7 @@ impl RedisStore {
         for _ in 0..opts.read_connections.max(1) {
             readers.push(client.get_connection_manager_with_config(config.clone()).await.map_err(unavailable)?);
         }
+        check_eviction_policy(&mut writer.clone()).await?;
         let columns = layout.counters.len() * layout.windows.len();
         Ok(RedisStore {
             columns,
