@@ -16,6 +16,7 @@
 //! Both report backpressure as [`BusError::Full`] and an unreachable bus as
 //! [`BusError::Unavailable`] so HTTP callers can answer 429/503 with `Retry-After`.
 
+pub mod codec;
 pub mod consumer;
 mod dedup;
 mod delivery;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use codec::{MessageCompression, StreamCompression};
 pub use consumer::{ConsumerConfig, ConsumerSpec};
 pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;
