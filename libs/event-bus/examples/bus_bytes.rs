@@ -31,9 +31,9 @@ use event_bus::testing::NatsServer;
 use event_bus::{JetStreamBus, JetStreamConfig, MessageCompression, OutMessage, Publisher, StreamCompression, Subscriber};
 use futures::StreamExt;
 
-/// The zstd level of the bus runs (`BUS_BYTES_LEVEL`, default 3: the bus's default).
+/// The zstd level of the bus runs (`BUS_BYTES_LEVEL`, default the bus's default).
 fn level() -> i32 {
-    std::env::var("BUS_BYTES_LEVEL").ok().and_then(|l| l.parse().ok()).unwrap_or(3)
+    std::env::var("BUS_BYTES_LEVEL").ok().and_then(|l| l.parse().ok()).unwrap_or(JetStreamConfig::default().compression_level)
 }
 
 struct Row {
