@@ -63,7 +63,7 @@ pub struct JetStreamConfig {
     /// read both (and messages from before the change) whatever this says.
     pub compression: MessageCompression,
     /// zstd level when `compression` is `zstd`: 1 (fastest, default) to 19. Levels 1 and 3
-    /// give the same size on events (within 1%), level 1 for 25% less CPU
+    /// give the same size on events (within 1%), level 1 for ~20% less CPU
     /// (`scripts/bench-bus.sh`).
     pub compression_level: i32,
     /// The server's compression of the stream's store: `s2` (default) or `none`.
