@@ -26,6 +26,8 @@ pub struct Delivery {
     pub delivered: u32,
     /// The W3C trace context the message was published with, if any.
     pub trace: Option<crate::TraceParent>,
+    /// Why the payload could not be decoded (see [`Delivery::undecodable`]).
+    undecodable: Option<String>,
     acker: Acker,
 }
 
@@ -39,13 +41,35 @@ impl Delivery {
     /// publish would be undone).
     pub(crate) fn new(subject: String, payload: bytes::Bytes, delivered: u32, seq: u64, acker: Acker) -> Self {
         let delivered = delivered.max(1);
-        Self { subject, payload, redelivered: delivered > 1, seq, delivered, trace: None, acker }
+        Self { subject, payload, redelivered: delivered > 1, seq, delivered, trace: None, undecodable: None, acker }
     }
 
     /// The delivery with the trace context it was published with.
     pub(crate) fn with_trace(mut self, trace: Option<crate::TraceParent>) -> Self {
         self.trace = trace;
         self
+    }
+
+    /// Undoes the publisher's compression (`encoding`: the message's `Content-Encoding`
+    /// header), never inflating past `max` bytes. A message that cannot be decoded keeps its
+    /// bytes as stored and is marked [`Delivery::undecodable`].
+    pub(crate) fn decoded(mut self, encoding: Option<&str>, max: usize) -> Self {
+        if encoding.is_none() {
+            return self;
+        }
+        match crate::codec::decode(encoding, self.payload.clone(), max) {
+            Ok(payload) => self.payload = payload,
+            Err(e) => self.undecodable = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// Why this message could not be decoded (it inflates past the bus's largest message, is
+    /// not valid zstd, or has an unknown encoding); `payload` then holds its bytes as
+    /// stored. The [`consumer`](crate::consumer) runtime dead-letters such a message without
+    /// handing it to the handler.
+    pub fn undecodable(&self) -> Option<&str> {
+        self.undecodable.as_deref()
     }
 
     /// Acknowledges the message: it is never delivered again. On JetStream this is a double
@@ -131,6 +155,7 @@ impl fmt::Debug for Delivery {
             .field("redelivered", &self.redelivered)
             .field("seq", &self.seq)
             .field("delivered", &self.delivered)
+            .field("undecodable", &self.undecodable)
             .finish_non_exhaustive()
     }
 }

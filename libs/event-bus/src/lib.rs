@@ -14,9 +14,13 @@
 //!   ack/nak/redelivery after `ack_wait`, dedup window, work sharing), for `eventctl dev` and
 //!   the embedded defaults. Nothing survives the process.
 //!
+//! On JetStream, messages are compressed with zstd per message and the stream's store with
+//! S2, both by default; consumers decode transparently and boundedly ([`codec`]).
+//!
 //! Both report backpressure as [`BusError::Full`] and an unreachable bus as
 //! [`BusError::Unavailable`] so HTTP callers can answer 429/503 with `Retry-After`.
 
+pub mod codec;
 pub mod consumer;
 mod dedup;
 mod delivery;
@@ -33,6 +37,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use codec::{MessageCompression, StreamCompression};
 pub use consumer::{ConsumerConfig, ConsumerSpec};
 pub use delivery::{Delivery, ack_all, ack_all_unconfirmed};
 pub use error::BusError;

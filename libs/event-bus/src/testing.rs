@@ -47,6 +47,10 @@ impl NatsServer {
             let _ = c.wait();
         }
     }
+    /// Its JetStream store folder (`-sd`).
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
     /// Its URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

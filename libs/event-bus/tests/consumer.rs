@@ -389,3 +389,51 @@ async fn deferred_messages_stay_alive_while_a_later_batch_is_retried() {
     let report = run.await.expect("run");
     assert_eq!((report.redeliveries, report.dead_lettered), (0, 0));
 }
+
+/// A zstd message that inflates past the bus's largest message (a "zip bomb" from a foreign
+/// or broken publisher) is dead-lettered as stored, never decoded into memory, and the
+/// consumer goes on; a compressed message and a plain one (an old publisher) both reach the
+/// handler as the event's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_message_that_inflates_past_the_bound_is_dead_lettered_and_the_others_go_through() {
+    let nats = NatsServer::start();
+    let bus = JetStreamBus::connect(&JetStreamConfig { url: nats.url(), ..JetStreamConfig::default() }).await.expect("bus");
+    let max = bus.max_payload();
+    let bus_dyn: Arc<dyn Bus> = Arc::new(bus.clone());
+    let consumer = Consumer::subscribe(bus_dyn.clone(), spec("inflate", "raw-event.>")).await.expect("subscribe");
+    let raw = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("raw client"));
+    let bomb = zstd::bulk::compress(&vec![b'0'; max * 4], 3).expect("compress");
+    assert!(bomb.len() < 4096, "{} bytes on the bus", bomb.len());
+    let big = format!("m-big {}", "{\"k\":\"some value\"},".repeat(600));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Encoding", "zstd");
+    for (subject, payload, headers) in [
+        ("raw-event.t", Bytes::from("m-old-plain"), None),
+        ("raw-event.t", Bytes::from(bomb.clone()), Some(headers.clone())),
+        ("raw-event.t", Bytes::from(zstd::bulk::compress(big.as_bytes(), 3).expect("compress")), Some(headers.clone())),
+    ] {
+        let ack = match headers {
+            Some(h) => raw.publish_with_headers(subject, h, payload).await,
+            None => raw.publish(subject, payload).await,
+        };
+        ack.expect("publish").await.expect("stored");
+    }
+    assert!(bus.publish_batch(msgs("raw-event.t", &[big.clone(), "m-new-short".to_owned()])).await.iter().all(Result::is_ok));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(consumer.run(vec![store(&log)], stop));
+    wait_for("4 committed", 20, || log.lock().unwrap_or_else(|p| p.into_inner()).committed.len() == 4).await;
+    let committed = log.lock().unwrap_or_else(|p| p.into_inner()).committed.clone();
+    assert_eq!(committed, vec!["m-old-plain".to_owned(), big.clone(), big, "m-new-short".to_owned()]);
+    let dl_spec = ConsumerConfig::named("reader").spec(vec!["dead-letter.>".into()]);
+    let mut dl = bus_dyn.subscribe(&dl_spec).await.expect("dead letters");
+    let got = dead_letters(&mut *dl).await;
+    assert_eq!(got.len(), 1);
+    let (subject, q) = &got[0];
+    assert_eq!((subject.as_str(), q.subject.as_deref()), ("dead-letter.inflate", Some("raw-event.t")));
+    assert_eq!(q.raw.as_ref(), &bomb[..], "kept as stored, not inflated");
+    assert!(q.detail.contains("inflates past"), "{}", q.detail);
+    stop_tx.send(true).expect("stop");
+    let report = run.await.expect("run");
+    assert_eq!((report.acked, report.dead_lettered), (4, 1));
+}

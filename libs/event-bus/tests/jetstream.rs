@@ -104,6 +104,19 @@ fn message(subject: String, id: impl Into<String>, payload: impl Into<Bytes>) ->
     }
 }
 
+/// `n` pseudo-random bytes: what compression cannot shrink (a size limit test).
+fn incompressible(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Fetches until `n` deliveries came or `within` passed.
 async fn fetch_n(
     sub: &mut impl Subscriber,
@@ -396,7 +409,7 @@ async fn stream_limits_give_full_and_config_updates_apply() {
         |cfg| cfg.max_bytes = 4096,
         |ctx| async move {
             let msgs: Vec<OutMessage> = (0..20)
-                .map(|i| message(ctx.raw("big"), format!("b{i}"), vec![b'x'; 512]))
+                .map(|i| message(ctx.raw("big"), format!("b{i}"), incompressible(512, i)))
                 .collect();
             let results = ctx.bus.publish_batch(msgs).await;
             let ok = results.iter().filter(|r| r.is_ok()).count();
@@ -442,4 +455,103 @@ async fn connect_to_nothing_is_unavailable_quickly() {
         "took {:?}",
         t.elapsed()
     );
+}
+
+/// A JSON event of about `n` bytes (repetitive, as events are).
+fn json_event(n: usize, i: usize) -> String {
+    let mut s = format!("{{\"id\":\"e{i}\",\"type\":\"page_view\",\"props\":[");
+    let mut k = 0;
+    while s.len() < n {
+        s.push_str(&format!("{{\"key_{k}\":\"value {k} of event {i}\"}},"));
+        k += 1;
+    }
+    s.push_str("{}]}");
+    s
+}
+
+#[tokio::test]
+async fn compressed_messages_round_trip_and_are_stored_smaller() {
+    with_stream(
+        |_| {},
+        |ctx| async move {
+            let events: Vec<String> = (0..20).map(|i| json_event(10_000, i)).collect();
+            let msgs: Vec<OutMessage> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| message(ctx.raw("page_view"), format!("z{i}"), e.clone()))
+                .collect();
+            assert_all_ok(&ctx.bus.publish_batch(msgs).await);
+            // On the bus: zstd, marked, and much smaller than the event.
+            let stream = js_context(&ctx.cfg).await.get_stream(&ctx.cfg.stream).await.expect("stream");
+            let stored = stream.get_raw_message(1).await.expect("message 1");
+            let encoding = stored.headers.get("Content-Encoding").map(|v| v.as_str().to_owned());
+            assert_eq!(encoding.as_deref(), Some("zstd"));
+            assert!(stored.payload.len() * 4 < events[0].len(), "{} bytes stored for {}", stored.payload.len(), events[0].len());
+            // A consumer sees the event's JSON.
+            let mut sub = ctx.sub("zc", &ctx.raw(">"), Duration::from_secs(30)).await;
+            let got = fetch_n(&mut sub, 20, Duration::from_secs(5)).await;
+            let payloads: Vec<String> = got.iter().map(|d| String::from_utf8_lossy(&d.payload).into_owned()).collect();
+            assert_eq!(payloads, events);
+            assert!(got.iter().all(|d| d.undecodable().is_none()));
+            assert_all_ok(&ack_all(got).await);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn plain_messages_from_an_old_publisher_or_with_compression_off_are_read_as_they_are() {
+    with_stream(
+        |cfg| cfg.compression = event_bus::MessageCompression::None,
+        |ctx| async move {
+            let event = json_event(2_000, 1);
+            // An old publisher: a plain JetStream publish, no header.
+            let js = js_context(&ctx.cfg).await;
+            js.publish(ctx.raw("old"), Bytes::from(event.clone())).await.expect("publish").await.expect("stored");
+            // This bus with compression off.
+            assert_all_ok(&ctx.bus.publish_batch(vec![message(ctx.raw("new"), "n1", event.clone())]).await);
+            let stream = js.get_stream(&ctx.cfg.stream).await.expect("stream");
+            let stored = stream.get_raw_message(2).await.expect("message 2");
+            assert!(stored.headers.get("Content-Encoding").is_none());
+            assert_eq!(stored.payload.len(), event.len());
+            let mut sub = ctx.sub("plain", &ctx.raw(">"), Duration::from_secs(30)).await;
+            let got = fetch_n(&mut sub, 2, Duration::from_secs(5)).await;
+            assert_eq!(got.len(), 2);
+            assert!(got.iter().all(|d| d.payload.as_ref() == event.as_bytes() && d.undecodable().is_none()));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_max_payload_is_refused_even_when_it_would_compress() {
+    with_stream(
+        |_| {},
+        |ctx| async move {
+            let max = ctx.bus.max_payload();
+            let r = ctx.bus.publish_batch(vec![message(ctx.raw("huge"), "h", vec![b'{'; max + 1])]).await;
+            assert!(matches!(r[0], Err(BusError::Rejected(_))), "{r:?}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_stream_is_s2_compressed_and_an_existing_stream_is_updated() {
+    with_stream(
+        |cfg| cfg.stream_compression = event_bus::StreamCompression::None,
+        |ctx| async move {
+            use async_nats::jetstream::stream::Compression;
+            let info = stream_info(&ctx.cfg).await;
+            assert!(matches!(info.config.compression, None | Some(Compression::None)), "{:?}", info.config.compression);
+            assert_all_ok(&ctx.bus.publish_batch(vec![message(ctx.raw("a"), "a1", json_event(1000, 1))]).await);
+            // The default configuration turns S2 on, in place.
+            let cfg = JetStreamConfig { stream_compression: JetStreamConfig::default().stream_compression, ..ctx.cfg.clone() };
+            let _again = JetStreamBus::connect(&cfg).await.expect("reconnect");
+            let info = stream_info(&cfg).await;
+            assert_eq!(info.config.compression, Some(Compression::S2));
+            assert_eq!(info.state.messages, 1, "the update kept the messages");
+        },
+    )
+    .await;
 }

@@ -86,7 +86,18 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    async fn process(&mut self, batch: Vec<Delivery>) {
+    async fn process(&mut self, mut batch: Vec<Delivery>) {
+        // A message that cannot be decoded (it inflates past the bus's largest message) fails
+        // the same way whatever the handler does: dead-lettered at once, as stored.
+        if batch.iter().any(|d| d.undecodable().is_some()) {
+            let (bad, good): (Vec<Delivery>, Vec<Delivery>) = batch.into_iter().partition(|d| d.undecodable().is_some());
+            batch = good;
+            let doomed = bad.into_iter().map(|d| {
+                let why = format!("undecodable message: {}", d.undecodable().unwrap_or_default());
+                (d, None, why)
+            });
+            self.dead_letter(doomed.collect()).await;
+        }
         let max = self.shared.spec.max_deliver;
         let mut run = Vec::with_capacity(batch.len());
         for d in batch {
