@@ -1,5 +1,6 @@
 //! The subcommands of `eventctl`, one module each, and what several of them share: the lake
-//! options, the runtime, sizes and broken pipes.
+//! options, the runtime, sizes and broken pipes. `query` and `kpi` exist with the crate's
+//! `query` feature, `timeline` with `aws`; without them [`NotBuilt`] stands in their place.
 
 pub mod cat;
 pub mod compact;
@@ -7,10 +8,13 @@ pub mod demo;
 pub mod dev;
 pub mod generate;
 pub mod ingest;
+#[cfg(feature = "query")]
 pub mod kpi;
+#[cfg(feature = "query")]
 pub mod query;
 pub mod schema;
 pub mod stats;
+#[cfg(feature = "aws")]
 pub mod timeline;
 
 use std::sync::Arc;
@@ -38,6 +42,24 @@ impl LakeArgs {
         let options = WriteOptions { target_file_bytes: self.target_file_size, ..WriteOptions::default() };
         Ok(Arc::new(Lake::open(&self.lake, options).with_context(|| format!("opening the lake {}", self.lake))?))
     }
+}
+
+/// The arguments of a subcommand left out of this build by a cargo feature: anything is
+/// accepted, and [`not_built`] says which feature brings the subcommand back.
+#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+#[derive(Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// The error of a subcommand that is not in this build.
+#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+pub fn not_built(command: &str, feature: &str) -> Result<i32> {
+    anyhow::bail!(
+        "`eventctl {command}` is not in this build: it needs the `{feature}` feature of eventctl \
+         (on by default; from the repository: cargo run --release -p eventctl --features {feature} -- {command} ...)"
+    )
 }
 
 /// A multi-threaded runtime with `threads` workers (default: one per core).
