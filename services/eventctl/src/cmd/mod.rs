@@ -72,11 +72,13 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 }
 
 /// Bytes as MiB with one decimal, for people.
+#[cfg_attr(not(feature = "query"), allow(dead_code))] // used by query and kpi only
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// True when an error is a closed stdout (`eventctl ... | head`): not a failure.
+#[cfg_attr(not(feature = "query"), allow(dead_code))] // used by query and kpi only
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
         || e.to_string().contains("Broken pipe")
