@@ -10,6 +10,9 @@
 //! - `timeline`: the per-user history table (`timeline init`);
 //! - `stats`: per-user daily statistics (`stats backfill`, `stats migrate`);
 //! - `query` / `kpi`: SQL and daily KPIs straight from the lake.
+//!
+//! `query` and `kpi` need the `query` feature (DataFusion), `timeline` the `aws` feature (the
+//! AWS SDK); both are default. Built without one, its subcommands answer which feature to enable.
 
 mod cmd;
 mod generator;
@@ -42,15 +45,27 @@ enum Command {
     /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
     Dev(cmd::dev::DevArgs),
     /// The per-user event history (DynamoDB table).
+    #[cfg(feature = "aws")]
     #[command(subcommand)]
     Timeline(cmd::timeline::TimelineCommand),
+    /// The per-user event history (DynamoDB table); not in this build: needs the `aws` feature.
+    #[cfg(not(feature = "aws"))]
+    Timeline(cmd::NotBuilt),
     /// Per-user daily statistics.
     #[command(subcommand)]
     Stats(cmd::stats::StatsCommand),
     /// SQL over the lake: each event type a table.
+    #[cfg(feature = "query")]
     Query(cmd::query::QueryArgs),
+    /// SQL over the lake; not in this build: needs the `query` feature.
+    #[cfg(not(feature = "query"))]
+    Query(cmd::NotBuilt),
     /// Daily KPIs from the lake (shards and merge for several machines).
+    #[cfg(feature = "query")]
     Kpi(cmd::kpi::KpiArgs),
+    /// Daily KPIs from the lake; not in this build: needs the `query` feature.
+    #[cfg(not(feature = "query"))]
+    Kpi(cmd::NotBuilt),
     /// Generate a sample and ingest it into a local lake.
     Demo(cmd::demo::DemoArgs),
 }
@@ -79,10 +94,19 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Compact(args) => cmd::compact::run(args),
         Command::Schema(args) => cmd::schema::run(args),
         Command::Dev(args) => cmd::dev::run(args),
+        #[cfg(feature = "aws")]
         Command::Timeline(c) => cmd::timeline::run(c),
+        #[cfg(not(feature = "aws"))]
+        Command::Timeline(_) => cmd::not_built("timeline", "aws"),
         Command::Stats(c) => cmd::stats::run(c),
+        #[cfg(feature = "query")]
         Command::Query(args) => cmd::query::run(args),
+        #[cfg(not(feature = "query"))]
+        Command::Query(_) => cmd::not_built("query", "query"),
+        #[cfg(feature = "query")]
         Command::Kpi(args) => cmd::kpi::run(args),
+        #[cfg(not(feature = "query"))]
+        Command::Kpi(_) => cmd::not_built("kpi", "query"),
         Command::Demo(args) => cmd::demo::run(args),
     }
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod cursor;
+#[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod item;
 pub mod lake_fetch;
@@ -25,6 +26,7 @@ pub mod user;
 pub use api::{AppState, PageLimits, router};
 pub use config::{Backend, DynamoConfig, TimelineConfig};
 pub use consumer::{ConsumerStats, TimelineCounters, TimelineHandler, handlers};
+#[cfg(feature = "dynamodb")]
 pub use dynamo::DynamoStore;
 pub use service::{BuildError, Timeline};
 pub use sqlite::SqliteStore;

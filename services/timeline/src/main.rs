@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_bus::JetStreamBus;
 use service_kit::shutdown::Shutdown;
-use timeline::{Backend, DynamoStore, Timeline, TimelineConfig};
+use timeline::{Timeline, TimelineConfig};
 
 /// Per-user event history: consumes the bus into DynamoDB (or SQLite), serves it over HTTP.
 #[derive(Parser)]
@@ -41,11 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     service_kit::telemetry::init_logging("info");
     let config: TimelineConfig = cli.service.load("TIMELINE")?;
     let _ = service_kit::telemetry::prometheus();
-    if config.backend == Backend::Dynamodb && cli.init {
-        let d = DynamoStore::connect(&config.dynamodb).await;
-        let r = d.init().await?;
-        tracing::info!(table = d.table(), created = r.created, ttl_enabled = r.ttl_enabled, "table ready");
-    }
+    init_table(&config, cli.init).await?;
     let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;
     let timeline = Timeline::build(&config, Arc::new(bus)).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -53,5 +49,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (_stop, shutdown) = Shutdown::on_signal();
     let report = timeline.run(listener, shutdown).await?;
     tracing::info!(?report, "written and acked; bye");
+    Ok(())
+}
+
+/// `--init` with the DynamoDB backend: creates the table (and its TTL) if missing.
+#[cfg(feature = "dynamodb")]
+async fn init_table(config: &TimelineConfig, init: bool) -> anyhow::Result<()> {
+    if config.backend == timeline::Backend::Dynamodb && init {
+        let d = timeline::DynamoStore::connect(&config.dynamodb).await;
+        let r = d.init().await?;
+        tracing::info!(table = d.table(), created = r.created, ttl_enabled = r.ttl_enabled, "table ready");
+    }
+    Ok(())
+}
+
+/// Without the `dynamodb` feature there is no table to create (`Timeline::build` refuses the
+/// DynamoDB backend).
+#[cfg(not(feature = "dynamodb"))]
+async fn init_table(_config: &TimelineConfig, _init: bool) -> anyhow::Result<()> {
     Ok(())
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::api::{AppState, router};
 use crate::config::{Backend, TimelineConfig};
 use crate::consumer::{TimelineCounters, TimelineHandler, handlers};
+#[cfg(feature = "dynamodb")]
 use crate::dynamo::DynamoStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -39,6 +40,11 @@ pub enum BuildError {
         /// Why.
         source: StoreError,
     },
+    /// `backend = "dynamodb"` in a build without the `dynamodb` feature.
+    #[error(
+        "the dynamodb backend is not in this build: rebuild with the `dynamodb` feature of timeline (`aws` for eventctl), or set backend = \"sqlite\""
+    )]
+    DynamodbNotBuilt,
     /// The lake could not be opened.
     #[error("opening the lake: {0}")]
     Lake(#[from] LakeError),
@@ -63,7 +69,10 @@ impl Timeline {
         config.validate()?;
         let items = Arc::new(config.item_options()?);
         let (store, sqlite): (Arc<dyn Store>, Option<SqliteStore>) = match config.backend {
+            #[cfg(feature = "dynamodb")]
             Backend::Dynamodb => (Arc::new(DynamoStore::connect(&config.dynamodb).await), None),
+            #[cfg(not(feature = "dynamodb"))]
+            Backend::Dynamodb => return Err(BuildError::DynamodbNotBuilt),
             Backend::Sqlite => {
                 let s = SqliteStore::open(&config.sqlite_path)
                     .await

@@ -1,5 +1,6 @@
 //! The subcommands of `eventctl`, one module each, and what several of them share: the lake
-//! options, the runtime, sizes and broken pipes.
+//! options, the runtime, sizes and broken pipes. `query` and `kpi` exist with the crate's
+//! `query` feature, `timeline` with `aws`; without them [`NotBuilt`] stands in their place.
 
 pub mod cat;
 pub mod compact;
@@ -7,10 +8,13 @@ pub mod demo;
 pub mod dev;
 pub mod generate;
 pub mod ingest;
+#[cfg(feature = "query")]
 pub mod kpi;
+#[cfg(feature = "query")]
 pub mod query;
 pub mod schema;
 pub mod stats;
+#[cfg(feature = "aws")]
 pub mod timeline;
 
 use std::sync::Arc;
@@ -40,6 +44,24 @@ impl LakeArgs {
     }
 }
 
+/// The arguments of a subcommand left out of this build by a cargo feature: anything is
+/// accepted, and [`not_built`] says which feature brings the subcommand back.
+#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+#[derive(Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// The error of a subcommand that is not in this build.
+#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+pub fn not_built(command: &str, feature: &str) -> Result<i32> {
+    anyhow::bail!(
+        "`eventctl {command}` is not in this build: it needs the `{feature}` feature of eventctl \
+         (on by default; from the repository: cargo run --release -p eventctl --features {feature} -- {command} ...)"
+    )
+}
+
 /// A multi-threaded runtime with `threads` workers (default: one per core).
 pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -50,11 +72,13 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 }
 
 /// Bytes as MiB with one decimal, for people.
+#[cfg_attr(not(feature = "query"), allow(dead_code))] // used by query and kpi only
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// True when an error is a closed stdout (`eventctl ... | head`): not a failure.
+#[cfg_attr(not(feature = "query"), allow(dead_code))] // used by query and kpi only
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
         || e.to_string().contains("Broken pipe")
