@@ -146,8 +146,9 @@ def ours(a: dict) -> Bill:
     puts_day = files_day * (1 + run["delta_commits_per_flush"]) + lake_day / (16e6) + w["event_types"] * 24 * 2
     b.add(s, "S3 requests (writes, Delta commits, compaction)", puts_day * DAYS / 1000 * p["s3_put_per_1000"] + (monthly / (128e6)) / 1000 * p["s3_transition_per_1000"],
           f"{files_day:,.0f} files/day + a log commit each + 16 MB multipart parts + compaction output; lifecycle transitions")
-    lw_cores = raw_mb_s / m["lake_writer_mb_s_per_core"]
-    b.add(s, "lake writer pods", vcpus(lw_cores, run) * p["vcpu_hour"] * HOURS, f"{raw_mb_s:.0f} MB/s / {m['lake_writer_mb_s_per_core']} MB/s per core = {lw_cores:.1f} cores avg")
+    decode = ev_s * m.get("bus_decode_us_per_event", 0) / 1e6 if compress else 0.0
+    lw_cores = raw_mb_s / m["lake_writer_mb_s_per_core"] + decode
+    b.add(s, "lake writer pods", vcpus(lw_cores, run) * p["vcpu_hour"] * HOURS, f"{raw_mb_s:.0f} MB/s / {m['lake_writer_mb_s_per_core']} MB/s per core{' + decoding' if compress else ''} = {lw_cores:.1f} cores avg")
     comp_cores = lake_day * run["compactions_per_day"] * m["parquet_ratio"] / 86_400 / 1e6 / m["compaction_mb_s_per_core"]
     b.add(s, "compaction compute", comp_cores * p["vcpu_hour"] * HOURS,
           f"re-reads and rewrites each day once: {comp_cores:.1f} cores (rate assumed equal to the writer's)")
@@ -172,7 +173,7 @@ def ours(a: dict) -> Bill:
     b.add(s, f"DynamoDB storage ({r['timeline_hot_days']:.0f}-day hot window)", gb(table) * p["dynamodb_storage_gb_month"],
           f"({m['timeline_item_bytes']} B item + 100 B overhead) x {items_s * 86_400 * r['timeline_hot_days'] / 1e9:.0f} G items = {table / TB:.1f} TB")
     b.add(s, "DynamoDB reads", 50 * p["dynamodb_rcu_hour"] * HOURS, f"{w['timeline_reads_per_day']:,.0f} requests/day: 50 RCU provisioned")
-    tl_cores = ev_s / m["timeline_events_s_per_core"]
+    tl_cores = ev_s / m["timeline_events_s_per_core"] + (ev_s * m.get("bus_decode_us_per_event", 0) / 1e6 if compress else 0.0)
     b.add(s, "timeline pods", vcpus(tl_cores, run) * p["vcpu_hour"] * HOURS, f"{ev_s:,.0f} events/s / {m['timeline_events_s_per_core']:,} per core")
 
     # --- scenario 3: stats

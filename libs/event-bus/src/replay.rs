@@ -1,7 +1,7 @@
 //! Replaying a consumer's dead letters once the cause is fixed (`eventctl replay`).
 //!
 //! Where they are read from: the bus itself. JetStream keeps `dead-letter.<consumer>` in the
-//! platform's stream for its retention (`max_age`, 7 days by default); the in-process bus of
+//! platform's stream for its retention (`max_age`, 3 days by default); the in-process bus of
 //! `eventctl dev` keeps the last [`RETAINED_DEAD_LETTERS`] in memory. (Every dead letter is
 //! also in the lake's quarantine, reason `consumer_failed`, for as long as the lake keeps it:
 //! the record to query, not the source of replays.)

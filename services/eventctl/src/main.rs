@@ -68,6 +68,8 @@ enum Command {
     Kpi(cmd::NotBuilt),
     /// Generate a sample and ingest it into a local lake.
     Demo(cmd::demo::DemoArgs),
+    /// Re-publish a consumer's dead letters to it, once the cause is fixed (NATS JetStream).
+    Replay(cmd::replay::ReplayArgs),
 }
 
 fn main() {
@@ -108,5 +110,6 @@ fn run(cli: Cli) -> Result<i32> {
         #[cfg(not(feature = "query"))]
         Command::Kpi(_) => cmd::not_built("kpi", "query"),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
     }
 }

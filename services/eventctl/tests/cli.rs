@@ -347,3 +347,23 @@ fn gen_defaults_to_the_last_hours() {
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// `eventctl --help`, and `--help` of the subcommand that serves (`dev`), answer at once:
+/// nothing is bound (the gateway's address is held here, so serving would fail) and nothing
+/// is started.
+#[test]
+fn help_answers_without_serving() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = held.local_addr().expect("addr").to_string();
+    let exe = env!("CARGO_BIN_EXE_eventctl");
+    let quick = std::time::Duration::from_secs(10);
+    let env = [("EVENTCTL_LISTEN", listen.as_str())];
+    let help = service_kit::cli::answer_of(exe, &["--help"], &env, quick).unwrap_or_else(|e| panic!("{e}"));
+    for sub in ["dev", "ingest", "gen", "query", "replay"] {
+        assert!(help.contains(sub), "--help lists {sub}:\n{help}");
+    }
+    let dev = service_kit::cli::answer_of(exe, &["dev", "--help"], &env, quick).unwrap_or_else(|e| panic!("{e}"));
+    assert!(dev.contains("--drain-timeout-secs"), "{dev}");
+    let version = service_kit::cli::answer_of(exe, &["--version"], &env, quick).unwrap_or_else(|e| panic!("{e}"));
+    assert!(version.starts_with("eventctl "), "{version}");
+}

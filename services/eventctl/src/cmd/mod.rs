@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod kpi;
 #[cfg(feature = "query")]
 pub mod query;
+pub mod replay;
 pub mod schema;
 pub mod stats;
 #[cfg(feature = "aws")]
