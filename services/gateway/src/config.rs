@@ -103,6 +103,24 @@ impl Validate for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The gateway's state, publishing to `publisher`: the one assembly of the gateway, used
+    /// by its binary (JetStream) and by `eventctl dev` (the in-process bus).
+    pub fn app_state(&self, publisher: std::sync::Arc<dyn event_bus::Publisher>) -> crate::api::AppState {
+        crate::api::AppState {
+            publisher,
+            limits: event_contract::Limits {
+                max_event_bytes: self.max_event_bytes,
+                min_created_at: self.min_created_at,
+                max_created_at: self.max_created_at,
+            },
+            keys: service_kit::auth::ApiKeys::new(&self.api_key_hashes, &self.revoked_key_hashes),
+            max_body_bytes: self.max_body_bytes,
+            retry_after_secs: self.retry_after_secs,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_in_flight_requests)),
+            protection: self.protection(),
+        }
+    }
+
     /// The request bounds of [`crate::api::AppState`].
     pub fn protection(&self) -> crate::api::Protection {
         crate::api::Protection {

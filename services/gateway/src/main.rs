@@ -8,9 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use event_bus::JetStreamBus;
-use event_contract::Limits;
-use gateway::auth::ApiKeys;
-use gateway::{AppState, GatewayConfig, router};
+use gateway::{GatewayConfig, router};
 
 /// The ingest gateway: validates events over HTTP, quarantines bad ones, publishes valid ones
 /// durably to NATS JetStream.
@@ -39,21 +37,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config: GatewayConfig = cli.service.load("GATEWAY")?;
     let _ = service_kit::telemetry::prometheus();
     let bus = JetStreamBus::connect(&config.bus).await.context("connecting to NATS JetStream")?;
-    let state = Arc::new(AppState {
-        publisher: Arc::new(bus),
-        limits: Limits {
-            max_event_bytes: config.max_event_bytes,
-            min_created_at: config.min_created_at,
-            max_created_at: config.max_created_at,
-        },
-        keys: ApiKeys::new(&config.api_key_hashes, &config.revoked_key_hashes),
-        max_body_bytes: config.max_body_bytes,
-        retry_after_secs: config.retry_after_secs,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
-        protection: config.protection(),
-    });
+    let state = Arc::new(config.app_state(Arc::new(bus)));
     let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %config.listen, "gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(service_kit::shutdown::signal()).await?;
+    let (_stop, shutdown) = service_kit::shutdown::Shutdown::on_signal();
+    service_kit::serve::http(listener, router(state), shutdown.serve).await?;
     Ok(())
 }

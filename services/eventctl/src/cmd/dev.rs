@@ -19,9 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use event_bus::{Bus, InProcessBus};
-use event_contract::Limits;
-use gateway::auth::{ApiKeys, hash_key};
-use gateway::{AppState, router};
+use gateway::auth::hash_key;
+use gateway::router;
 use lake_writer::{LakeWriterConfig, LakeWriterService};
 use service_kit::shutdown::Shutdown;
 
@@ -175,15 +174,10 @@ async fn serve(args: DevArgs) -> Result<i32> {
     let timeline_addr = timeline_listener.local_addr()?;
     let timeline_task = tokio::spawn(timeline.run(timeline_listener, shutdown.clone()));
 
-    let state = Arc::new(AppState {
-        publisher: Arc::new(bus.clone()),
-        limits: Limits::default(),
-        keys: ApiKeys::new(&[hash_key(&key)], &[]),
-        max_body_bytes: 10 << 20,
-        retry_after_secs: 1,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
-        protection: gateway::api::Protection::default(),
-    });
+    // The gateway with its production defaults (the same assembly as its binary), the key
+    // printed below, on the in-process bus.
+    let gateway_config = gateway::GatewayConfig { listen: args.listen.clone(), api_key_hashes: vec![hash_key(&key)], ..gateway::GatewayConfig::default() };
+    let state = Arc::new(gateway_config.app_state(Arc::new(bus.clone())));
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let gateway = tokio::spawn(service_kit::serve::http(listener, router(state), serve_rx));
