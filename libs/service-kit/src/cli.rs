@@ -81,3 +81,29 @@ pub fn answer_of(exe: &str, args: &[&str], env: &[(&str, &str)], timeout: std::t
     }
     Ok(out)
 }
+
+/// For the services' tests: checks the command line every service binary shares, and panics
+/// with what is wrong. With `<PREFIX>_LISTEN` pointed at an address held by the test and
+/// `<PREFIX>_BUS__URL` at a closed port (a binary that went on to serve would fail or keep
+/// running): `--help` exits 0 at once and names the usage, `--config <FILE>`, `--version` and
+/// `help_mentions`; `--version` prints `<name> <version>`; an unknown option exits 2; a
+/// `--config` file that does not exist is refused.
+pub fn check_service_cli(exe: &str, name: &str, version: &str, prefix: &str, help_mentions: &[&str]) {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let listen = held.local_addr().map(|a| a.to_string()).unwrap_or_else(|e| panic!("addr: {e}"));
+    let (listen_var, bus_var) = (format!("{prefix}_LISTEN"), format!("{prefix}_BUS__URL"));
+    let env = [(listen_var.as_str(), listen.as_str()), (bus_var.as_str(), "nats://127.0.0.1:1")];
+    let quick = std::time::Duration::from_secs(10);
+    let help = answer_of(exe, &["--help"], &env, quick).unwrap_or_else(|e| panic!("{e}"));
+    let usage = format!("Usage: {name}");
+    for expected in [usage.as_str(), "--config <FILE>", "--version"].into_iter().chain(help_mentions.iter().copied()) {
+        assert!(help.contains(expected), "--help lacks {expected:?}:\n{help}");
+    }
+    let printed = answer_of(exe, &["--version"], &env, quick).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(printed.trim(), format!("{name} {version}"));
+    let unknown = answer_of(exe, &["--no-such-option"], &env, quick).expect_err("an unknown option is refused");
+    assert!(unknown.contains("exit status: 2"), "{unknown}");
+    let config = format!("/nonexistent/{name}.toml");
+    let missing = answer_of(exe, &["--config", &config], &env, quick).expect_err("a missing file is refused");
+    assert!(missing.contains("does not exist"), "{missing}");
+}
