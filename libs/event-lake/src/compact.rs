@@ -1,10 +1,12 @@
 //! Compaction of closed partitions: merges a partition's small files toward the target file
 //! size, drops repeated events (same `data.id`, first written wins), and sorts by time.
 //!
-//! Safe beside writers: writers only add files with new unique names, and compaction deletes
-//! only the files it read, after its output is committed. Safe to re-run after a crash: an
-//! interrupted run leaves its inputs and maybe its output; the next run merges them and drops
-//! the repeats. Between commit and delete a reader may briefly see both (repeats, not loss).
+//! One Delta commit per partition: the `remove` of the inputs and the `add` of the merged,
+//! deduplicated, sorted outputs go in the same commit (`dataChange: false`), so a reader sees
+//! either the old files or the new ones, never both and never neither. Nothing is deleted:
+//! removed files stay for readers of older snapshots until a vacuum. Safe beside writers
+//! (their appends do not conflict) and after a crash (an output written but not committed is
+//! an orphan no reader sees; the next run starts again from the log).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use arrow_schema::{DataType, SchemaRef};
 use arrow_select::concat::concat_batches;
 use arrow_select::filter::filter_record_batch;
 use arrow_select::take::take_record_batch;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -36,15 +37,24 @@ pub struct CompactOptions {
     pub grace_ms: i64,
     /// Memory for one merge: decoded bytes of the files merged at once (default 512 MiB).
     pub memory_bytes: u64,
-    /// Test hook: stop after committing the first output, before deleting its inputs
-    /// (simulates a crash).
+    /// Test hook: stop after the first partition's commit (simulates a crash).
     #[doc(hidden)]
     pub crash_after_commit: bool,
+    /// Test hook: stop after writing the first partition's outputs, before committing them
+    /// (simulates a crash; the outputs stay orphans no reader sees).
+    #[doc(hidden)]
+    pub crash_before_commit: bool,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { event_type: None, grace_ms: HOUR_MS, memory_bytes: 512 << 20, crash_after_commit: false }
+        CompactOptions {
+            event_type: None,
+            grace_ms: HOUR_MS,
+            memory_bytes: 512 << 20,
+            crash_after_commit: false,
+            crash_before_commit: false,
+        }
     }
 }
 
@@ -160,6 +170,8 @@ impl Lake {
         }
 
         let mut rewrote = false;
+        let mut actions: Vec<deltalake::kernel::Action> = Vec::new();
+        let mut removed = 0u64;
         for group in groups {
             let has_dups = group.iter().any(|&i| keep[i].iter().any(|m| m.false_count() > 0));
             if group.len() < 2 && !has_dups {
@@ -187,25 +199,45 @@ impl Lake {
             let sorted = take_record_batch(&merged, &order)?;
             drop(merged);
             let path = Path::from(format!("{}/{}", key.dir(), new_file_name("c")));
+            let stats = crate::table::file_stats(std::slice::from_ref(&sorted));
             let bytes = self.put_parquet(&path, std::slice::from_ref(&sorted), schema.version, true).await?;
+            actions.push(deltalake::kernel::Action::Add(crate::table::add_action(key, &path, bytes, stats, false)));
+            for &i in &group {
+                actions.push(deltalake::kernel::Action::Remove(crate::table::remove_action(key, &files[i].meta, false)));
+            }
             report.files_out += 1;
             report.bytes_out += bytes;
             report.rows_in += rows_in;
             report.rows_out += sorted.num_rows() as u64;
+            removed += group.len() as u64;
             rewrote = true;
             tracing::info!(partition = %key.dir(), inputs = group.len(), rows = sorted.num_rows(), "compacted");
-            if opts.crash_after_commit {
-                report.interrupted = true;
-                return Ok(());
-            }
-            for &i in &group {
-                self.store().delete(&files[i].meta.location).await?;
-                report.files_in += 1;
-            }
+        }
+        if rewrote && opts.crash_before_commit {
+            report.interrupted = true;
+            return Ok(());
         }
         if rewrote {
+            let op = deltalake::protocol::DeltaOperation::Optimize {
+                predicate: Some(format!("date = '{}' AND hour = {}", crate::layout::date_hour(key.hour).0, crate::layout::date_hour(key.hour).1)),
+                target_size: self.options.target_file_bytes as i64,
+            };
+            match self.root.commit(&key.event_type, actions, op, None, Default::default()).await {
+                Ok(_) => {}
+                Err(LakeError::Delta(deltalake::DeltaTableError::Transaction { source })) => {
+                    // Another compaction removed some of the same inputs first: its output
+                    // stands, ours stays an uncommitted orphan for vacuum.
+                    tracing::warn!(partition = %key.dir(), error = %source, "partition compacted concurrently; skipped");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            report.files_in += removed;
             report.partitions_compacted += 1;
             report.duplicates_dropped += dups;
+            if opts.crash_after_commit {
+                report.interrupted = true;
+            }
         }
         Ok(())
     }

@@ -26,6 +26,32 @@ pub enum LakeError {
     /// Two writers kept racing on a schema beyond the retry budget.
     #[error("schema of type {0:?} is contended: gave up after repeated conflicts")]
     SchemaContended(String),
+    /// Delta Lake: reading the log or committing to it failed.
+    #[error("delta: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    /// Writers kept racing on a table's log beyond the retry budget.
+    #[error("table of type {0:?} is contended: gave up after repeated commit conflicts")]
+    CommitContended(String),
+    /// Time travel to a version a table does not have yet.
+    #[error("the table of type {event_type:?} has no version {asked}: its newest is {newest}")]
+    NoSuchVersion {
+        /// The type.
+        event_type: String,
+        /// The version asked for.
+        asked: i64,
+        /// The table's newest version.
+        newest: i64,
+    },
+    /// Time travel to a version whose log entries were cleaned up.
+    #[error("version {asked} of the table of type {event_type:?} cannot be read any more: {reason}")]
+    VersionUnavailable {
+        /// The type.
+        event_type: String,
+        /// The version asked for.
+        asked: i64,
+        /// What the log said.
+        reason: String,
+    },
     /// A bug: an invariant of the library does not hold.
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,6 +4,9 @@
 //! Events are stored by type and event-time hour (`events/type=/date=/hour=`), each type with
 //! its own typed, additively evolving schema; every stored event reads back as the JSON that
 //! came in. Rejected lines are kept in `quarantine/` with their reason.
+//!
+//! Each event type is a Delta Lake table (see [`table`]): writers commit their files to the
+//! table's log, and readers take the files of a snapshot from the log, never from a listing.
 
 mod error;
 pub mod buffer;
@@ -16,6 +19,7 @@ pub mod reader;
 pub mod registry;
 pub mod schema;
 pub mod shred;
+pub mod table;
 mod store;
 pub mod writer;
 
@@ -24,4 +28,5 @@ pub use layout::PartitionKey;
 pub use quarantine::QuarantineRecord;
 pub use schema::TypeSchema;
 pub use store::LakeStore;
-pub use writer::{Lake, WriteOptions, WrittenFile};
+pub use table::AsOf;
+pub use writer::{Lake, Provenance, WriteOptions, WrittenFile};

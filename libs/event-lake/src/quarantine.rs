@@ -1,5 +1,6 @@
-//! The quarantine: lines that failed the contract, kept as received with their reason,
-//! partitioned by arrival hour (`quarantine/date=<d>/hour=<h>/`).
+//! The quarantine: lines that failed the contract, kept as received with their reason, in
+//! one Delta table at `quarantine/` partitioned by arrival `date` and `hour`
+//! (`quarantine/date=<d>/hour=<h>/`); each call's files are one commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,14 +83,27 @@ impl Lake {
             by_hour.entry(r.arrived_at.div_euclid(HOUR_MS)).or_default().push(r.clone());
         }
         let mut written = Vec::new();
+        let mut adds = Vec::new();
         for (hour, recs) in by_hour {
             let batch = to_batch(&recs)?;
+            let rows = batch.num_rows();
             let data = encode_parquet(batch.schema(), &[batch], &self.options, 0, false)?;
             let path = Path::from(format!("{}/{}", quarantine_dir(hour), new_file_name("q")));
             let len = data.len() as u64;
             put_whole(&self.root, &path, data).await?;
+            let rel = path.as_ref().strip_prefix("quarantine/").unwrap_or(path.as_ref()).to_owned();
+            adds.push(deltalake::kernel::Add {
+                path: rel,
+                partition_values: crate::table::partition_values(hour),
+                size: len as i64,
+                modification_time: chrono::Utc::now().timestamp_millis(),
+                data_change: true,
+                stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
+                ..Default::default()
+            });
             written.push((path, len));
         }
+        self.root.commit_quarantine(adds).await?;
         Ok(written)
     }
 }

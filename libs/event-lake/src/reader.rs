@@ -1,8 +1,8 @@
-//! Reading the lake back: listing partitions and files, and rebuilding events as JSON
-//! (`eventctl cat`) from the typed columns and the leftovers.
+//! Reading the lake back: the files of each type's table as its Delta log says (never a
+//! listing of data folders, which may hold uncommitted or removed files), and rebuilding
+//! events as JSON (`eventctl cat`) from the typed columns and the leftovers.
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -23,18 +23,24 @@ pub struct DataFile {
 }
 
 impl Lake {
-    /// The committed data files below `events/` (optionally of one type), by partition.
+    /// The committed data files of the newest snapshot of each table (optionally of one
+    /// type), by partition: read from the tables' logs.
     pub async fn list_data_files(&self, event_type: Option<&str>) -> Result<Vec<DataFile>, LakeError> {
-        let prefix = match event_type {
-            Some(t) => Path::from(format!("events/type={t}")),
-            None => Path::from("events"),
+        self.data_files(event_type, None).await
+    }
+
+    /// The committed data files of each table (optionally of one type) whose hour is in
+    /// `[from, to)`, pruned by the log's partition values.
+    pub async fn data_files(&self, event_type: Option<&str>, hours: Option<(i64, i64)>) -> Result<Vec<DataFile>, LakeError> {
+        let types = match event_type {
+            Some(t) => vec![t.to_owned()],
+            None => self.registry.types().await?,
         };
-        let metas: Vec<ObjectMeta> = self.store().list(Some(&prefix)).try_collect().await?;
-        let mut files: Vec<DataFile> = metas
-            .into_iter()
-            .filter(|m| m.location.as_ref().ends_with(".parquet"))
-            .filter_map(|m| PartitionKey::parse(m.location.as_ref()).map(|partition| DataFile { partition, meta: m }))
-            .collect();
+        let mut files = Vec::new();
+        for t in types {
+            let Some(table) = self.root.open_table(&t).await? else { continue };
+            files.extend(table.files(hours)?.into_iter().map(|f| DataFile { partition: f.partition, meta: f.meta }));
+        }
         files.sort_by(|a, b| (&a.partition, &a.meta.location).cmp(&(&b.partition, &b.meta.location)));
         Ok(files)
     }

@@ -24,6 +24,12 @@ pub struct LakeStore {
     /// The folder of a local lake (its files are committed durably by
     /// [`put_whole`](crate::writer::put_whole): written, fsynced, renamed, folder fsynced).
     pub local_dir: Option<std::path::PathBuf>,
+    /// The same store unprefixed (bucket root, or `/` for a local folder): Delta's log store
+    /// resolves absolute table URLs against it.
+    pub root_store: Arc<dyn ObjectStore>,
+    /// The canonical URL of the lake root, with a trailing `/` (`s3://bucket/prefix/` or
+    /// `file:///abs/path/`).
+    pub base_url: url::Url,
 }
 
 impl LakeStore {
@@ -48,8 +54,10 @@ impl LakeStore {
             let s3: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|e| invalid(&e.to_string()))?);
             let prefix = prefix.trim_matches('/');
             let store: Arc<dyn ObjectStore> =
-                if prefix.is_empty() { s3 } else { Arc::new(PrefixStore::new(s3, prefix)) };
-            return Ok(LakeStore { store, url: url.to_owned(), local_dir: None });
+                if prefix.is_empty() { s3.clone() } else { Arc::new(PrefixStore::new(s3.clone(), prefix)) };
+            let base = if prefix.is_empty() { format!("s3://{bucket}/") } else { format!("s3://{bucket}/{prefix}/") };
+            let base_url = url::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
+            return Ok(LakeStore { store, url: url.to_owned(), root_store: s3, base_url, local_dir: None });
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(invalid("use a local folder or s3://bucket/prefix"));
@@ -58,6 +66,7 @@ impl LakeStore {
         std::fs::create_dir_all(&path)?;
         let path = path.canonicalize()?;
         let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(&e.to_string()))?;
-        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), local_dir: Some(path) })
+        let base_url = url::Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path"))?;
+        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), root_store: Arc::new(LocalFileSystem::new()), base_url, local_dir: Some(path) })
     }
 }

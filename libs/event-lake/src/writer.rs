@@ -1,7 +1,9 @@
 //! Writing Parquet files into the lake: events of one partition, sorted, deduplicated,
 //! typed by the type's schema, zstd-compressed, with statistics, page indexes and a Bloom
-//! filter on `id`. A file becomes visible whole or not at all (one PUT, or a completed
-//! multipart upload; on a local folder a rename), under a name unique across writers.
+//! filter on `id`. A file is uploaded whole (one PUT, or a completed multipart upload; on a
+//! local folder a rename), under a name unique across writers, and becomes part of its type's
+//! Delta table when its `add` action is committed ([`Lake::write_events`] does both;
+//! [`Lake::write_events_file`] only writes, for writers that commit several files at once).
 
 use std::sync::Arc;
 
@@ -54,6 +56,78 @@ pub struct WrittenFile {
     pub bytes: u64,
     /// Rows dropped because their id repeated an earlier row of the same batch.
     pub duplicates_dropped: u64,
+    /// Its `add` action (partition values and statistics), to commit.
+    pub add: deltalake::kernel::Add,
+}
+
+/// Commit-info field naming the consumer that wrote a commit's files.
+pub const PROVENANCE_SOURCE: &str = "eventplat.source";
+/// Commit-info field listing the bus positions of the committed events (`a-b,c,...`).
+pub const PROVENANCE_POSITIONS: &str = "eventplat.positions";
+
+/// Where the events of a file came from: a consumer (its durable name, which fixes the
+/// stream) and the bus positions of the events.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// The consumer, e.g. `lake-writer:lake-writer`.
+    pub source: &'a str,
+    /// The bus positions (stream sequences) of the file's events.
+    pub positions: &'a [u64],
+}
+
+impl Provenance<'_> {
+    fn commit_info(&self) -> std::collections::HashMap<String, serde_json::Value> {
+        std::collections::HashMap::from([
+            (PROVENANCE_SOURCE.to_owned(), serde_json::Value::from(self.source)),
+            (PROVENANCE_POSITIONS.to_owned(), serde_json::Value::from(format_ranges(self.positions))),
+        ])
+    }
+}
+
+/// Positions as sorted, merged ranges: `[1,2,3,7,9,10]` is `1-3,7,9-10` (a batch of
+/// consecutive positions takes a few bytes in the log).
+pub fn format_ranges(positions: &[u64]) -> String {
+    let mut sorted = positions.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Parses [`format_ranges`]' form back (a range may span at most 10 million positions).
+pub fn parse_ranges(text: &str) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u64 = a.parse().map_err(|_| format!("bad position range {part:?}"))?;
+        let b: u64 = b.parse().map_err(|_| format!("bad position range {part:?}"))?;
+        if b < a || b - a > 10_000_000 {
+            return Err(format!("bad position range {part:?}"));
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
 }
 
 /// The lake: a store, its schema registry and write options.
@@ -70,7 +144,7 @@ impl Lake {
     /// Opens a lake at a URL (local folder or `s3://bucket/prefix`).
     pub fn open(url: &str, options: WriteOptions) -> Result<Lake, LakeError> {
         let root = LakeStore::open(url)?;
-        let registry = Arc::new(SchemaRegistry::new(root.store.clone()));
+        let registry = Arc::new(SchemaRegistry::new(root.clone()));
         Ok(Lake { root, registry, options })
     }
 
@@ -79,9 +153,90 @@ impl Lake {
         &self.root.store
     }
 
-    /// Writes the events of one partition (lines that passed the contract) as one file.
-    /// Rows are sorted by `created_at`; a repeated `data.id` keeps its first row.
+    /// Writes the events of one partition (lines that passed the contract) as one file and
+    /// commits it to the type's table. Rows are sorted by `created_at`; a repeated `data.id`
+    /// keeps its first row.
     pub async fn write_events<'a>(
+        &self,
+        partition: &PartitionKey,
+        lines: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Option<WrittenFile>, LakeError> {
+        self.write_events_from(partition, lines, None).await
+    }
+
+    /// [`Lake::write_events`], recording in the commit where the events came from (a
+    /// consumer and the bus positions of the events), so that a redelivery can be checked
+    /// against what was committed ([`Lake::committed_positions`]).
+    pub async fn write_events_from<'a>(
+        &self,
+        partition: &PartitionKey,
+        lines: impl IntoIterator<Item = &'a [u8]>,
+        provenance: Option<Provenance<'_>>,
+    ) -> Result<Option<WrittenFile>, LakeError> {
+        let Some(file) = self.write_events_file(partition, lines).await? else { return Ok(None) };
+        let metadata = provenance.map(|p| p.commit_info()).unwrap_or_default();
+        self.commit_appends_with(&partition.event_type, std::slice::from_ref(&file), None, metadata).await?;
+        Ok(Some(file))
+    }
+
+    /// The bus positions that `source` committed to a type's table in its newest
+    /// `max_commits` commits (read from their commit info). A consumer that gets a message
+    /// again (a crash after the commit, before the ack) checks it here and skips it: readers
+    /// never see the repeat.
+    pub async fn committed_positions(
+        &self,
+        event_type: &str,
+        source: &str,
+        max_commits: usize,
+    ) -> Result<std::collections::HashSet<u64>, LakeError> {
+        use futures::StreamExt;
+        let mut out = std::collections::HashSet::new();
+        let Some(table) = self.root.open_table(event_type).await? else { return Ok(out) };
+        let mut infos = table.table.history(Some(max_commits));
+        while let Some(info) = infos.next().await {
+            let info = info?;
+            if info.info.get(PROVENANCE_SOURCE).and_then(|v| v.as_str()) != Some(source) {
+                continue;
+            }
+            if let Some(ranges) = info.info.get(PROVENANCE_POSITIONS).and_then(|v| v.as_str()) {
+                out.extend(crate::writer::parse_ranges(ranges).map_err(|e| LakeError::Corrupt(format!("commit info of {event_type:?}: {e}")))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits written files of one type as one append (one table version). With `txn`
+    /// (application id, version) the append happens at most once: when the table already
+    /// holds that transaction, nothing is committed and `AlreadyCommitted` is returned (the
+    /// files stay uncommitted, invisible to readers, until vacuum).
+    pub async fn commit_appends(
+        &self,
+        event_type: &str,
+        files: &[WrittenFile],
+        txn: Option<(&str, i64)>,
+    ) -> Result<crate::table::CommitOutcome, LakeError> {
+        self.commit_appends_with(event_type, files, txn, Default::default()).await
+    }
+
+    /// [`Lake::commit_appends`] with fields added to the commit info.
+    pub async fn commit_appends_with(
+        &self,
+        event_type: &str,
+        files: &[WrittenFile],
+        txn: Option<(&str, i64)>,
+        commit_info: std::collections::HashMap<String, serde_json::Value>,
+    ) -> Result<crate::table::CommitOutcome, LakeError> {
+        use deltalake::kernel::{Action, Transaction};
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+        let actions: Vec<Action> = files.iter().map(|f| Action::Add(f.add.clone())).collect();
+        let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+        let txn = txn.map(|(app, v)| Transaction::new_with_last_update(app, v, Some(chrono::Utc::now().timestamp_millis())));
+        self.root.commit(event_type, actions, op, txn, commit_info).await
+    }
+
+    /// Writes the events of one partition as one file without committing it (see
+    /// [`Lake::commit_appends`]). The type's table and schema are committed first.
+    pub async fn write_events_file<'a>(
         &self,
         partition: &PartitionKey,
         lines: impl IntoIterator<Item = &'a [u8]>,
@@ -112,9 +267,11 @@ impl Lake {
         let batch = encode(&schema, &events)?;
         drop(events);
         let rows = batch.num_rows() as u64;
+        let stats = crate::table::file_stats(std::slice::from_ref(&batch));
         let path = Path::from(format!("{}/{}", partition.dir(), new_file_name("w")));
         let bytes = self.put_parquet(&path, &[batch], schema.version, false).await?;
-        Ok(Some(WrittenFile { partition: partition.clone(), path, rows, bytes, duplicates_dropped }))
+        let add = crate::table::add_action(partition, &path, bytes, stats, true);
+        Ok(Some(WrittenFile { partition: partition.clone(), path, rows, bytes, duplicates_dropped, add }))
     }
 
     /// Encodes batches (one schema) into a Parquet file and commits it at `path`.
@@ -246,6 +403,16 @@ pub async fn put_whole(root: &LakeStore, path: &Path, data: Vec<u8>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_round_trip_as_merged_ranges() {
+        assert_eq!(format_ranges(&[10, 3, 1, 2, 7, 9, 3]), "1-3,7,9-10");
+        assert_eq!(parse_ranges("1-3,7,9-10").expect("parse"), vec![1, 2, 3, 7, 9, 10]);
+        assert_eq!(format_ranges(&[]), "");
+        assert!(parse_ranges("5-2").is_err());
+        assert!(parse_ranges("x").is_err());
+        assert!(parse_ranges("0-99999999999").is_err());
+    }
 
     #[tokio::test]
     async fn a_local_file_is_committed_whole_and_its_staging_file_never_listed() {

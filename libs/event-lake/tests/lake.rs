@@ -218,11 +218,13 @@ async fn compaction_merges_dedupes_and_survives_an_interrupted_run() {
     assert_eq!(before.len(), 300);
     let now = T0 + 3 * 3_600_000;
 
-    // A run that "crashes" after committing its output, before deleting its inputs.
-    let crash = CompactOptions { crash_after_commit: true, ..CompactOptions::default() };
+    // A run that "crashes" after writing its output, before committing it: the output is an
+    // orphan that no reader sees (the table still has its six files and 300 rows).
+    let crash = CompactOptions { crash_before_commit: true, ..CompactOptions::default() };
     let r = lake.compact(&crash, now).await.expect("compact");
     assert!(r.interrupted);
-    assert_eq!(lake.list_data_files(Some("c")).await.expect("list").len(), 7);
+    assert_eq!(lake.list_data_files(Some("c")).await.expect("list").len(), 6);
+    assert_eq!(read_all(&lake, "c").await.len(), 300);
 
     // The re-run finishes the job: one file, every id once, every event intact.
     let r = lake.compact(&CompactOptions::default(), now).await.expect("compact again");

@@ -37,11 +37,13 @@ pub struct SessionOptions {
     pub shard: Shard,
     /// Query threads (default: the number of cores).
     pub threads: Option<usize>,
+    /// The snapshot of the tables to read (time travel).
+    pub as_of: event_lake::AsOf,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { shard: Shard::WHOLE, threads: None }
+        SessionOptions { shard: Shard::WHOLE, threads: None, as_of: event_lake::AsOf::Latest }
     }
 }
 
@@ -50,7 +52,7 @@ impl LakeSession {
     pub fn open(url: &str, options: &SessionOptions) -> Result<LakeSession, QueryError> {
         let root = LakeStore::open(url)?;
         let stats = Arc::new(ReadStats::default());
-        let store: Arc<dyn object_store::ObjectStore> = Arc::new(CountingStore::new(root.store, stats.clone()));
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(CountingStore::new(root.store.clone(), stats.clone()));
         let store_url = ObjectStoreUrl::parse(STORE_URL)?;
         // Footers stay cached across the queries of a session (the KPIs scan the same files
         // several times): 512 MiB holds the footers of a day of a large lake; bounded, LRU.
@@ -70,7 +72,7 @@ impl LakeSession {
             .with_information_schema(false)
             .with_default_catalog_and_schema("datafusion", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let catalog = Arc::new(LakeCatalog::new(store, store_url, options.shard));
+        let catalog = Arc::new(LakeCatalog::new(LakeStore { store, ..root }, store_url, options.shard, options.as_of));
         let cat = ctx.catalog("datafusion").ok_or_else(|| QueryError::Invalid("no default catalog".into()))?;
         cat.register_schema("public", Arc::new(TypesSchema::new(catalog.clone())))?;
         cat.register_schema("lake", Arc::new(UnionSchema::new(catalog.clone())))?;

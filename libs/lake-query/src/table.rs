@@ -7,11 +7,11 @@
 //! - `lake.events` is every type at once with the columns common to all of them: `id`,
 //!   `created_at`, `user_id` (NULL for types without one), `type`, `date`, `hour`.
 //!
-//! A scan never lists the whole lake: the type comes from the table, and the time predicates
-//! (see [`crate::prune`]) become the prefixes to list: one per day, or one per hour when only
-//! some hours of a day are wanted; only a query without any time bound lists a whole type.
-//! Listings are cached for the session. Parquet then reads only the projected columns, and
-//! row groups are pruned by their statistics.
+//! A scan never lists the lake: each type is a Delta table (see `event_lake::table`) and its
+//! files come from the table's log, read once per session; the time predicates (see
+//! [`crate::prune`]) prune them by the log's `date`/`hour` partition values. Files that are
+//! not committed, or were removed by compaction, are never read. Parquet then reads only the
+//! projected columns, and row groups are pruned by their statistics.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,9 +31,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::ObjectMeta;
 
+use event_lake::LakeStore;
 use event_lake::layout::PartitionKey;
 use event_lake::registry::SchemaRegistry;
 use event_lake::schema::{CREATED_AT, DType, ID, Section};
@@ -41,10 +41,8 @@ use event_lake::schema::{CREATED_AT, DType, ID, Section};
 use crate::prune::HourRange;
 use crate::shard::Shard;
 
-/// Concurrent LIST / schema requests.
+/// Concurrent table log / schema reads.
 const LIST_CONCURRENCY: usize = 32;
-/// Above this many days a bounded range lists whole types instead of day prefixes.
-const MAX_DAY_PREFIXES: i64 = 3660;
 
 type DfResult<T> = Result<T, DataFusionError>;
 
@@ -61,31 +59,34 @@ pub struct LakeFile {
     pub meta: ObjectMeta,
 }
 
-/// What every table of a session shares: the store, the schemas, the shard, the listings.
+/// What every table of a session shares: the store, the schemas, the shard, the snapshots.
 pub struct LakeCatalog {
-    store: Arc<dyn ObjectStore>,
+    root: LakeStore,
     registry: SchemaRegistry,
     url: ObjectStoreUrl,
     shard: Shard,
-    listings: Mutex<HashMap<String, Arc<Vec<ObjectMeta>>>>,
+    as_of: event_lake::AsOf,
+    snapshots: Mutex<HashMap<String, Arc<Vec<LakeFile>>>>,
     types: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl std::fmt::Debug for LakeCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LakeCatalog").field("store", &self.store).field("shard", &self.shard).finish_non_exhaustive()
+        f.debug_struct("LakeCatalog").field("store", &self.root.store).field("shard", &self.shard).finish_non_exhaustive()
     }
 }
 
 impl LakeCatalog {
-    /// A catalog over a store registered in the session under `url`, restricted to a shard.
-    pub fn new(store: Arc<dyn ObjectStore>, url: ObjectStoreUrl, shard: Shard) -> Self {
+    /// A catalog over a lake whose store is registered in the session under `url`,
+    /// restricted to a shard.
+    pub fn new(root: LakeStore, url: ObjectStoreUrl, shard: Shard, as_of: event_lake::AsOf) -> Self {
         LakeCatalog {
-            registry: SchemaRegistry::new(store.clone()),
-            store,
+            registry: SchemaRegistry::new(root.clone()),
+            root,
             url,
             shard,
-            listings: Mutex::new(HashMap::new()),
+            as_of,
+            snapshots: Mutex::new(HashMap::new()),
             types: tokio::sync::OnceCell::new(),
         }
     }
@@ -95,7 +96,7 @@ impl LakeCatalog {
         self.shard
     }
 
-    /// Every type with a schema (one LIST of `_schemas/`).
+    /// Every type with a table (one LIST of `events/` with a delimiter).
     pub async fn types(&self) -> DfResult<Vec<String>> {
         self.types.get_or_try_init(|| async { self.registry.types().await.map_err(df_err) }).await.cloned()
     }
@@ -106,39 +107,25 @@ impl LakeCatalog {
         Ok((s.version > 0).then_some(s))
     }
 
-    async fn list(&self, prefix: String) -> DfResult<Arc<Vec<ObjectMeta>>> {
-        if let Some(hit) = self.listings.lock().ok().and_then(|l| l.get(&prefix).cloned()) {
+    /// The live files of a type's table, from its log (read once per session).
+    async fn table_files(&self, event_type: String) -> DfResult<Arc<Vec<LakeFile>>> {
+        if let Some(hit) = self.snapshots.lock().ok().and_then(|l| l.get(&event_type).cloned()) {
             return Ok(hit);
         }
-        let path = Path::from(prefix.as_str());
-        let metas: Vec<ObjectMeta> = self.store.list(Some(&path)).try_collect().await.map_err(df_err)?;
-        let metas = Arc::new(metas);
-        if let Ok(mut l) = self.listings.lock() {
-            l.insert(prefix, metas.clone());
-        }
-        Ok(metas)
-    }
-
-    /// The prefixes to list for a type and a range of hours.
-    fn prefixes(event_type: &str, range: &HourRange) -> Vec<String> {
-        let root = format!("events/type={event_type}");
-        let Some(days) = range.days().filter(|d| d.end - d.start <= MAX_DAY_PREFIXES) else {
-            return vec![root];
+        let files = match self.root.open_table_as_of(&event_type, self.as_of).await.map_err(df_err)? {
+            Some(t) => t
+                .files(None)
+                .map_err(df_err)?
+                .into_iter()
+                .map(|f| LakeFile { partition: f.partition, meta: f.meta })
+                .collect(),
+            None => Vec::new(),
         };
-        let mut out = Vec::new();
-        for day in days {
-            let hours: Vec<i64> = (day * 24..day * 24 + 24).filter(|h| range.contains(*h)).collect();
-            if hours.is_empty() {
-                continue;
-            }
-            let (date, _) = event_lake::layout::date_hour(day * 24);
-            if hours.len() == 24 {
-                out.push(format!("{root}/date={date}"));
-            } else {
-                out.extend(hours.iter().map(|h| format!("{root}/date={date}/hour={:02}", h.rem_euclid(24))));
-            }
+        let files = Arc::new(files);
+        if let Ok(mut l) = self.snapshots.lock() {
+            l.insert(event_type, files.clone());
         }
-        out
+        Ok(files)
     }
 
     /// The data files of some types within a range of hours, in this session's shard, sorted
@@ -147,20 +134,17 @@ impl LakeCatalog {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let prefixes: Vec<String> = types.iter().flat_map(|t| Self::prefixes(t, range)).collect();
-        let listed: Vec<Arc<Vec<ObjectMeta>>> =
-            futures::stream::iter(prefixes.into_iter().map(|p| self.list(p))).buffer_unordered(LIST_CONCURRENCY).try_collect().await?;
-        let wanted: BTreeSet<&str> = types.iter().map(String::as_str).collect();
-        let mut files: Vec<LakeFile> = listed
+        let tables: Vec<Arc<Vec<LakeFile>>> = futures::stream::iter(types.iter().map(|t| self.table_files(t.clone())))
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut files: Vec<LakeFile> = tables
             .iter()
             .flat_map(|l| l.iter())
-            .filter(|m| m.size > 0 && m.location.as_ref().ends_with(".parquet"))
-            .filter_map(|m| PartitionKey::parse(m.location.as_ref()).map(|partition| LakeFile { partition, meta: m.clone() }))
             .filter(|f| {
-                wanted.contains(&*f.partition.event_type)
-                    && range.contains(f.partition.hour)
-                    && self.shard.owns(&f.partition.event_type, f.partition.hour)
+                f.meta.size > 0 && range.contains(f.partition.hour) && self.shard.owns(&f.partition.event_type, f.partition.hour)
             })
+            .cloned()
             .collect();
         files.sort_by(|a, b| (&a.partition, &a.meta.location).cmp(&(&b.partition, &b.meta.location)));
         files.dedup_by(|a, b| a.meta.location == b.meta.location);
@@ -513,19 +497,6 @@ impl SchemaProvider for UnionSchema {
 mod tests {
     use super::*;
     use datafusion::logical_expr::{col, lit};
-
-    #[test]
-    fn prefixes_follow_the_range() {
-        let day = 20_780; // 2026-11-23
-        let p = LakeCatalog::prefixes("a", &HourRange::day(day));
-        assert_eq!(p, vec!["events/type=a/date=2026-11-23".to_owned()]);
-        let two_hours = HourRange { lo: Some(day * 24 + 3), hi: Some(day * 24 + 5), ..HourRange::all() };
-        assert_eq!(
-            LakeCatalog::prefixes("a", &two_hours),
-            vec!["events/type=a/date=2026-11-23/hour=03".to_owned(), "events/type=a/date=2026-11-23/hour=04".to_owned()]
-        );
-        assert_eq!(LakeCatalog::prefixes("a", &HourRange::all()), vec!["events/type=a".to_owned()]);
-    }
 
     #[test]
     fn type_filters_select_types() {

@@ -12,6 +12,16 @@
 //! half the buffers' budget, full chunks of a partition are spilled to a local folder (a
 //! buffered write now, a page-cache read at the flush), or compressed in memory with
 //! `--no-spill`. Every line read is counted exactly once, as valid or quarantined.
+//!
+//! Commits: data files are written as the flushers go, but become part of their type's Delta
+//! table only at the end, in one commit per table (so a failed run leaves no partial load
+//! visible). The load is keyed by the content hash of its input files (SHA-256): each commit
+//! carries the Delta application transaction `eventctl-ingest/<hash>`, and a load history
+//! entry `_loads/<hash>.json` is written once every table has committed. A re-run on the same
+//! content finds the history entry and does nothing (exit 0, `already_loaded` in the
+//! summary); a re-run after a crash part-way skips the tables that already hold the
+//! transaction. `--force` loads again (no transaction). Standard input is not hashed: it is
+//! always loaded.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -45,6 +55,8 @@ pub struct IngestOptions {
     pub spill_dir: Option<std::path::PathBuf>,
     /// Disk for spilled events, in bytes.
     pub spill_max_bytes: u64,
+    /// Load even when the load history holds this content.
+    pub force: bool,
 }
 
 /// What an ingest run did; printed at the end (`--json` for machines).
@@ -88,6 +100,18 @@ pub struct Summary {
     pub balanced: bool,
     /// Input errors (unreadable or corrupt sources); any makes the exit code non-zero.
     pub io_errors: Vec<String>,
+    /// SHA-256 of the input files' contents (none for standard input): the load's key.
+    pub load_id: Option<String>,
+    /// The lake's load history already held this content: nothing was loaded.
+    pub already_loaded: bool,
+    /// Tables (types) committed to.
+    pub tables_committed: u64,
+    /// Tables that already held this load's transaction (a resumed run): not committed again.
+    pub tables_skipped: u64,
+    /// Time spent committing to the tables' logs, seconds (included in `elapsed_s`).
+    pub commit_s: f64,
+    /// Rows committed by type and hour (`YYYY-MM-DDTHH`).
+    pub rows_by_type_hour: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Validated lines of one chunk.
@@ -126,7 +150,36 @@ struct Written {
     quarantine_files: u64,
     bytes: u64,
     partitions: HashSet<PartitionKey>,
+    /// Written, not yet committed data files, by type.
+    pending: HashMap<Arc<str>, Vec<event_lake::WrittenFile>>,
     error: Option<String>,
+}
+
+/// The load history entry of a content hash.
+fn load_marker(load_id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("_loads/{load_id}.json"))
+}
+
+/// SHA-256 over the input files' contents, in order (`None` with standard input).
+fn content_hash(sources: &[Source]) -> Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut all = Sha256::new();
+    for src in sources {
+        let Source::File(path) = src else { return Ok(None) };
+        let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        all.update(h.finalize());
+    }
+    Ok(Some(hex::encode(all.finalize())))
 }
 
 /// Runs an ingest of `sources` into `lake`.
@@ -140,6 +193,26 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         .build()
         .context("starting the I/O runtime")?;
     let handle = runtime.handle().clone();
+
+    let load_id = if sources.is_empty() { None } else { content_hash(&sources)? };
+    if let (Some(id), false) = (&load_id, opts.force) {
+        use object_store::ObjectStoreExt;
+        match handle.block_on(lake.store().head(&load_marker(id))) {
+            Ok(_) => {
+                return Ok(Summary {
+                    lake: lake.root.url.clone(),
+                    sources: source_count,
+                    load_id: load_id.clone(),
+                    already_loaded: true,
+                    balanced: true,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    ..Summary::default()
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(anyhow!("reading the load history: {e}")),
+        }
+    }
 
     // Budget: half for buffers (open chunks, plus compressed ones without a spill folder); per
     // flush in flight at most 1/32 raw, which takes about 3x that while it is parsed and
@@ -216,10 +289,40 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
     });
     let routed = routed?;
 
-    let w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
+    let mut w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
     if let Some(e) = &w.error {
         return Err(anyhow!("writing to the lake failed: {e}"));
     }
+    let io_errors = io_errors.lock().map(|e| e.clone()).unwrap_or_default();
+    // A load that could not read all its input is not the content its hash names: commit
+    // what was read, without the transaction or a history entry.
+    let txn_id = match (&load_id, opts.force, io_errors.is_empty()) {
+        (Some(id), false, true) => Some(format!("eventctl-ingest/{id}")),
+        _ => None,
+    };
+    let commit_started = Instant::now();
+    let pending = std::mem::take(&mut w.pending);
+    let mut rows_by_type_hour: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (t, files) in &pending {
+        let hours = rows_by_type_hour.entry(t.to_string()).or_default();
+        for f in files {
+            let (d, h) = event_lake::layout::date_hour(f.partition.hour);
+            *hours.entry(format!("{d}T{h:02}")).or_default() += f.rows;
+        }
+    }
+    let outcomes: Vec<event_lake::table::CommitOutcome> = handle.block_on(async {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(pending.iter().map(|(t, files)| {
+            let lake = lake.clone();
+            let txn = txn_id.clone();
+            async move { lake.commit_appends(t, files, txn.as_deref().map(|a| (a, 1))).await }
+        }))
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+    })?;
+    let tables_skipped = outcomes.iter().filter(|o| matches!(o, event_lake::table::CommitOutcome::AlreadyCommitted)).count() as u64;
+    let commit_s = commit_started.elapsed().as_secs_f64();
     let elapsed = started.elapsed().as_secs_f64();
     let mut summary = Summary {
         lake: lake.root.url.clone(),
@@ -236,13 +339,27 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         bytes_written: w.bytes,
         bytes_spilled: routed.bytes_spilled,
         elapsed_s: elapsed,
-        io_errors: io_errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        io_errors,
         quarantined_by_reason: routed.by_reason,
+        load_id,
+        tables_committed: outcomes.len() as u64 - tables_skipped,
+        tables_skipped,
+        commit_s,
+        rows_by_type_hour,
         ..Summary::default()
     };
     summary.events_per_s = summary.lines_read as f64 / elapsed.max(1e-9);
     summary.mb_per_s = summary.bytes_read as f64 / 1e6 / elapsed.max(1e-9);
     summary.balanced = summary.valid + summary.quarantined == summary.lines_read;
+    if txn_id.is_some()
+        && let Some(id) = &summary.load_id
+    {
+        use object_store::ObjectStoreExt;
+        let body = serde_json::to_vec_pretty(&summary)?;
+        handle
+            .block_on(lake.store().put(&load_marker(id), object_store::PutPayload::from(body)))
+            .map_err(|e| anyhow!("writing the load history: {e}"))?;
+    }
     Ok(summary)
 }
 
@@ -392,7 +509,7 @@ fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, writ
                 .into_records_in(std::mem::take(&mut scratch))
                 .map_err(|e| e.to_string())
                 .and_then(|recs| {
-                    let file = handle.block_on(lake.write_events(&key, recs.iter())).map_err(|e| e.to_string());
+                    let file = handle.block_on(lake.write_events_file(&key, recs.iter())).map_err(|e| e.to_string());
                     scratch = recs.into_buffer();
                     file
                 })
@@ -402,7 +519,8 @@ fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, writ
                         w.duplicates += f.duplicates_dropped;
                         w.files += 1;
                         w.bytes += f.bytes;
-                        w.partitions.insert(f.partition);
+                        w.partitions.insert(f.partition.clone());
+                        w.pending.entry(f.partition.event_type.clone()).or_default().push(f);
                     }
                 }),
             Job::Quarantine(records) => {
@@ -434,6 +552,14 @@ fn progress_bar() -> indicatif::ProgressBar {
 
 /// Prints the summary for people.
 pub fn print_human(s: &Summary) {
+    if s.already_loaded {
+        println!(
+            "already loaded into {}: the load history holds this content ({}); nothing done (--force loads it again)",
+            s.lake,
+            s.load_id.as_deref().unwrap_or("-")
+        );
+        return;
+    }
     println!("ingested into {}", s.lake);
     println!("  lines read     {:>12}", s.lines_read);
     println!("  valid          {:>12}", s.valid);
@@ -458,7 +584,8 @@ pub fn print_human(s: &Summary) {
     if s.bytes_spilled > 0 {
         println!("  spilled        {:>12} bytes (buffered on local disk)", s.bytes_spilled);
     }
-    println!("  throughput     {:>12.0} events/s, {:.1} MB/s in {:.2}s", s.events_per_s, s.mb_per_s, s.elapsed_s);
+    println!("  tables         {:>12} committed, {} already held this load", s.tables_committed, s.tables_skipped);
+    println!("  throughput     {:>12.0} events/s, {:.1} MB/s in {:.2}s ({:.2}s committing)", s.events_per_s, s.mb_per_s, s.elapsed_s, s.commit_s);
     for e in &s.io_errors {
         println!("  input error    {e}");
     }

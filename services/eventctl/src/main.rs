@@ -4,6 +4,7 @@
 //! - `gen`: seeded synthetic events for demos and benchmarks;
 //! - `cat`: events read back from the lake as NDJSON;
 //! - `compact`: merge the small files of closed partitions and drop repeated events;
+//! - `vacuum`: delete the files the tables removed (or never committed) past a retention;
 //! - `schema`: the per-type schemas held by the lake;
 //! - `demo`: a generated sample ingested into a local lake;
 //! - `dev`: the whole platform in one process on embedded defaults;
@@ -40,6 +41,8 @@ enum Command {
     Cat(cmd::cat::CatArgs),
     /// Compact closed partitions: fewer, larger files; repeated events dropped.
     Compact(cmd::compact::CompactArgs),
+    /// Delete files removed from the tables (or never committed) longer ago than a retention.
+    Vacuum(cmd::vacuum::VacuumArgs),
     /// Print the schema of one type, or list the types.
     Schema(cmd::schema::SchemaArgs),
     /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
@@ -94,6 +97,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Gen(args) => cmd::generate::run(args),
         Command::Cat(args) => cmd::cat::run(args),
         Command::Compact(args) => cmd::compact::run(args),
+        Command::Vacuum(args) => cmd::vacuum::run(args),
         Command::Schema(args) => cmd::schema::run(args),
         Command::Dev(args) => cmd::dev::run(args),
         #[cfg(feature = "aws")]

@@ -264,9 +264,13 @@ fn ingest_and_compact_on_s3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("e.ndjson");
     generate(&input, &["--events", "3000", "--types", "10", "--hours", "2", "--start", "2025-01-01T00:00:00Z"]);
-    // Two ingests of the same file: the second one repeats every event in new files.
+    // The same file again is a no-op (the load history knows its content); with --force it
+    // is loaded again and repeats every event in new files.
     let (s1, _) = ingest(&lake, &[input.to_str().expect("utf8")], &[]);
-    let (s2, _) = ingest(&lake, &[input.to_str().expect("utf8")], &[]);
+    let (again, code) = ingest(&lake, &[input.to_str().expect("utf8")], &[]);
+    assert_eq!((again["already_loaded"].as_bool(), code), (Some(true), 0), "{again}");
+    assert_eq!(cat(&lake).len() as u64, s1["valid"].as_u64().expect("n"));
+    let (s2, _) = ingest(&lake, &[input.to_str().expect("utf8")], &["--force"]);
     assert_eq!(s1["valid"], s2["valid"]);
     let out = ok(eventctl().args(["compact", "--json", "--lake", &lake]).output().expect("compact"));
     let r: Value = serde_json::from_slice(&out.stdout).expect("report");

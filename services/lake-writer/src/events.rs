@@ -14,6 +14,12 @@
 //!   with a doubling backoff while new events are still buffered, and once the memory budget
 //!   is used up the handler fails new batches transiently, which holds them on the bus. An
 //!   outage is never turned into dead letters.
+//!
+//! Exactly once, as readers of the lake see it: every commit records this writer's name and
+//! the bus positions of its events (see [`event_lake::Provenance`]). A partition holding a
+//! redelivered message (the writer crashed after a commit, before its ack) is checked against
+//! the positions the table's recent commits ([`REDELIVERY_LOOKBACK_COMMITS`]) hold; events
+//! already committed are acked without being written again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +41,10 @@ const MAX_CONCURRENT_FLUSHES: usize = 2;
 const RETRY_INITIAL: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts while the lake fails.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How many of a table's newest commits a redelivery is checked against. A message comes
+/// back `ack_wait` after the crash that lost its ack; in that time a type's table takes a few
+/// commits per writer and per partition, far fewer than this.
+pub const REDELIVERY_LOOKBACK_COMMITS: usize = 1000;
 /// Longest wait for the lake in [`Handler::ready`].
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,6 +65,8 @@ pub struct WriterCounters {
     pub poison: AtomicU64,
     /// Writes that failed because the lake did not answer (retried).
     pub write_failures: AtomicU64,
+    /// Redelivered events found already committed (acked, not written again).
+    pub repeats_skipped: AtomicU64,
 }
 
 /// A snapshot of [`WriterCounters`].
@@ -74,6 +86,8 @@ pub struct WriterStats {
     pub poison: u64,
     /// Writes retried because the lake did not answer.
     pub write_failures: u64,
+    /// Redelivered events found already committed (not written again).
+    pub repeats_skipped: u64,
 }
 
 impl WriterCounters {
@@ -88,6 +102,7 @@ impl WriterCounters {
             invalid: l(&self.invalid),
             poison: l(&self.poison),
             write_failures: l(&self.write_failures),
+            repeats_skipped: l(&self.repeats_skipped),
         }
     }
 }
@@ -97,6 +112,8 @@ struct Job {
     key: PartitionKey,
     lines: Lines,
     seqs: Vec<u64>,
+    /// Some of its events were redelivered: check them against the table's commits first.
+    check: bool,
 }
 
 enum Lines {
@@ -120,6 +137,8 @@ impl Job {
 #[derive(Default)]
 struct Flushed {
     committed: Vec<u64>,
+    /// Redelivered events already in the table (part of `committed`).
+    skipped: u64,
     rows: u64,
     files: u64,
     poison: Vec<(u64, Bytes, String)>,
@@ -135,6 +154,10 @@ pub struct EventWriter {
     buffers: PartitionBuffers,
     /// Bus positions of the buffered events, per partition, in buffer order.
     pending: HashMap<PartitionKey, Vec<u64>>,
+    /// Partitions buffering a redelivered message.
+    recheck: std::collections::HashSet<PartitionKey>,
+    /// This writer's name in the commits (the consumer's durable name).
+    source: Arc<str>,
     max_age: Duration,
     memory_bytes: usize,
     limits: Limits,
@@ -154,7 +177,9 @@ pub struct EventWriter {
 impl EventWriter {
     /// A writer over a lake with a memory budget for its buffers; `max_age` bounds how long
     /// an event waits before its partition is written.
-    pub fn new(lake: Arc<Lake>, memory_bytes: usize, max_age: Duration, counters: Arc<WriterCounters>) -> Self {
+    /// `source` names the consumer in the commits (its durable name: bus positions are
+    /// unique within its stream).
+    pub fn new(lake: Arc<Lake>, source: &str, memory_bytes: usize, max_age: Duration, counters: Arc<WriterCounters>) -> Self {
         let limits = BufferLimits {
             max_bytes: memory_bytes,
             max_partition_raw_bytes: (memory_bytes / 8).max(1 << 20),
@@ -165,6 +190,8 @@ impl EventWriter {
             lake,
             buffers: PartitionBuffers::new(limits),
             pending: HashMap::new(),
+            recheck: std::collections::HashSet::new(),
+            source: Arc::from(source),
             max_age,
             memory_bytes,
             limits: Limits::default(),
@@ -234,6 +261,9 @@ impl EventWriter {
             let d = &batch[i];
             match self.buffers.push(&key, &d.payload) {
                 Ok(full) => {
+                    if d.redelivered {
+                        self.recheck.insert(key.clone());
+                    }
                     self.pending.entry(key).or_default().push(d.seq);
                     if let Some((k, p)) = full {
                         self.enqueue(k, p);
@@ -256,7 +286,8 @@ impl EventWriter {
     /// Queues a partition taken from the buffers for writing.
     fn enqueue(&mut self, key: PartitionKey, buf: PartitionBuffer) {
         let seqs = self.pending.remove(&key).unwrap_or_default();
-        let job = Job { key, lines: Lines::Buffer(buf), seqs };
+        let check = self.recheck.remove(&key);
+        let job = Job { key, lines: Lines::Buffer(buf), seqs, check };
         self.waiting_bytes += job.bytes();
         self.waiting.push_back(job);
     }
@@ -300,9 +331,10 @@ impl EventWriter {
         self.waiting_bytes = self.waiting_bytes.saturating_sub(job.bytes());
         let seqs = job.seqs.clone();
         let lake = self.lake.clone();
+        let source = self.source.clone();
         let handle = tokio::runtime::Handle::current();
         self.flushing.spawn_blocking(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_job(&lake, &handle, job))).unwrap_or_else(|_| Flushed {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_job(&lake, &source, &handle, job))).unwrap_or_else(|_| Flushed {
                 lost: Some((seqs, "the file writer panicked".into())),
                 ..Flushed::default()
             })
@@ -331,6 +363,11 @@ impl EventWriter {
             self.counters.files_written.fetch_add(f.files, Ordering::Relaxed);
             metrics::counter!("lake_writer_rows_written_total").increment(f.rows);
             metrics::counter!("lake_writer_files_written_total").increment(f.files);
+        }
+        if f.skipped > 0 {
+            tracing::info!(events = f.skipped, "redelivered events were already committed; acking them without writing");
+            self.counters.repeats_skipped.fetch_add(f.skipped, Ordering::Relaxed);
+            metrics::counter!("lake_writer_repeats_skipped_total").increment(f.skipped);
         }
         if !f.committed.is_empty() {
             let n = f.committed.len() as u64;
@@ -366,22 +403,32 @@ impl EventWriter {
 }
 
 /// Whether a lake error can go away by itself. The store (network, permissions, a missing
-/// bucket), local I/O, schema contention and an unreadable schema object are the lake's
-/// state: transient. Parsing, shredding and encoding failures depend on the events:
+/// bucket), local I/O, schema or commit contention, the table log and an unreadable schema
+/// are the lake's state: transient. Parsing, shredding and encoding failures depend on the events:
 /// permanent.
 pub(crate) fn classify(e: &LakeError) -> HandlerError {
     match e {
-        LakeError::Store(_) | LakeError::Io(_) | LakeError::SchemaContended(_) | LakeError::InvalidLocation { .. } | LakeError::Corrupt(_) => {
+        LakeError::Store(_)
+        | LakeError::Io(_)
+        | LakeError::SchemaContended(_)
+        | LakeError::CommitContended(_)
+        | LakeError::Delta(_)
+        | LakeError::InvalidLocation { .. }
+        | LakeError::Corrupt(_) => {
             HandlerError::transient(e.to_string())
         }
-        LakeError::Parquet(_) | LakeError::Arrow(_) | LakeError::Internal(_) => HandlerError::permanent(e.to_string()),
+        LakeError::Parquet(_)
+        | LakeError::Arrow(_)
+        | LakeError::Internal(_)
+        | LakeError::NoSuchVersion { .. }
+        | LakeError::VersionUnavailable { .. } => HandlerError::permanent(e.to_string()),
     }
 }
 
 /// Writes one file (on a blocking thread); a file refused for its data is split to find the
-/// events that fail alone.
-fn write_job(lake: &Arc<Lake>, handle: &tokio::runtime::Handle, job: Job) -> Flushed {
-    let Job { key, lines, seqs } = job;
+/// events that fail alone. Redelivered events already committed are dropped first.
+fn write_job(lake: &Arc<Lake>, source: &str, handle: &tokio::runtime::Handle, job: Job) -> Flushed {
+    let Job { key, lines, seqs, check } = job;
     let items: Vec<Bytes> = match lines {
         Lines::Buffer(buf) => {
             let records = match buf.into_records() {
@@ -391,36 +438,86 @@ fn write_job(lake: &Arc<Lake>, handle: &tokio::runtime::Handle, job: Job) -> Flu
             if records.iter().count() != seqs.len() {
                 return Flushed { lost: Some((seqs, "buffered events and their positions differ".into())), ..Flushed::default() };
             }
-            match handle.block_on(lake.write_events(&key, records.iter())) {
-                Ok(file) => return committed(seqs, file.map(|f| f.rows)),
-                Err(e) => return failed(lake, handle, key, seqs, records.iter().map(Bytes::copy_from_slice).collect(), &e),
+            if !check {
+                let provenance = event_lake::Provenance { source, positions: &seqs };
+                return match handle.block_on(lake.write_events_from(&key, records.iter(), Some(provenance))) {
+                    Ok(file) => committed(seqs, file.map(|f| f.rows)),
+                    Err(e) => failed(lake, source, handle, key, seqs, records.iter().map(Bytes::copy_from_slice).collect(), &e),
+                };
             }
+            records.iter().map(Bytes::copy_from_slice).collect()
         }
         Lines::Items(items) => items,
     };
-    match handle.block_on(lake.write_events(&key, items.iter().map(|b| &b[..]))) {
-        Ok(file) => committed(seqs, file.map(|f| f.rows)),
-        Err(e) => failed(lake, handle, key, seqs, items, &e),
+    let (seqs, items, already) = if check {
+        match handle.block_on(lake.committed_positions(&key.event_type, source, REDELIVERY_LOOKBACK_COMMITS)) {
+            Ok(done) => {
+                let (mut keep_s, mut keep_i, mut already) = (Vec::new(), Vec::new(), Vec::new());
+                for (s, i) in seqs.into_iter().zip(items) {
+                    if done.contains(&s) {
+                        already.push(s);
+                    } else {
+                        keep_s.push(s);
+                        keep_i.push(i);
+                    }
+                }
+                (keep_s, keep_i, already)
+            }
+            Err(e) => {
+                let why = format!("checking redelivered events against the table's commits: {e}");
+                return Flushed { retry: Some((Job { key, lines: Lines::Items(items), seqs, check }, why)), ..Flushed::default() };
+            }
+        }
+    } else {
+        (seqs, items, Vec::new())
+    };
+    let skipped = already.len() as u64;
+    let mut flushed = if items.is_empty() {
+        Flushed::default()
+    } else {
+        let provenance = event_lake::Provenance { source, positions: &seqs };
+        match handle.block_on(lake.write_events_from(&key, items.iter().map(|b| &b[..]), Some(provenance))) {
+            Ok(file) => committed(seqs, file.map(|f| f.rows)),
+            Err(e) => failed(lake, source, handle, key, seqs, items, &e),
+        }
+    };
+    if skipped > 0 {
+        // Already in the table: settled now, whatever happens to the rest.
+        flushed.committed.extend(already);
+        flushed.skipped = skipped;
     }
+    flushed
 }
 
 fn committed(seqs: Vec<u64>, rows: Option<u64>) -> Flushed {
     Flushed { committed: seqs, rows: rows.unwrap_or(0), files: u64::from(rows.is_some()), ..Flushed::default() }
 }
 
-fn failed(lake: &Arc<Lake>, handle: &tokio::runtime::Handle, key: PartitionKey, seqs: Vec<u64>, items: Vec<Bytes>, e: &LakeError) -> Flushed {
+fn failed(
+    lake: &Arc<Lake>,
+    source: &str,
+    handle: &tokio::runtime::Handle,
+    key: PartitionKey,
+    seqs: Vec<u64>,
+    items: Vec<Bytes>,
+    e: &LakeError,
+) -> Flushed {
     let error = classify(e);
     if !error.is_permanent() {
-        return Flushed { retry: Some((Job { key, lines: Lines::Items(items), seqs }, error.message)), ..Flushed::default() };
+        // The commit may have landed before the error (a lost answer): the retry checks.
+        return Flushed { retry: Some((Job { key, lines: Lines::Items(items), seqs, check: true }, error.message)), ..Flushed::default() };
     }
     tracing::warn!(partition = %key.dir(), events = items.len(), error = %error, "the lake refuses a file for its data; splitting it to find the events that fail");
     let written = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let pairs: Vec<(u64, Bytes)> = seqs.into_iter().zip(items).collect();
+    let source: Arc<str> = Arc::from(source);
     let split = handle.block_on(split_failures(pairs, |group: &[(u64, Bytes)]| {
         let lines: Vec<Bytes> = group.iter().map(|(_, b)| b.clone()).collect();
-        let (lake, key, written) = (lake.clone(), key.clone(), written.clone());
+        let positions: Vec<u64> = group.iter().map(|(s, _)| *s).collect();
+        let (lake, key, written, source) = (lake.clone(), key.clone(), written.clone(), source.clone());
         Box::pin(async move {
-            let file = lake.write_events(&key, lines.iter().map(|b| &b[..])).await.map_err(|e| classify(&e))?;
+            let provenance = event_lake::Provenance { source: &source, positions: &positions };
+            let file = lake.write_events_from(&key, lines.iter().map(|b| &b[..]), Some(provenance)).await.map_err(|e| classify(&e))?;
             if let Some(f) = file {
                 written.0.fetch_add(f.rows, Ordering::Relaxed);
                 written.1.fetch_add(1, Ordering::Relaxed);
@@ -430,12 +527,13 @@ fn failed(lake: &Arc<Lake>, handle: &tokio::runtime::Handle, key: PartitionKey, 
     }));
     Flushed {
         committed: split.committed.into_iter().map(|(s, _)| s).collect(),
+        skipped: 0,
         rows: written.0.load(Ordering::Relaxed),
         files: written.1.load(Ordering::Relaxed),
         poison: split.poison.into_iter().map(|((seq, raw), why)| (seq, raw, why)).collect(),
         retry: split.retry.map(|(rest, why)| {
             let (seqs, items) = rest.into_iter().unzip();
-            (Job { key, lines: Lines::Items(items), seqs }, why)
+            (Job { key, lines: Lines::Items(items), seqs, check: true }, why)
         }),
         lost: None,
     }
@@ -495,10 +593,10 @@ mod tests {
         let mut items: Vec<Bytes> = (0..7).map(line).collect();
         items.insert(3, Bytes::from_static(b"{\"data\":"));
         let seqs: Vec<u64> = (10..18).collect();
-        let job = Job { key, lines: Lines::Items(items), seqs };
+        let job = Job { key, lines: Lines::Items(items), seqs, check: false };
         let handle = tokio::runtime::Handle::current();
         let l = lake.clone();
-        let f = tokio::task::spawn_blocking(move || write_job(&l, &handle, job)).await.expect("join");
+        let f = tokio::task::spawn_blocking(move || write_job(&l, "test", &handle, job)).await.expect("join");
         assert_eq!(f.committed, vec![10, 11, 12, 14, 15, 16, 17]);
         assert_eq!(f.poison.len(), 1);
         assert_eq!(f.poison[0].0, 13);

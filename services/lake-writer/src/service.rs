@@ -115,7 +115,9 @@ impl LakeWriterService {
         let max_age = Duration::from_secs(config.max_age_secs);
         let workers = config.events.concurrency.max(1);
         let event_writers =
-            (0..workers).map(|_| EventWriter::new(lake.clone(), config.memory_bytes / workers, max_age, counters.clone())).collect();
+            (0..workers)
+                .map(|_| EventWriter::new(lake.clone(), &config.events.durable, config.memory_bytes / workers, max_age, counters.clone()))
+                .collect();
         let quarantine_writer = QuarantineWriter::new(
             lake.clone(),
             Duration::from_secs(config.quarantine_max_age_secs),

@@ -62,12 +62,9 @@ pub async fn backfill_day(lake: &Lake, store: &Store, cache: Option<&StatsCache>
     let mut tally = Tally::new();
     let mut credited: Vec<(String, usize, Option<String>)> = Vec::new();
     for t in types {
-        let files: Vec<_> = lake
-            .list_data_files(Some(t))
-            .await?
-            .into_iter()
-            .filter(|f| f.partition.hour.div_euclid(24) == i64::from(day))
-            .collect();
+        // The day's committed files, pruned by the log's partition values.
+        let first_hour = i64::from(day) * 24;
+        let files = lake.data_files(Some(t), Some((first_hour, first_hour + 24))).await?;
         let mut seen: HashSet<String> = HashSet::new();
         for f in &files {
             report.files += 1;

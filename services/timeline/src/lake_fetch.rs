@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use event_lake::reader::DataFile;
 use event_lake::{Lake, PartitionKey};
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 use serde_json::Value;
 
 use crate::item::Item;
@@ -35,17 +34,16 @@ async fn read_partition(lake: &Lake, dir: String, mut ids: HashSet<String>) -> R
     let Some(partition) = PartitionKey::parse(&dir) else {
         return Ok(Vec::new());
     };
-    let prefix = Path::from(dir.as_str());
-    let mut metas: Vec<_> = lake.store().list(Some(&prefix)).try_collect().await?;
-    metas.retain(|m| m.location.as_ref().ends_with(".parquet"));
+    // The partition's committed files, from its table's log (never a listing).
+    let mut files: Vec<DataFile> =
+        lake.data_files(Some(&*partition.event_type), Some((partition.hour, partition.hour + 1))).await?;
     // Newest files first: fresh events are the ones most asked for.
-    metas.sort_by(|a, b| b.location.cmp(&a.location));
+    files.sort_by(|a, b| b.meta.location.cmp(&a.meta.location));
     let mut out = Vec::new();
-    for meta in metas {
+    for file in files {
         if ids.is_empty() {
             break;
         }
-        let file = DataFile { partition: partition.clone(), meta };
         for ev in lake.read_events(&file).await? {
             let Some(id) = ev.pointer("/data/id").and_then(Value::as_str) else { continue };
             if ids.remove(id) {

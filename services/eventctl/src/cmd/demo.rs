@@ -43,6 +43,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
         spill_dir: dir.clone(),
         spill_max: 16 << 30,
         no_spill: false,
+        force: false,
     })?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nread it back:   eventctl cat --lake {} --type product_viewed | head", lake.lake);

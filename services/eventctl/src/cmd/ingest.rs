@@ -1,5 +1,6 @@
 //! `eventctl ingest`: NDJSON files, folders, globs or stdin into the lake, with the
-//! streaming engine of [`crate::ingest`].
+//! streaming engine of [`crate::ingest`]. Loading the same content twice is a no-op (exit 0,
+//! the summary says `already_loaded`) unless `--force`.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -46,6 +47,9 @@ pub struct IngestArgs {
     /// Compress buffered events in memory instead of spilling them (about a fifth more CPU).
     #[arg(long)]
     pub no_spill: bool,
+    /// Load the input even when the lake's load history says this content was loaded.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `eventctl ingest`; the exit code (2 when some input could not be read to its end).
@@ -64,6 +68,7 @@ pub fn run(args: IngestArgs) -> Result<i32> {
         progress: !args.no_progress && !args.json,
         spill_dir: (!args.no_spill).then(|| args.spill_dir.clone()),
         spill_max_bytes: args.spill_max,
+        force: args.force,
     };
     if opts.limits.min_created_at >= opts.limits.max_created_at {
         bail!("--min-created-at must be below --max-created-at");

@@ -100,7 +100,7 @@ fn run_day(args: KpiRunArgs) -> Result<i32> {
     let shard = args.shard.unwrap_or(Shard::WHOLE);
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{date}")));
     let rt = runtime(args.threads)?;
-    let session = LakeSession::open(&args.lake, &SessionOptions { shard, threads: args.threads })
+    let session = LakeSession::open(&args.lake, &SessionOptions { shard, threads: args.threads, ..SessionOptions::default() })
         .with_context(|| format!("opening the lake {}", args.lake))?;
     let bar = progress_bar(!args.json && !args.no_progress);
     let partial = rt.block_on(async {

@@ -4,6 +4,7 @@
 
 pub mod cat;
 pub mod compact;
+pub mod vacuum;
 pub mod demo;
 pub mod dev;
 pub mod generate;

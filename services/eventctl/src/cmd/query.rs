@@ -31,6 +31,14 @@ pub struct QueryArgs {
     /// Print the physical plan instead of running the query.
     #[arg(long)]
     pub explain: bool,
+    /// Time travel: read each table at this version (an integer; for a query on one type), or
+    /// as it was at this time (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in UTC).
+    #[arg(long, value_name = "VERSION|TIMESTAMP", value_parser = parse_as_of)]
+    pub as_of: Option<event_lake::AsOf>,
+}
+
+fn parse_as_of(s: &str) -> Result<event_lake::AsOf, String> {
+    s.parse()
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -43,7 +51,7 @@ pub fn run(args: QueryArgs) -> Result<i32> {
         bail!("--format parquet needs --out FILE");
     }
     let rt = runtime(None)?;
-    let session = LakeSession::open(&args.lake, &SessionOptions::default()).with_context(|| format!("opening the lake {}", args.lake))?;
+    let session = LakeSession::open(&args.lake, &SessionOptions { as_of: args.as_of.unwrap_or_default(), ..SessionOptions::default() }).with_context(|| format!("opening the lake {}", args.lake))?;
     let started = std::time::Instant::now();
     if args.explain {
         println!("{}", rt.block_on(session.explain(&args.sql))?);
