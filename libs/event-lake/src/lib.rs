@@ -19,6 +19,7 @@ pub mod reader;
 pub mod registry;
 pub mod schema;
 pub mod shred;
+pub mod migrate;
 pub mod table;
 mod store;
 pub mod writer;

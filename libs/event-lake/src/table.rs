@@ -405,6 +405,51 @@ impl LakeStore {
         Err(LakeError::CommitContended(QUARANTINE_DIR.to_owned()))
     }
 
+    /// True when a Delta table is rooted at `dir` below the lake root.
+    pub async fn is_table(&self, dir: &str) -> Result<bool, LakeError> {
+        if let Some(d) = self.local_dir(dir)
+            && !d.exists()
+        {
+            return Ok(false);
+        }
+        Ok(self.log_store_at(dir)?.is_delta_table_location().await?)
+    }
+
+    /// The data files of the quarantine table's newest snapshot, relative to `quarantine/`.
+    pub async fn quarantine_table_files(&self) -> Result<Vec<String>, LakeError> {
+        if !self.is_table(QUARANTINE_DIR).await? {
+            return Ok(Vec::new());
+        }
+        let mut table = DeltaTable::new(self.log_store_at(QUARANTINE_DIR)?);
+        table.load().await?;
+        Ok(table.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect())
+    }
+
+    /// Creates a type's table with exactly this schema (the migration of a folder schema).
+    /// A table that appeared meanwhile is left as it is.
+    pub async fn create_table_with(&self, schema: &TypeSchema) -> Result<(), LakeError> {
+        let event_type = schema.event_type.as_str();
+        if let Some(dir) = self.local_table_dir(event_type) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log_store = self.table_log_store(event_type)?;
+        let metadata = metadata_action(schema, None)?;
+        let protocol: Protocol = serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2}))
+            .map_err(|e| LakeError::Internal(format!("protocol: {e}")))?;
+        let location = log_store.root_url().clone();
+        let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
+        match CommitBuilder::from(CommitProperties::default())
+            .with_actions(vec![Action::Protocol(protocol), Action::Metadata(metadata)])
+            .with_max_retries(0)
+            .build(None, log_store, op)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_retryable(&e) || matches!(&e, DeltaTableError::Transaction { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Opens a type's table at its newest version (`None` when the type has no table yet).
     pub async fn open_table(&self, event_type: &str) -> Result<Option<EventTable>, LakeError> {
         self.open_table_at(event_type, None).await
@@ -495,39 +540,25 @@ impl LakeStore {
                 return Ok(Arc::new(current));
             }
             next.version = current.version + 1;
-            let log_store = self.table_log_store(event_type)?;
-            let result = match &table {
-                None => {
-                    if let Some(dir) = self.local_table_dir(event_type) {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let metadata = metadata_action(&next, None)?;
-                    let protocol: Protocol = serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2}))
-                        .map_err(|e| LakeError::Internal(format!("protocol: {e}")))?;
-                    let location = log_store.root_url().clone();
-                    let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
-                    CommitBuilder::from(CommitProperties::default())
-                        .with_actions(vec![Action::Protocol(protocol), Action::Metadata(metadata)])
-                        .with_max_retries(0)
-                        .build(None, log_store, op)
-                        .await
-                }
-                Some(t) => {
-                    let snapshot = t.table.snapshot()?;
-                    let metadata = metadata_action(&next, Some(snapshot.metadata().id()))?;
-                    let old: std::collections::HashSet<&str> = current.columns.iter().map(|c| c.name.as_str()).collect();
-                    let added: Vec<StructField> = delta_schema(&next)?
-                        .fields()
-                        .filter(|f| !old.contains(f.name().as_str()) && !matches!(f.name().as_str(), "id" | "created_at" | "_leftovers" | "date" | "hour"))
-                        .cloned()
-                        .collect();
-                    CommitBuilder::from(CommitProperties::default())
-                        .with_actions(vec![Action::Metadata(metadata)])
-                        .with_max_retries(0)
-                        .build(Some(snapshot as &dyn TableReference), log_store, DeltaOperation::AddColumn { fields: added })
-                        .await
-                }
+            let Some(t) = &table else {
+                // Created with this schema, or by a racing writer with its own: re-read.
+                self.create_table_with(&next).await?;
+                continue;
             };
+            let log_store = self.table_log_store(event_type)?;
+            let snapshot = t.table.snapshot()?;
+            let metadata = metadata_action(&next, Some(snapshot.metadata().id()))?;
+            let old: std::collections::HashSet<&str> = current.columns.iter().map(|c| c.name.as_str()).collect();
+            let added: Vec<StructField> = delta_schema(&next)?
+                .fields()
+                .filter(|f| !old.contains(f.name().as_str()) && !matches!(f.name().as_str(), "id" | "created_at" | "_leftovers" | "date" | "hour"))
+                .cloned()
+                .collect();
+            let result = CommitBuilder::from(CommitProperties::default())
+                .with_actions(vec![Action::Metadata(metadata)])
+                .with_max_retries(0)
+                .build(Some(snapshot as &dyn TableReference), log_store, DeltaOperation::AddColumn { fields: added })
+                .await;
             match result {
                 Ok(_) => {
                     tracing::info!(event_type, version = next.version, columns = next.columns.len(), "schema committed");

@@ -43,6 +43,9 @@ enum Command {
     Compact(cmd::compact::CompactArgs),
     /// Delete files removed from the tables (or never committed) longer ago than a retention.
     Vacuum(cmd::vacuum::VacuumArgs),
+    /// Operations on the whole lake (migrate the folder layout to Delta tables).
+    #[command(subcommand)]
+    Lake(cmd::lake::LakeCommand),
     /// Print the schema of one type, or list the types.
     Schema(cmd::schema::SchemaArgs),
     /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Cat(args) => cmd::cat::run(args),
         Command::Compact(args) => cmd::compact::run(args),
         Command::Vacuum(args) => cmd::vacuum::run(args),
+        Command::Lake(command) => cmd::lake::run(command),
         Command::Schema(args) => cmd::schema::run(args),
         Command::Dev(args) => cmd::dev::run(args),
         #[cfg(feature = "aws")]

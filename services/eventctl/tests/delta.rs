@@ -37,6 +37,33 @@ fn ingest(lake: &str, inputs: &[&str], extra: &[&str]) -> (Value, i32) {
     (summary, out.status.code().unwrap_or(-1))
 }
 
+/// Every table under `events/` and the quarantine, read through their logs by delta-rs
+/// (Python `deltalake`), counted by partition values; full rows are read so the data files
+/// must decode with the table schema. `{"events": {type: {hour: n}}, "quarantined": n}`.
+fn delta_reader_counts(lake: &str) -> Value {
+    let python = std::env::var("EVENTPLAT_PYTHON")
+        .unwrap_or_else(|_| panic!("EVENTPLAT_PYTHON is not set: run the tests with scripts/test.sh (it installs deltalake)"));
+    let script = r#"
+import json, os, sys, collections
+from deltalake import DeltaTable
+root = os.path.join(sys.argv[1], "events")
+out = {}
+for d in sorted(os.listdir(root)):
+    t = d.split("=", 1)[1]
+    table = DeltaTable(os.path.join(root, d)).to_pyarrow_table()
+    counts = collections.Counter()
+    for date, hour in zip(table.column("date").to_pylist(), table.column("hour").to_pylist()):
+        counts["%sT%02d" % (date.isoformat(), hour)] += 1
+    assert table.num_rows == len(set(table.column("id").to_pylist())), t
+    out[t] = dict(counts)
+quarantine = DeltaTable(os.path.join(sys.argv[1], "quarantine")).to_pyarrow_table()
+print(json.dumps({"events": out, "quarantined": quarantine.num_rows}))
+"#;
+    let out = Command::new(python).args(["-c", script, lake]).output().expect("run python");
+    assert!(out.status.success(), "deltalake reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("counts as JSON")
+}
+
 fn cat_count(lake: &str) -> usize {
     let out = ok(eventctl().args(["cat", "--lake", lake]).output().expect("run cat"));
     out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
@@ -101,29 +128,7 @@ fn an_independent_delta_reader_counts_what_the_ingest_summary_says() {
     let want = summary_counts(&s);
     assert_eq!(want.values().flat_map(|h| h.values()).sum::<u64>(), s["rows_written"].as_u64().expect("rows"));
 
-    let python = std::env::var("EVENTPLAT_PYTHON")
-        .unwrap_or_else(|_| panic!("EVENTPLAT_PYTHON is not set: run the tests with scripts/test.sh (it installs deltalake)"));
-    // Every table under events/, read through its log by delta-rs (Python), counted by
-    // partition values; full rows are read so the data files must decode with the table schema.
-    let script = r#"
-import json, os, sys, collections
-from deltalake import DeltaTable
-root = os.path.join(sys.argv[1], "events")
-out = {}
-for d in sorted(os.listdir(root)):
-    t = d.split("=", 1)[1]
-    table = DeltaTable(os.path.join(root, d)).to_pyarrow_table()
-    counts = collections.Counter()
-    for date, hour in zip(table.column("date").to_pylist(), table.column("hour").to_pylist()):
-        counts["%sT%02d" % (date.isoformat(), hour)] += 1
-    assert table.num_rows == len(set(table.column("id").to_pylist())), t
-    out[t] = dict(counts)
-quarantine = DeltaTable(os.path.join(sys.argv[1], "quarantine")).to_pyarrow_table()
-print(json.dumps({"events": out, "quarantined": quarantine.num_rows}))
-"#;
-    let out = Command::new(python).args(["-c", script, lake]).output().expect("run python");
-    assert!(out.status.success(), "deltalake reader failed: {}", String::from_utf8_lossy(&out.stderr));
-    let got: Value = serde_json::from_slice(&out.stdout).expect("counts as JSON");
+    let got = delta_reader_counts(lake);
     let events: BTreeMap<String, BTreeMap<String, u64>> = serde_json::from_value(got["events"].clone()).expect("counts");
     assert_eq!(events, want);
     // The quarantine is a Delta table too, holding every rejected line.
@@ -177,4 +182,96 @@ fn query_as_of_a_version_or_a_time_reads_that_snapshot() {
     assert!(err.contains("no version 999"), "{err}");
     let err = query_count(lake, &sql, &["--as-of", "yesterday"]).expect_err("not a version or time");
     assert!(err.contains("neither a table version"), "{err}");
+}
+
+/// Turns a lake written by this code into the folder layout of before the Delta tables: the
+/// same data files, the newest schema of each type as `_schemas/<type>/v<N>.json`, no logs.
+fn to_folder_layout(lake: &Path) {
+    let events = lake.join("events");
+    for entry in std::fs::read_dir(&events).expect("events") {
+        let table = entry.expect("entry").path();
+        let event_type = table.file_name().expect("name").to_string_lossy().trim_start_matches("type=").to_owned();
+        let log = table.join("_delta_log");
+        let mut commits: Vec<_> = std::fs::read_dir(&log)
+            .expect("log")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        commits.sort();
+        let mut schema = None;
+        for c in commits {
+            for line in std::fs::read_to_string(c).expect("commit").lines() {
+                let action: Value = serde_json::from_str(line).expect("action");
+                if let Some(s) = action["metaData"]["configuration"]["eventplat.typeSchema"].as_str() {
+                    schema = Some(s.to_owned());
+                }
+            }
+        }
+        let schema: Value = serde_json::from_str(&schema.expect("a schema in the log")).expect("schema json");
+        let version = schema["version"].as_u64().expect("version");
+        let dir = lake.join("_schemas").join(&event_type);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("v{version:010}.json")), serde_json::to_vec_pretty(&schema).expect("json")).expect("write schema");
+        std::fs::remove_dir_all(log).expect("rm log");
+    }
+    std::fs::remove_dir_all(lake.join("quarantine/_delta_log")).expect("rm quarantine log");
+    let _ = std::fs::remove_dir_all(lake.join("_loads"));
+}
+
+fn migrate(lake: &str) -> Value {
+    let out = ok(eventctl().args(["lake", "migrate", "--json", "--files-per-commit", "2", "--lake", lake]).output().expect("run migrate"));
+    serde_json::from_slice(&out.stdout).expect("report")
+}
+
+fn files_added(report: &Value) -> u64 {
+    report["tables"].as_object().expect("tables").values().map(|t| t["files_added"].as_u64().expect("n")).sum()
+}
+
+#[test]
+fn a_lake_in_the_folder_layout_migrates_in_place_idempotently_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("events.ndjson");
+    generate(&input, &["--events", "6000", "--types", "4", "--hours", "3", "--seed", "31", "--bad-ratio", "0.02"]);
+    let input2 = dir.path().join("more.ndjson");
+    generate(&input2, &["--events", "3000", "--types", "4", "--hours", "3", "--seed", "32"]);
+    let lake_path = dir.path().join("lake");
+    let lake = lake_path.to_str().expect("utf8");
+    // Two loads, so that partitions hold several files.
+    let (s, code) = ingest(lake, &[input.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 0, "{s}");
+    let (s2, code) = ingest(lake, &[input2.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 0, "{s2}");
+    let before = delta_reader_counts(lake);
+    let rows = cat_count(lake);
+    to_folder_layout(&lake_path);
+    assert!(!lake_path.join("events").read_dir().expect("events").any(|e| e.expect("e").path().join("_delta_log").exists()));
+
+    let report = migrate(lake);
+    let added = files_added(&report);
+    assert!(added > 8, "{report}");
+    assert_eq!(report["tables"]["quarantine"]["files_added"].as_u64().map(|n| n > 0), Some(true), "{report}");
+    // The independent reader sees exactly what the tables held before.
+    let after = delta_reader_counts(lake);
+    assert_eq!(after["events"], before["events"]);
+    assert_eq!(after["quarantined"], before["quarantined"]);
+    assert_eq!(cat_count(lake), rows);
+
+    // Again: nothing to do.
+    let again = migrate(lake);
+    assert_eq!(files_added(&again), 0, "{again}");
+
+    // A crash before a table's last commit: the next run commits what that commit held.
+    let table = lake_path.join("events").read_dir().expect("events").next().expect("a table").expect("entry").path();
+    let log = table.join("_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log).expect("log").map(|e| e.expect("e").path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    commits.sort();
+    let last = commits.last().expect("a commit").clone();
+    let lost = std::fs::read_to_string(&last).expect("commit").lines().filter(|l| l.starts_with("{\"add\"")).count() as u64;
+    assert!(lost > 0);
+    std::fs::remove_file(&last).expect("rm commit");
+    let resumed = migrate(lake);
+    assert_eq!(files_added(&resumed), lost, "{resumed}");
+    let after = delta_reader_counts(lake);
+    assert_eq!(after["events"], before["events"]);
+    assert_eq!(cat_count(lake), rows);
 }

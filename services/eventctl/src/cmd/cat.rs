@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{LakeArgs, runtime};
@@ -28,7 +28,22 @@ pub fn run(args: CatArgs) -> Result<i32> {
     let CatArgs { lake, event_type, date, hour } = args;
     let lake = lake.open()?;
     let rt = runtime(Some(2))?;
-    let files = rt.block_on(lake.list_data_files(event_type.as_deref()))?;
+    if hour.is_some_and(|h| h > 23) {
+        bail!("--hour is 0 to 23");
+    }
+    // A date prunes the tables' files by their partition values (read from the logs).
+    let hours = match &date {
+        Some(d) => {
+            let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").with_context(|| format!("--date {d:?} is not YYYY-MM-DD"))?;
+            let first = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis() / 3_600_000).unwrap_or_default();
+            Some(match hour {
+                Some(h) => (first + i64::from(h), first + i64::from(h) + 1),
+                None => (first, first + 24),
+            })
+        }
+        None => None,
+    };
+    let files = rt.block_on(lake.data_files(event_type.as_deref(), hours))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for f in files {

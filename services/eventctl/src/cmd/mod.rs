@@ -11,6 +11,7 @@ pub mod generate;
 pub mod ingest;
 #[cfg(feature = "query")]
 pub mod kpi;
+pub mod lake;
 #[cfg(feature = "query")]
 pub mod query;
 pub mod replay;
