@@ -294,7 +294,8 @@ fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
         .spawn()
         .expect("start eventctl dev");
     let mut up = false;
-    for _ in 0..100 {
+    // Up to 30 s: the test suite runs binaries in parallel on two cores.
+    for _ in 0..300 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             up = true;
             break;
