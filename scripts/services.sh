@@ -28,6 +28,7 @@
 #   EVENTPLAT_PYTHON_BOOTSTRAP  interpreter used to create the venv (default: python3)
 set -euo pipefail
 
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${EVENTPLAT_TOOLS_DIR:-${HOME:?HOME is not set}/.cache/eventplat}"
 VENV="$TOOLS_DIR/venv"
 RUN_DIR="$TOOLS_DIR/run"
@@ -213,7 +214,8 @@ up_moto() {
     log "moto: starting on 127.0.0.1:$MOTO_PORT (log: $log_file)"
     printf '\n===== %s moto_server start =====\n' "$(date -u +%FT%TZ)" >>"$log_file"
     # 9>&-: the server must not inherit (and so keep holding) our lock.
-    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" </dev/null >>"$log_file" 2>&1 9>&- &
+    # scripts/moto_server.py: moto_server with atomic conditional PUTs (see its header).
+    nohup "$VENV/bin/python" "$SCRIPTS_DIR/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" </dev/null >>"$log_file" 2>&1 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$(pidfile moto)"
   else

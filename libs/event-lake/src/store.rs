@@ -30,6 +30,8 @@ pub struct LakeStore {
     /// The canonical URL of the lake root, with a trailing `/` (`s3://bucket/prefix/` or
     /// `file:///abs/path/`).
     pub base_url: url::Url,
+    /// Snapshots kept between commits (shared by clones).
+    pub snapshots: crate::table::SnapshotCache,
 }
 
 impl LakeStore {
@@ -57,7 +59,7 @@ impl LakeStore {
                 if prefix.is_empty() { s3.clone() } else { Arc::new(PrefixStore::new(s3.clone(), prefix)) };
             let base = if prefix.is_empty() { format!("s3://{bucket}/") } else { format!("s3://{bucket}/{prefix}/") };
             let base_url = url::Url::parse(&base).map_err(|e| invalid(&e.to_string()))?;
-            return Ok(LakeStore { store, url: url.to_owned(), root_store: s3, base_url, local_dir: None });
+            return Ok(LakeStore { store, url: url.to_owned(), root_store: s3, base_url, local_dir: None, snapshots: Default::default() });
         }
         if url.contains("://") && !url.starts_with("file://") {
             return Err(invalid("use a local folder or s3://bucket/prefix"));
@@ -67,6 +69,6 @@ impl LakeStore {
         let path = path.canonicalize()?;
         let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(&e.to_string()))?;
         let base_url = url::Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path"))?;
-        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), root_store: Arc::new(LocalFileSystem::new()), base_url, local_dir: Some(path) })
+        Ok(LakeStore { store: Arc::new(fs), url: url.to_owned(), root_store: Arc::new(LocalFileSystem::new()), base_url, local_dir: Some(path), snapshots: Default::default() })
     }
 }

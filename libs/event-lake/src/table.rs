@@ -49,6 +49,40 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// How many times a commit re-reads the table and retries after losing a race.
 const MAX_ATTEMPTS: usize = 64;
+/// Tables whose snapshot the commit path keeps between commits (see [`SnapshotCache`]).
+const CACHED_TABLES: usize = 64;
+
+/// The snapshots the commit path keeps between commits, per type (at most
+/// [`CACHED_TABLES`]; an arbitrary one leaves when full). A commit brings its table's snapshot
+/// up to date incrementally (one LIST of the log from the cached version, then the new
+/// commits) instead of loading it (a checkpoint and up to 99 commits) every time.
+#[derive(Clone, Default)]
+pub struct SnapshotCache(Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>);
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |m| m.len());
+        f.debug_struct("SnapshotCache").field("tables", &n).finish()
+    }
+}
+
+impl SnapshotCache {
+    fn get(&self, event_type: &str) -> Option<DeltaTable> {
+        self.0.lock().ok()?.get(event_type).cloned()
+    }
+
+    fn put(&self, event_type: &str, table: DeltaTable) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= CACHED_TABLES
+                && !m.contains_key(event_type)
+                && let Some(k) = m.keys().next().cloned()
+            {
+                m.remove(&k);
+            }
+            m.insert(event_type.to_owned(), table);
+        }
+    }
+}
 
 /// The folder of a type's table below the lake root.
 pub fn table_dir(event_type: &str) -> String {
@@ -585,7 +619,7 @@ impl LakeStore {
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome, LakeError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(table) = self.open_table(event_type).await? else {
+            let Some(table) = self.table_for_commit(event_type).await? else {
                 return Err(LakeError::Internal(format!("no table for type {event_type:?}: its schema was never committed")));
             };
             let snapshot = table.table.snapshot()?;
@@ -611,6 +645,24 @@ impl LakeStore {
             }
         }
         Err(LakeError::CommitContended(event_type.to_owned()))
+    }
+
+    /// A type's newest snapshot for a commit: the cached one brought up to date, else loaded.
+    async fn table_for_commit(&self, event_type: &str) -> Result<Option<EventTable>, LakeError> {
+        if let Some(mut table) = self.snapshots.get(event_type) {
+            match table.update_incremental(None).await {
+                Ok(()) => {
+                    self.snapshots.put(event_type, table.clone());
+                    return Ok(Some(EventTable { event_type: event_type.to_owned(), table }));
+                }
+                Err(e) => tracing::debug!(event_type, error = %e, "cached snapshot could not be updated; loading the table"),
+            }
+        }
+        let loaded = self.open_table(event_type).await?;
+        if let Some(t) = &loaded {
+            self.snapshots.put(event_type, t.table.clone());
+        }
+        Ok(loaded)
     }
 
     /// The types that have a table: the folders below `events/` (one LIST with a delimiter).

@@ -157,20 +157,21 @@ fn query_as_of_a_version_or_a_time_reads_that_snapshot() {
     let (a, code) = ingest(lake, &[first.to_str().expect("utf8")], &[]);
     assert_eq!(code, 0, "{a}");
     let types: Vec<String> = summary_counts(&a).into_keys().collect();
-    assert_eq!(types.len(), 1, "{a}");
     let sql = format!("SELECT count(*) AS n FROM \"{}\"", types[0]);
     let log = Path::new(lake).join(format!("events/type={}/_delta_log", types[0]));
     let newest_version = || std::fs::read_dir(&log).expect("log").filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))).count() - 1;
     let first_version = newest_version();
+    let rows_of = |s: &Value| summary_counts(s).get(&types[0]).map_or(0, |h| h.values().sum::<u64>());
     let after_first = query_count(lake, &sql, &[]).expect("count");
-    assert_eq!(after_first, a["rows_written"].as_u64().expect("rows"));
+    assert_eq!(after_first, rows_of(&a));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let between = chrono::Utc::now().to_rfc3339();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (b, code) = ingest(lake, &[second.to_str().expect("utf8")], &[]);
     assert_eq!(code, 0, "{b}");
     let now = query_count(lake, &sql, &[]).expect("count");
-    assert_eq!(now, after_first + b["rows_written"].as_u64().expect("rows"));
+    assert_eq!(now, after_first + rows_of(&b));
+    assert!(rows_of(&b) > 0, "{b}");
 
     assert!(newest_version() > first_version);
     // Version 0 is the table's creation (its schema): empty.
