@@ -9,11 +9,13 @@
 //! - `demo`: a generated sample ingested into a local lake;
 //! - `dev`: the whole platform in one process on embedded defaults;
 //! - `timeline`: the per-user history table (`timeline init`);
+//! - `catalog`: the lake's Delta tables registered in the AWS Glue Data Catalog for Athena
+//!   (`catalog sync`);
 //! - `stats`: per-user daily statistics (`stats backfill`, `stats migrate`);
 //! - `query` / `kpi`: SQL and daily KPIs straight from the lake.
 //!
-//! `query` and `kpi` need the `query` feature (DataFusion), `timeline` the `aws` feature (the
-//! AWS SDK); both are default. Built without one, its subcommands answer which feature to enable.
+//! `query` and `kpi` need the `query` feature (DataFusion), `timeline` and `catalog` the `aws`
+//! feature (the AWS SDK); both are default. Built without one, its subcommands answer which feature to enable.
 
 mod cmd;
 mod generator;
@@ -57,6 +59,13 @@ enum Command {
     /// The per-user event history (DynamoDB table); not in this build: needs the `aws` feature.
     #[cfg(not(feature = "aws"))]
     Timeline(cmd::NotBuilt),
+    /// The lake's Delta tables in the AWS Glue Data Catalog (for Athena).
+    #[cfg(feature = "aws")]
+    #[command(subcommand)]
+    Catalog(cmd::catalog::CatalogCommand),
+    /// The lake's Delta tables in the AWS Glue Data Catalog; not in this build: needs the `aws` feature.
+    #[cfg(not(feature = "aws"))]
+    Catalog(cmd::NotBuilt),
     /// Per-user daily statistics.
     #[command(subcommand)]
     Stats(cmd::stats::StatsCommand),
@@ -108,6 +117,10 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Timeline(c) => cmd::timeline::run(c),
         #[cfg(not(feature = "aws"))]
         Command::Timeline(_) => cmd::not_built("timeline", "aws"),
+        #[cfg(feature = "aws")]
+        Command::Catalog(c) => cmd::catalog::run(c),
+        #[cfg(not(feature = "aws"))]
+        Command::Catalog(_) => cmd::not_built("catalog", "aws"),
         Command::Stats(c) => cmd::stats::run(c),
         #[cfg(feature = "query")]
         Command::Query(args) => cmd::query::run(args),

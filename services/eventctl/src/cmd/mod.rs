@@ -1,8 +1,11 @@
 //! The subcommands of `eventctl`, one module each, and what several of them share: the lake
 //! options, the runtime, sizes and broken pipes. `query` and `kpi` exist with the crate's
-//! `query` feature, `timeline` with `aws`; without them [`NotBuilt`] stands in their place.
+//! `query` feature, `timeline` and `catalog` with `aws`; without them [`NotBuilt`] stands in
+//! their place.
 
 pub mod cat;
+#[cfg(feature = "aws")]
+pub mod catalog;
 pub mod compact;
 pub mod vacuum;
 pub mod demo;
