@@ -19,8 +19,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
-use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use serde_json::json;
 
@@ -176,10 +175,22 @@ impl Lake {
         Ok((Add { modification_time: meta.last_modified.timestamp_millis(), ..add }, rows))
     }
 
+    /// A file's footer: two ranged GETs (the 8-byte tail, then the metadata).
     async fn read_footer(&self, meta: &ObjectMeta) -> Result<Arc<ParquetMetaData>, LakeError> {
-        let reader = ParquetObjectReader::new(self.store().clone(), meta.location.clone()).with_file_size(meta.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        Ok(builder.metadata().clone())
+        let corrupt = |why: &str| LakeError::Corrupt(format!("{}: {why}", meta.location));
+        if meta.size < 12 {
+            return Err(corrupt("too small for a Parquet file"));
+        }
+        let tail = self.store().get_range(&meta.location, meta.size - 8..meta.size).await?;
+        if tail.len() != 8 || &tail[4..] != b"PAR1" {
+            return Err(corrupt("no Parquet footer"));
+        }
+        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if len + 12 > meta.size {
+            return Err(corrupt("footer longer than the file"));
+        }
+        let bytes = self.store().get_range(&meta.location, meta.size - 8 - len..meta.size - 8).await?;
+        Ok(Arc::new(ParquetMetaDataReader::decode_metadata(&bytes)?))
     }
 
     async fn migrate_quarantine(&self, opts: &MigrateOptions) -> Result<TableMigration, LakeError> {

@@ -134,7 +134,8 @@ impl LakeCatalog {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let tables: Vec<Arc<Vec<LakeFile>>> = futures::stream::iter(types.iter().map(|t| self.table_files(t.clone())))
+        let reads: Vec<_> = types.iter().cloned().map(|t| self.table_files(t)).collect();
+        let tables: Vec<Arc<Vec<LakeFile>>> = futures::stream::iter(reads)
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
             .await?;
