@@ -192,10 +192,11 @@ class TableBuilder:
                     os.link(self.real_file, full)
 
     def query_hour(self):
-        """The hour queried: the middle day's noon (its files, sorted)."""
-        when = START + timedelta(days=DAYS // 2, hours=12)
-        key = (when.strftime("%Y-%m-%d"), 12)
-        return key, sorted(self.files_by_hour.get(key, []))
+        """The hour queried (chosen once: the middle one of the hours with files, before the
+        tail commits) and its files, sorted."""
+        if not hasattr(self, "key"):
+            self.key = sorted(self.files_by_hour)[len(self.files_by_hour) // 2]
+        return self.key, sorted(self.files_by_hour.get(self.key, []))
 
 
 def timed(cmd, env=None):
@@ -293,6 +294,8 @@ HEADER = (f"  {'table':<44}{'wall ms':>9}{'-floor':>9}{'in-proc':>9}{'GETs':>6}{
 
 
 def main():
+    if A_COMMITS % CHECKPOINT_INTERVAL or B_COMMITS % CHECKPOINT_INTERVAL:
+        sys.exit(f"BENCH_A_COMMITS and BENCH_B_COMMITS must be multiples of {CHECKPOINT_INTERVAL} (the newest version a checkpoint)")
     if not os.path.exists(EVENTCTL):
         sys.exit(f"{EVENTCTL} is missing: cargo build --release -p eventctl")
     os.makedirs(OUT, exist_ok=True)
