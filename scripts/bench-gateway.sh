@@ -4,7 +4,10 @@
 #   1. `eventctl dev` (gateway + lake writer on the in-process bus, local lake);
 #   2. the gateway binary publishing to a private NATS JetStream (file store);
 # and, in the same run, `eventctl ingest` of 200,000 events of ~1 KB as the batch baseline.
-# Prints events/s, p50/p99 per request, peak RSS, non-2xx answers and the ratios.
+# Prints events/s, p50/p99 per request, peak RSS, non-2xx answers and the ratios. For `eventctl
+# dev` it also prints the events committed to the lake's Delta tables (counted with `eventctl
+# query` after dev was stopped with SIGINT, which drains the bus: every accepted event is
+# written and committed) over the time from the start of the load to the end of the drain.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -41,10 +44,23 @@ base=$("$BIN/eventctl" ingest --json --no-progress --lake "$OUT/lake-batch" "$OU
 echo "eventctl ingest         $base events/s"
 
 echo "== in-process bus: eventctl dev"
-"$BIN/eventctl" dev --lake "$OUT/lake-dev" --listen 127.0.0.1:18080 --api-key "$KEY" --max-age-secs 5 >"$OUT/dev.log" 2>&1 &
+"$BIN/eventctl" dev --lake "$OUT/lake-dev" --listen 127.0.0.1:18080 --api-key "$KEY" --max-age-secs 5 \
+  --timeline-db "$OUT/dev-data/timeline.db" --stats-db "$OUT/dev-data/stats.db" --timeline-listen 127.0.0.1:18082 \
+  --stats-listen 127.0.0.1:18083 --features-listen 127.0.0.1:18084 --features-grpc-listen 127.0.0.1:18051 >"$OUT/dev.log" 2>&1 &
 pids+=($!); dev_pid=$!
 wait_port 18080
+load_start=$(date +%s.%N)
 dev=$(run_wrk http://127.0.0.1:18080 "in-process (dev)" "$dev_pid" | tee /dev/stderr | tail -1)
+# Into the lake: SIGINT drains the bus (the lake writer writes and commits what it holds).
+drain_start=$(date +%s.%N)
+kill -INT "$dev_pid"
+wait "$dev_pid" || echo "eventctl dev exited with $? (see $OUT/dev.log)" >&2
+drain_end=$(date +%s.%N)
+lake_events=$("$BIN/eventctl" query --lake "$OUT/lake-dev" -f csv 'SELECT count(*) AS n FROM lake.events' 2>/dev/null | tail -1)
+lake_secs=$(echo "$drain_end - $load_start" | bc -l)
+lake_eps=$(printf '%.0f' "$(echo "$lake_events / $lake_secs" | bc -l)")
+printf '%-22s %10s events/s committed to the lake (%s events in %.1f s, of which %.1f s draining after the load)\n' \
+  "in-process (dev) lake" "$lake_eps" "$lake_events" "$lake_secs" "$(echo "$drain_end - $drain_start" | bc -l)"
 
 echo "== NATS JetStream: gateway binary"
 nats-server -js -a 127.0.0.1 -p 14222 -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
@@ -60,4 +76,5 @@ echo "== overload: 256 connections against the JetStream gateway"
 CONNS=256 run_wrk http://127.0.0.1:18081 "JetStream, 256 conns" "$gw_pid" | head -1 || true
 echo "gateway peak RSS after overload: $(peak_rss_mb "$gw_pid") MiB"
 
-printf 'ratios to eventctl ingest: in-process %.2f, JetStream %.2f\n' "$(echo "$dev/$base" | bc -l)" "$(echo "$js/$base" | bc -l)"
+printf 'ratios to eventctl ingest: in-process %.2f (into the lake %.2f), JetStream %.2f\n' "$(echo "$dev/$base" | bc -l)" \
+  "$(echo "$lake_eps/$base" | bc -l)" "$(echo "$js/$base" | bc -l)"

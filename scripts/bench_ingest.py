@@ -14,8 +14,11 @@ each file, in the same run:
     no quarantine), as a second baseline.
 DuckDB still does less than eventctl: it keeps `attributes` and `meta` as JSON text (no
 typed columns per event type), does not sort rows by created_at or drop repeated ids.
-Prints events/s, MB/s, peak RSS (of that process alone, via wait4), files written, and the
-ratios eventctl/DuckDB. Run: scripts/bench-ingest.sh (builds release, uses the tools venv).
+Prints events/s, MB/s, peak RSS (of that process alone, via wait4), files written, the
+ratios eventctl/DuckDB, and what eventctl's commits to the Delta tables cost (`commit_s` of
+its summary, included in its time: seconds, tables committed, ms per table; the tables are
+committed 8 at a time, so ms per table is wall time over tables, not one commit's latency).
+Run: scripts/bench-ingest.sh (builds release, uses the tools venv).
 """
 import json
 import os
@@ -28,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.environ.get("BENCH_DIR", "/tmp/eventplat-bench")
 # 1% invalid lines (every kind the generator makes): both tools quarantine them.
 BAD_RATIO = float(os.environ.get("BENCH_BAD_RATIO", "0.01"))
-EVENTCTL = os.environ.get("EVENTCTL", os.path.join(ROOT, "target", "release", "eventctl"))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+EVENTCTL = os.environ.get("EVENTCTL", os.path.join(TARGET, "release", "eventctl"))
 
 # DuckDB doing the same job: every check of the contract with its reason code (duplicate keys
 # included: DuckDB's JSON functions keep both keys, so `json_keys` shows them), valid events
@@ -181,10 +185,18 @@ import duckdb, json, os, sys
 c = duckdb.connect()
 out, lake = sys.argv[1], sys.argv[2]
 valid = c.execute(f"select count(*) from read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
-def pairs(glob):
-    return set(map(tuple, c.execute(f"select line, reason from read_parquet('{glob}', hive_partitioning=false)").fetchall()))
+def pairs(files):
+    return set(map(tuple, c.execute("select line, reason from read_parquet(?, hive_partitioning=false)", [files]).fetchall()))
 dq = pairs(f"{out}/quarantine/**/*.parquet") if os.path.isdir(f"{out}/quarantine") else set()
-eq = pairs(f"{lake}/quarantine/**/*.parquet") if os.path.isdir(f"{lake}/quarantine") else set()
+# eventctl's quarantine is a Delta table: its files are the ones its log names (a glob would
+# also read the log's checkpoint Parquet files under _delta_log/, and uncommitted files).
+eq = set()
+if os.path.isdir(f"{lake}/quarantine/_delta_log"):
+    from deltalake import DeltaTable
+    files = DeltaTable(f"{lake}/quarantine").file_uris()
+    if files:
+        eq = pairs(files)
+
 by_reason = {}
 for _, r in dq:
     by_reason[r] = by_reason.get(r, 0) + 1
@@ -217,7 +229,8 @@ def bench(name, events, size):
     s = json.loads(stdout)
     lines = s["lines_read"]
     ours = dict(secs=secs, rss=rss, eps=lines / secs, mbps=mb / secs,
-                files=s["files_written"], partitions=s["partitions_written"], valid=s["valid"])
+                files=s["files_written"], partitions=s["partitions_written"], valid=s["valid"],
+                commit_s=s["commit_s"], tables=s["tables_committed"])
 
     duck = duck_run(DUCK_SQL, path, os.path.join(OUT, f"duck-{name}"), mb, lines)
     valid, by_reason, same_lines = duck_counts(os.path.join(OUT, f"duck-{name}"), lake)
@@ -245,6 +258,9 @@ def main():
         print(f"{'':<8}{'duckdb-lite':<12}{l['eps']:>12,.0f}{l['mbps']:>9.1f}{l['rss']:>14.0f}{l['files']:>8}{'':>12}{l['secs']:>8.1f}")
         agree = "same valid count, same quarantined lines and reasons" if r["same_counts"] else "COUNTS DIFFER (see stderr)"
         print(f"{'':<8}{'ratio':<12}{r['ratio']:>11.1f}x vs duckdb ({agree}), {r['ratio_lite']:.1f}x vs duckdb-lite")
+        per_table = o["commit_s"] * 1000 / o["tables"] if o["tables"] else float("nan")
+        print(f"{'':<8}{'commits':<12}{o['commit_s']:>11.2f}s for {o['tables']} tables ({per_table:.1f} ms per table, "
+              f"{100 * o['commit_s'] / o['secs']:.0f}% of eventctl's time)")
     print(json.dumps(results), file=sys.stderr)
 
 

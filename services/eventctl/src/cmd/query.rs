@@ -25,7 +25,8 @@ pub struct QueryArgs {
     /// Write the results to this file instead of stdout.
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
-    /// Print the read statistics (bytes, files, requests) as JSON on stderr.
+    /// Print the read statistics (bytes, files, requests) as JSON on stderr (with --explain:
+    /// what planning read, the tables' logs).
     #[arg(long)]
     pub stats: bool,
     /// Print the physical plan instead of running the query.
@@ -55,6 +56,10 @@ pub fn run(args: QueryArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     if args.explain {
         println!("{}", rt.block_on(session.explain(&args.sql))?);
+        // Planning reads the tables' logs: --stats reports what that cost.
+        if args.stats {
+            eprintln!("{}", serde_json::json!({"rows": 0, "elapsed_ms": started.elapsed().as_millis() as u64, "read": session.stats().snapshot()}));
+        }
         return Ok(0);
     }
     let (schema, batches) = rt.block_on(session.collect_with_schema(&args.sql))?;
