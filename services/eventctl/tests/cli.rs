@@ -279,6 +279,16 @@ fn ingest_and_compact_on_s3() {
     assert_eq!(back.len() as u64, s1["valid"].as_u64().expect("n"));
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `eventctl dev`: POST to its gateway, the events and the quarantined lines are in the lake
 /// within a few seconds; Ctrl-C flushes and exits 0.
 #[test]
@@ -286,13 +296,18 @@ fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let mut child = eventctl()
+    let child = eventctl()
         .args(["dev", "--lake", lake.to_str().expect("utf8"), "--listen", &format!("127.0.0.1:{port}"), "--api-key", "k", "--max-age-secs", "1"])
+        // The other services on free ports: nothing else on the machine is in the way.
+        .args(["--timeline-listen", "127.0.0.1:0", "--stats-listen", "127.0.0.1:0"])
+        .args(["--features-listen", "127.0.0.1:0", "--features-grpc-listen", "127.0.0.1:0"])
         // Its SQLite files (./dev-data by default) go to the temporary folder, not the source tree.
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start eventctl dev");
+    // Killed if the test fails, so that it never outlives the test.
+    let mut child = KillOnDrop(child);
     let mut up = false;
     // Up to 30 s: the test suite runs binaries in parallel on two cores.
     for _ in 0..300 {
@@ -321,8 +336,8 @@ fn dev_serves_the_gateway_and_lands_events_in_the_lake() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     // Ctrl-C: flush (the quarantine too) and exit cleanly.
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
-    let status = child.wait().expect("wait");
+    assert!(Command::new("kill").args(["-INT", &child.0.id().to_string()]).status().expect("kill").success());
+    let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status}");
     let q = duckdb(&format!("SELECT count(*), min(source) FROM read_parquet('{}/quarantine/*/*/*.parquet')", lake.display()));
     assert_eq!(q[0][0], g["invalid"]);
