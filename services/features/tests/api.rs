@@ -125,12 +125,16 @@ async fn with_redis_unreachable_reads_answer_503_with_retry_after() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
+    // Up to 10 s for it to listen (the test suite loads both cores).
+    let mut up = false;
+    for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(up, "the private redis-server did not listen");
     let store = features::RedisStore::connect(
         Layout::default_layout(),
         features::RedisStoreOptions {
