@@ -50,7 +50,7 @@ echo "== in-process bus: eventctl dev"
 pids+=($!); dev_pid=$!
 wait_port 18080
 load_start=$(date +%s.%N)
-dev=$(run_wrk http://127.0.0.1:18080 "in-process (dev)" "$dev_pid" | tee /dev/stderr | tail -1)
+dev=$(run_wrk http://127.0.0.1:18080 "in-process (dev)" "$dev_pid" | tee -a /dev/stderr | tail -1)
 # Into the lake: SIGINT drains the bus (the lake writer writes and commits what it holds).
 drain_start=$(date +%s.%N)
 kill -INT "$dev_pid"
@@ -70,7 +70,7 @@ GATEWAY_LISTEN=127.0.0.1:18081 GATEWAY_API_KEY_HASHES=$HASH GATEWAY_BUS__URL=nat
   "$BIN/gateway" >"$OUT/gateway.log" 2>&1 &
 pids+=($!); gw_pid=$!
 wait_port 18081
-js=$(run_wrk http://127.0.0.1:18081 "JetStream (gateway)" "$gw_pid" | tee /dev/stderr | tail -1)
+js=$(run_wrk http://127.0.0.1:18081 "JetStream (gateway)" "$gw_pid" | tee -a /dev/stderr | tail -1)
 
 echo "== overload: 256 connections against the JetStream gateway"
 CONNS=256 run_wrk http://127.0.0.1:18081 "JetStream, 256 conns" "$gw_pid" | head -1 || true

@@ -15,8 +15,10 @@ reader replays after a checkpoint), against the baseline of the folder layout's 
 one prefix LIST of the hour's folder `events/type=<t>/date=<d>/hour=<HH>/` (os.listdir on
 the local lake, boto3 list_objects_v2 on S3), timed in this process. `eventctl --version` is
 timed too: the process-start floor, subtracted before the ratio. Medians of BENCH_RUNS (7)
-runs; the request counts are eventctl's own (`--stats`: GETs, LISTs, bytes, Parquet files
-read, here the checkpoint).
+runs. Request counts: eventctl's own `--stats` (GETs, LISTs, bytes, Parquet files read)
+and, on S3, one more run through a counting HTTP proxy in front of the endpoint (`--stats`
+counts only reads through the lake's counting store, and the Delta log is not read through
+it).
 
 How the tables are made (fast, and as our writers leave them): `eventctl gen` + `eventctl
 ingest` make a real lake; the type with the most files is copied, and commits are appended
@@ -231,6 +233,20 @@ def measure_eventctl(lake, event_type, key, expect_files):
                 stats=stats, plan_files=listed, expected_files=len(expect_files), expected_named=len(named))
 
 
+PROXY = None
+
+
+def count_requests(lake, event_type, key):
+    """One more explain through the counting proxy: its S3 requests by kind."""
+    global PROXY
+    if PROXY is None:
+        PROXY = CountingProxy(os.environ["AWS_ENDPOINT_URL"])
+    PROXY.take()
+    env = dict(os.environ, AWS_ENDPOINT_URL=PROXY.url)
+    timed(explain(lake, event_type, key), env=env)
+    return PROXY.take()
+
+
 def median_ms(fn, runs):
     fn()  # warm (connection, page cache)
     walls = []
@@ -239,6 +255,61 @@ def median_ms(fn, runs):
         fn()
         walls.append(time.perf_counter() - start)
     return statistics.median(walls) * 1000
+
+
+class CountingProxy:
+    """An HTTP proxy in front of the S3 endpoint that counts eventctl's requests by kind
+    (LIST = GET with list-type, GET, HEAD, other): `--stats` does not see the log reads (the
+    Delta kernel reads through the unprefixed, uncounted store)."""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+        up = urllib.parse.urlparse(upstream)
+        counts = self.counts = {}
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                kind = self.command
+                if kind == "GET" and "list-type=" in self.path:
+                    kind = "LIST"
+                with lock:
+                    counts[kind] = counts.get(kind, 0) + 1
+                conn = http.client.HTTPConnection(up.hostname, up.port or 80, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = handle_one
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def take(self):
+        c = dict(self.counts)
+        self.counts.clear()
+        return c
 
 
 def s3_client():
@@ -365,10 +436,12 @@ def main():
                 list_hour = lambda: c.list_objects_v2(Bucket=bucket, Prefix=hour_prefix)
                 base = median_ms(list_hour, RUNS)
                 r = measure_eventctl(s3_lake, event_type, key, files)
+                r["requests"] = count_requests(s3_lake, event_type, key)
                 results[("s3", name, "at checkpoint")] = (r, base, t.version + 1 - TAIL, t.next_file - TAIL, t.checkpoints[-1])
                 upload(c, bucket, t.dest, prefix, tail)
                 base = median_ms(list_hour, RUNS)
                 r = measure_eventctl(s3_lake, event_type, key, files)
+                r["requests"] = count_requests(s3_lake, event_type, key)
                 results[("s3", name, f"+{TAIL} commits")] = (r, base, t.version + 1, t.next_file, t.checkpoints[-1])
                 if os.environ.get("BENCH_KEEP") != "1":
                     reset_bucket(c, bucket, recreate=False)
@@ -385,6 +458,8 @@ def main():
                   f"{base:.3f} ms")
             print(HEADER)
         row(f"{commits} commits, {files} files, ckpt {ckpt}", r, floor, base)
+        if r.get("requests"):
+            print(f"    S3 requests of one explain (counted by a proxy): {json.dumps(r['requests'], sort_keys=True)}")
         if r["stats"] is None:
             print("    (no --stats line on stderr: this eventctl does not print stats with --explain)")
         if r["expected_named"] != r["expected_files"]:

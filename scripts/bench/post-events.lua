@@ -5,7 +5,17 @@ local batch = tonumber(os.getenv("BENCH_BATCH") or "500")
 local pad = string.rep("lorem ipsum dolor sit amet consectetur ", 22)
 local types = { "product_viewed", "product_liked", "product_favorited", "conversation_started", "product_contacted" }
 local counter = 0
-local thread_tag = tostring(math.random(1, 1000000000))
+-- Per-thread tag: math.random is not seeded per thread, so every thread would draw the same
+-- tag (and repeat the others' ids, which the bus's duplicate window then drops).
+local thread_tag = "t"
+local next_tid = 0
+function setup(thread)
+  next_tid = next_tid + 1
+  thread:set("tid", next_tid)
+end
+function init(args)
+  thread_tag = string.format("%d-%d", tid or 0, os.time())
+end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-ndjson"
