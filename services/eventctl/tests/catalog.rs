@@ -9,28 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use aws_sdk_glue::Client;
 use aws_sdk_glue::types::{Table, TableInput};
 use serde_json::Value;
 
-fn eventctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{eventctl, ok};
 
 fn ingest(lake: &str, input: &Path) -> Value {
     let out = ok(eventctl().args(["ingest", "--json", "--no-progress", "--lake", lake]).arg(input).output().expect("run ingest"));

@@ -4,26 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn eventctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{eventctl, ok};
 
 /// `eventctl gen` into a file; returns the generator's summary.
 fn generate(path: &Path, args: &[&str]) -> Value {

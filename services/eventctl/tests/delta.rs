@@ -4,26 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn eventctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{eventctl, ok};
 
 fn generate(path: &Path, args: &[&str]) {
     ok(eventctl().args(["gen", "--out", path.to_str().expect("utf8")]).args(args).output().expect("run gen"));

@@ -14,22 +14,9 @@ use serde_json::Value;
 
 const DAY: &str = "2026-11-23";
 
-fn eventctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "eventctl failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{eventctl, ok};
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
