@@ -1,5 +1,6 @@
 //! An `ObjectStore` wrapper that counts what a query reads: bytes and requests of every
-//! GET (whole objects, ranges, vectored ranges), and the prefixes it listed. Queries report
+//! GET (whole objects, ranges, vectored ranges), and the prefixes it listed. Reads of Delta
+//! logs (`_delta_log/`: commits, checkpoints) are counted apart from data reads. Queries report
 //! these figures, and tests use the recorded paths to prove that partition pruning kept a
 //! query inside the partitions it needed.
 
@@ -24,6 +25,8 @@ pub struct ReadStats {
     bytes: AtomicU64,
     requests: AtomicU64,
     lists: AtomicU64,
+    log_bytes: AtomicU64,
+    log_requests: AtomicU64,
     paths: Mutex<BTreeSet<String>>,
     listed: Mutex<BTreeSet<String>>,
 }
@@ -39,6 +42,13 @@ pub struct ReadSnapshot {
     pub list_requests: u64,
     /// Distinct Parquet files read (schema files and other metadata not counted).
     pub files_read: u64,
+    /// GET requests to Delta logs (commits, checkpoints, `_last_checkpoint`); not in
+    /// `get_requests`.
+    #[serde(default)]
+    pub log_get_requests: u64,
+    /// Bytes received from Delta logs; not in `bytes_read`.
+    #[serde(default)]
+    pub log_bytes_read: u64,
 }
 
 impl ReadStats {
@@ -54,6 +64,8 @@ impl ReadStats {
             get_requests: self.requests.load(Ordering::Relaxed),
             list_requests: self.lists.load(Ordering::Relaxed),
             files_read: self.paths.lock().map(|p| p.iter().filter(|p| p.ends_with(".parquet")).count() as u64).unwrap_or(0),
+            log_get_requests: self.log_requests.load(Ordering::Relaxed),
+            log_bytes_read: self.log_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -68,6 +80,11 @@ impl ReadStats {
     }
 
     fn read(&self, location: &Path, bytes: u64) {
+        if is_log(location) {
+            self.log_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.log_requests.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.paths.lock()
@@ -83,6 +100,12 @@ impl ReadStats {
             l.insert(prefix.map(|p| p.as_ref().to_owned()).unwrap_or_default());
         }
     }
+}
+
+/// True for a path inside a Delta log.
+fn is_log(location: &Path) -> bool {
+    let p = location.as_ref();
+    p.starts_with("_delta_log/") || p.contains("/_delta_log/")
 }
 
 /// Counts reads and lists, passing everything to the inner store.
@@ -181,5 +204,12 @@ mod tests {
         assert_eq!(s.files_read, 1);
         assert_eq!(s.list_requests, 1);
         assert_eq!(stats.prefixes_listed().into_iter().collect::<Vec<_>>(), vec!["events/type=a".to_owned()]);
+
+        let log = Path::from("events/type=a/_delta_log/00000000000000000000.json");
+        store.put(&log, PutPayload::from(vec![2u8; 50])).await.expect("put");
+        store.get(&log).await.expect("get").bytes().await.expect("bytes");
+        let s = stats.snapshot();
+        assert_eq!((s.log_get_requests, s.log_bytes_read), (1, 50));
+        assert_eq!((s.get_requests, s.bytes_read), (4, 10 + 1000 + 100 + 105), "log reads are counted apart");
     }
 }

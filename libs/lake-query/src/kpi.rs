@@ -382,6 +382,8 @@ pub fn merge(partials: &[Partial]) -> Result<Report, QueryError> {
         read.get_requests += p.read.get_requests;
         read.list_requests += p.read.list_requests;
         read.files_read += p.read.files_read;
+        read.log_get_requests += p.read.log_get_requests;
+        read.log_bytes_read += p.read.log_bytes_read;
     }
     Ok(Report {
         date: first.date.clone(),

@@ -15,6 +15,7 @@
 pub mod chart;
 pub mod counting;
 pub mod kpi;
+pub mod log_cache;
 pub mod output;
 pub mod prune;
 pub mod session;

@@ -72,7 +72,11 @@ impl LakeSession {
             .with_information_schema(false)
             .with_default_catalog_and_schema("datafusion", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let catalog = Arc::new(LakeCatalog::new(LakeStore { store, ..root }, store_url, options.shard, options.as_of));
+        // Delta's log store reads the log through the unprefixed store (absolute paths): count
+        // those reads too, and read each commit file once per session.
+        let counted: Arc<dyn object_store::ObjectStore> = Arc::new(CountingStore::new(root.root_store.clone(), stats.clone()));
+        let root_store: Arc<dyn object_store::ObjectStore> = Arc::new(crate::log_cache::LogCache::new(counted));
+        let catalog = Arc::new(LakeCatalog::new(LakeStore { store, root_store, ..root }, store_url, options.shard, options.as_of));
         let cat = ctx.catalog("datafusion").ok_or_else(|| QueryError::Invalid("no default catalog".into()))?;
         cat.register_schema("public", Arc::new(TypesSchema::new(catalog.clone())))?;
         cat.register_schema("lake", Arc::new(UnionSchema::new(catalog.clone())))?;

@@ -59,6 +59,14 @@ pub struct LakeFile {
     pub meta: ObjectMeta,
 }
 
+/// One type's table as a session reads it.
+struct Snapshot {
+    /// The type's schema at that version (`None`: no table).
+    schema: Option<Arc<event_lake::TypeSchema>>,
+    /// Its live files.
+    files: Arc<Vec<LakeFile>>,
+}
+
 /// What every table of a session shares: the store, the schemas, the shard, the snapshots.
 pub struct LakeCatalog {
     root: LakeStore,
@@ -66,7 +74,8 @@ pub struct LakeCatalog {
     url: ObjectStoreUrl,
     shard: Shard,
     as_of: event_lake::AsOf,
-    snapshots: Mutex<HashMap<String, Arc<Vec<LakeFile>>>>,
+    /// Each type's snapshot, read from its log once per session (schema and files together).
+    snapshots: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Snapshot>>>>>,
     types: tokio::sync::OnceCell<Vec<String>>,
 }
 
@@ -101,31 +110,48 @@ impl LakeCatalog {
         self.types.get_or_try_init(|| async { self.registry.types().await.map_err(df_err) }).await.cloned()
     }
 
-    /// The newest schema of a type, or `None` for a type the lake never held.
+    /// The schema of a type in this session's snapshot, or `None` for a type the lake never
+    /// held. A table that did not exist yet at an `--as-of` moment has its newest schema (and
+    /// no files), so a query on it answers nothing rather than failing.
     pub async fn type_schema(&self, event_type: &str) -> DfResult<Option<Arc<event_lake::TypeSchema>>> {
+        let snapshot = self.snapshot(event_type).await?;
+        if snapshot.schema.is_some() || self.as_of == event_lake::AsOf::Latest {
+            return Ok(snapshot.schema.clone());
+        }
         let s = self.registry.get(event_type).await.map_err(df_err)?;
         Ok((s.version > 0).then_some(s))
     }
 
-    /// The live files of a type's table, from its log (read once per session).
-    async fn table_files(&self, event_type: String) -> DfResult<Arc<Vec<LakeFile>>> {
-        if let Some(hit) = self.snapshots.lock().ok().and_then(|l| l.get(&event_type).cloned()) {
-            return Ok(hit);
-        }
-        let files = match self.root.open_table_as_of(&event_type, self.as_of).await.map_err(df_err)? {
-            Some(t) => t
-                .files(None)
-                .map_err(df_err)?
-                .into_iter()
-                .map(|f| LakeFile { partition: f.partition, meta: f.meta })
-                .collect(),
-            None => Vec::new(),
+    /// A type's table at this session's snapshot: its log is read once per session, and its
+    /// schema and files both come from that one read.
+    async fn snapshot(&self, event_type: &str) -> DfResult<Arc<Snapshot>> {
+        let cell = {
+            let mut map = self.snapshots.lock().map_err(|_| DataFusionError::Internal("snapshot cache poisoned".into()))?;
+            map.entry(event_type.to_owned()).or_default().clone()
         };
-        let files = Arc::new(files);
-        if let Ok(mut l) = self.snapshots.lock() {
-            l.insert(event_type, files.clone());
-        }
-        Ok(files)
+        cell.get_or_try_init(|| async {
+            let snapshot = match self.root.open_table_as_of(event_type, self.as_of).await.map_err(df_err)? {
+                Some(t) => {
+                    let schema = t.type_schema().map_err(df_err)?;
+                    let files = t
+                        .files(None)
+                        .map_err(df_err)?
+                        .into_iter()
+                        .map(|f| LakeFile { partition: f.partition, meta: f.meta })
+                        .collect();
+                    Snapshot { schema: Some(Arc::new(schema)), files: Arc::new(files) }
+                }
+                None => Snapshot { schema: None, files: Arc::new(Vec::new()) },
+            };
+            Ok::<_, DataFusionError>(Arc::new(snapshot))
+        })
+        .await
+        .cloned()
+    }
+
+    /// The live files of a type's table in this session's snapshot.
+    async fn table_files(&self, event_type: String) -> DfResult<Arc<Vec<LakeFile>>> {
+        Ok(self.snapshot(&event_type).await?.files.clone())
     }
 
     /// The data files of some types within a range of hours, in this session's shard, sorted

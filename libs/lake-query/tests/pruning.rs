@@ -191,3 +191,26 @@ async fn shards_split_the_files_exactly() {
     }
     assert_eq!(sum, 3 * 24 * 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_each_table_log_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dir.path().to_str().expect("utf8");
+    write_lake(url).await;
+    // gamma: version 0 creates it, then one commit per hour (versions 1..=48), no checkpoint.
+    let versions = 49;
+    let s = LakeSession::open(url, &SessionOptions::default()).expect("session");
+    let b = s.collect("SELECT count(*) FROM gamma WHERE date = '2026-11-24' AND hour = 5").await.expect("query");
+    assert_eq!(int(&b, 0), vec![40]);
+    let first = s.stats().snapshot();
+    eprintln!("log GETs for one query on a table of {versions} versions: {}", first.log_get_requests);
+    assert!(first.log_get_requests > 0, "the log reads are counted: {first:?}");
+    // Schema and files come from one load of the log, and each commit is read once (the
+    // kernel reads it twice in a load: once for protocol and metadata, once for the files;
+    // the session's log cache answers the second).
+    assert!(first.log_get_requests <= versions + 3, "{first:?}");
+    assert_eq!(first.files_read, 1, "{first:?}");
+    // Later queries of the session reuse its snapshot: no more log reads.
+    s.collect("SELECT count(*) FROM gamma WHERE date = '2026-11-23'").await.expect("query");
+    assert_eq!(s.stats().snapshot().log_get_requests, first.log_get_requests);
+}
