@@ -43,12 +43,28 @@ impl LogFormat {
     }
 }
 
+/// What the default filter adds for the Delta Lake library: its transaction module logs every
+/// commit at INFO and a normal race between two writers at WARN or ERROR ("conflict
+/// detected", "version already exists"), which our commit path retries and reports itself.
+/// Other Delta warnings stay. `RUST_LOG` replaces the whole default (set
+/// `RUST_LOG=info,deltalake_core=debug` to see them all).
+pub const LIBRARY_DIRECTIVES: &str = "deltalake_core=warn,deltalake_core::kernel::transaction=off";
+
+/// The filter used when `RUST_LOG` is unset: `default_filter`, then [`LIBRARY_DIRECTIVES`].
+pub fn default_directives(default_filter: &str) -> String {
+    if default_filter.trim().is_empty() {
+        LIBRARY_DIRECTIVES.to_owned()
+    } else {
+        format!("{default_filter},{LIBRARY_DIRECTIVES}")
+    }
+}
+
 /// Initialises logging once per process (later calls do nothing): `RUST_LOG` (else
-/// `default_filter`) and `LOG_FORMAT`. An unknown `LOG_FORMAT` falls back to text, with a
-/// warning saying so.
+/// `default_filter` with [`LIBRARY_DIRECTIVES`]) and `LOG_FORMAT`. An unknown `LOG_FORMAT`
+/// falls back to text, with a warning saying so.
 pub fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_directives(default_filter)));
     let requested = std::env::var("LOG_FORMAT").ok();
     let format = LogFormat::parse(requested.as_deref());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -93,6 +109,18 @@ mod tests {
         assert_eq!(LogFormat::parse(Some("JSON")), Some(LogFormat::Json));
         assert_eq!(LogFormat::parse(Some(" json ")), Some(LogFormat::Json));
         assert_eq!(LogFormat::parse(Some("logfmt")), None);
+    }
+
+    #[test]
+    fn default_filter_quiets_delta_commit_races_only() {
+        for base in ["info", "warn", ""] {
+            let text = default_directives(base);
+            let filter = tracing_subscriber::EnvFilter::try_new(&text).expect("valid directives");
+            let shown = filter.to_string();
+            assert!(shown.contains("deltalake_core::kernel::transaction=off"), "{shown}");
+            assert!(shown.contains("deltalake_core=warn"), "{shown}");
+        }
+        assert!(default_directives("info").starts_with("info,"));
     }
 
     #[test]
