@@ -17,6 +17,12 @@
 //!   is not compared.
 //! - Glue tables it did not create (no [`LAKE_TABLE_PARAM`]) are never touched; parameters,
 //!   description and owner that others set on its tables are kept on update.
+//! - An update carries the Glue table's `VersionId` as read: a concurrent change of that table
+//!   (another sync, a person in the console) fails this update instead of being overwritten;
+//!   the next run syncs it.
+//! - A Glue table this command registered for this lake whose Delta table is gone (its type's
+//!   folder deleted) is reported `stale` and kept; `--prune` deletes it, after checking again
+//!   that the lake has no table there. A lake with no tables at all is never pruned.
 //! - An error on one table (after the SDK's retries of throttling and server errors) is
 //!   reported with the table and the others go on; the exit code is 1 when any failed.
 
@@ -83,6 +89,10 @@ pub struct SyncArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Delete the Glue tables this command registered for this lake whose Delta table no longer
+    /// exists (without it they are reported as stale and kept).
+    #[arg(long)]
+    pub prune: bool,
     /// Glue endpoint (a Glue-compatible server); default: the region's AWS endpoint.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
@@ -136,6 +146,10 @@ struct SyncReport {
     created: usize,
     updated: usize,
     unchanged: usize,
+    /// Registered for this lake, its Delta table gone, kept (no `--prune`).
+    stale: usize,
+    /// Registered for this lake, its Delta table gone, deleted (`--prune`; in a dry run: would be).
+    deleted: usize,
     failed: usize,
     tables: Vec<TableReport>,
 }
@@ -147,6 +161,8 @@ enum Action {
     Created,
     Updated,
     Unchanged,
+    Stale,
+    Deleted,
     Failed,
 }
 
@@ -461,6 +477,21 @@ async fn sync_lake(args: &SyncArgs, lake: &Lake) -> Result<SyncReport> {
     };
     let targets = plan(&types, quarantine);
     let mut tables: Vec<TableReport> = futures::stream::iter(targets.iter().map(|t| sync_target(&ctx, t))).buffer_unordered(CONCURRENCY).collect().await;
+    if ctx.database_exists {
+        let wanted: std::collections::HashSet<String> = targets.iter().map(|t| t.source.lake_table()).collect();
+        let stale = stale_tables(&ctx, &wanted).await?;
+        if args.prune && !stale.is_empty() && targets.is_empty() {
+            bail!(
+                "the lake {} holds no tables: refusing to --prune the {} Glue tables registered for it (is the lake URL right?)",
+                args.lake,
+                stale.len()
+            );
+        }
+        let prune = args.prune;
+        let removed: Vec<TableReport> =
+            futures::stream::iter(stale.into_iter().map(|t| remove_stale(&ctx, t, prune))).buffer_unordered(CONCURRENCY).collect().await;
+        tables.extend(removed);
+    }
     tables.sort_by(|a, b| (&a.table, &a.lake_table).cmp(&(&b.table, &b.lake_table)));
     let count = |a: Action| tables.iter().filter(|t| t.action == a).count();
     Ok(SyncReport {
@@ -471,6 +502,8 @@ async fn sync_lake(args: &SyncArgs, lake: &Lake) -> Result<SyncReport> {
         created: count(Action::Created),
         updated: count(Action::Updated),
         unchanged: count(Action::Unchanged),
+        stale: count(Action::Stale),
+        deleted: count(Action::Deleted),
         failed: count(Action::Failed),
         tables,
     })
@@ -603,11 +636,91 @@ async fn try_sync(ctx: &Ctx<'_>, target: &Target, report: &mut TableReport) -> R
             .update_table()
             .database_name(ctx.database)
             .table_input(input)
+            .set_version_id(existing.version_id().map(str::to_owned))
             .send()
             .await
             .map_err(|e| anyhow!("UpdateTable {}.{}: {}", ctx.database, target.name, DisplayErrorContext(e)))?;
     }
     Ok(Action::Updated)
+}
+
+/// The Glue tables of the database registered by this command for this lake (their
+/// [`LAKE_TABLE_PARAM`] set, their location below the lake root) whose lake table is not
+/// among `wanted`.
+async fn stale_tables(ctx: &Ctx<'_>, wanted: &std::collections::HashSet<String>) -> Result<Vec<Table>> {
+    let root = ctx.lake.root.base_url.as_str();
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .client
+            .get_tables()
+            .database_name(ctx.database)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| anyhow!("GetTables {}: {}", ctx.database, DisplayErrorContext(e)))?;
+        for t in page.table_list() {
+            let Some(lake_table) = t.parameters().and_then(|p| p.get(LAKE_TABLE_PARAM)) else { continue };
+            let here = t.storage_descriptor().and_then(|sd| sd.location()).is_some_and(|l| l.starts_with(root));
+            if here && !wanted.contains(lake_table) {
+                out.push(t.clone());
+            }
+        }
+        match page.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Reports (and with `prune`, deletes) a Glue table whose lake table is gone, after checking
+/// once more that no Delta table is there (a writer may have just created it).
+async fn remove_stale(ctx: &Ctx<'_>, table: Table, prune: bool) -> TableReport {
+    let lake_table = table.parameters().and_then(|p| p.get(LAKE_TABLE_PARAM)).cloned().unwrap_or_default();
+    let mut report = TableReport {
+        table: table.name().to_owned(),
+        event_type: lake_table.strip_prefix("events/type=").map(str::to_owned),
+        lake_table: lake_table.clone(),
+        action: Action::Stale,
+        location: table.storage_descriptor().and_then(|sd| sd.location()).unwrap_or_default().to_owned(),
+        columns: table.storage_descriptor().map_or(0, |sd| sd.columns().len()),
+        delta_version: None,
+        changes: vec!["its Delta table is gone from the lake".to_owned()],
+        notes: Vec::new(),
+        error: None,
+    };
+    if !prune {
+        return report;
+    }
+    let result = async {
+        if ctx.lake.root.is_table(&lake_table).await.with_context(|| format!("checking the lake table {lake_table}"))? {
+            bail!("a Delta table appeared at {lake_table} meanwhile: not deleted");
+        }
+        if !ctx.dry_run {
+            ctx.client
+                .delete_table()
+                .database_name(ctx.database)
+                .name(table.name())
+                .send()
+                .await
+                .map_err(|e| anyhow!("DeleteTable {}.{}: {}", ctx.database, table.name(), DisplayErrorContext(e)))?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(table = %report.table, dry_run = ctx.dry_run, "stale Glue table deleted");
+            report.action = Action::Deleted;
+        }
+        Err(e) => {
+            report.action = Action::Failed;
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+    report
 }
 
 /// The Arrow schema of a lake table and its Delta version (types only).
@@ -730,11 +843,16 @@ fn print_human(report: &SyncReport) {
             (Action::Updated, true) => "would update",
             (Action::Updated, false) => "updated",
             (Action::Unchanged, _) => "unchanged",
+            (Action::Stale, _) => "stale",
+            (Action::Deleted, true) => "would delete",
+            (Action::Deleted, false) => "deleted",
             (Action::Failed, _) => "FAILED",
         };
         let detail = match t.action {
             Action::Created => format!("{} ({} columns)", t.location, t.columns),
             Action::Updated => t.changes.join("; "),
+            Action::Stale => format!("{} is gone from the lake; --prune deletes this Glue table", t.lake_table),
+            Action::Deleted => format!("{} is gone from the lake", t.lake_table),
             Action::Unchanged => String::new(),
             Action::Failed => t.error.clone().unwrap_or_default(),
         };
@@ -744,8 +862,8 @@ fn print_human(report: &SyncReport) {
         }
     }
     println!(
-        "catalog sync of {} into Glue database {}: {} {would}created, {} {would}updated, {} unchanged, {} failed",
-        report.lake, report.database, report.created, report.updated, report.unchanged, report.failed
+        "catalog sync of {} into Glue database {}: {} {would}created, {} {would}updated, {} unchanged, {} stale, {} {would}deleted, {} failed",
+        report.lake, report.database, report.created, report.updated, report.unchanged, report.stale, report.deleted, report.failed
     );
 }
 
