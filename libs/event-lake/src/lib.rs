@@ -30,4 +30,4 @@ pub use quarantine::QuarantineRecord;
 pub use schema::TypeSchema;
 pub use store::LakeStore;
 pub use table::AsOf;
-pub use writer::{Lake, Provenance, WriteOptions, WrittenFile};
+pub use writer::{EncodedFile, Lake, Provenance, WriteOptions, WrittenFile};

@@ -51,6 +51,8 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 const MAX_ATTEMPTS: usize = 64;
 /// Tables whose snapshot the commit path keeps between commits (see [`SnapshotCache`]).
 const CACHED_TABLES: usize = 64;
+/// The quarantine table's key in the [`SnapshotCache`] (a `/` never occurs in a type name).
+const QUARANTINE_CACHE_KEY: &str = "/quarantine";
 
 /// The snapshots the commit path keeps between commits, per type (at most
 /// [`CACHED_TABLES`]; an arbitrary one leaves when full). A commit brings its table's snapshot
@@ -383,25 +385,40 @@ impl LakeStore {
     }
 
     /// Commits quarantine files (`add` actions relative to `quarantine/`) to the quarantine
-    /// table, creating it with the first ones. Retries on conflicts.
+    /// table, creating it with the first ones. Retries on conflicts. The table's snapshot is
+    /// kept between commits like a type's (see [`SnapshotCache`]), so a long-running
+    /// quarantine writer does not replay the log for every commit.
     pub async fn commit_quarantine(&self, adds: Vec<Add>) -> Result<(), LakeError> {
         if adds.is_empty() {
             return Ok(());
         }
         let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         for _ in 0..MAX_ATTEMPTS {
+            let cached = self.cached_for_commit(QUARANTINE_CACHE_KEY).await;
             let log_store = self.log_store_at(QUARANTINE_DIR)?;
-            let exists = match self.local_dir(QUARANTINE_DIR) {
-                Some(d) if !d.exists() => false,
-                _ => log_store.is_delta_table_location().await?,
+            let table = match cached {
+                Some(t) => Some(t),
+                None => {
+                    let exists = match self.local_dir(QUARANTINE_DIR) {
+                        Some(d) if !d.exists() => false,
+                        _ => log_store.is_delta_table_location().await?,
+                    };
+                    if exists {
+                        let mut table = DeltaTable::new(log_store.clone());
+                        table.load().await?;
+                        self.snapshots.put(QUARANTINE_CACHE_KEY, table.clone());
+                        Some(table)
+                    } else {
+                        None
+                    }
+                }
             };
-            let result = if exists {
-                let mut table = DeltaTable::new(log_store.clone());
-                table.load().await?;
+            let exists = table.is_some();
+            let result = if let Some(table) = &table {
                 let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
                 CommitBuilder::from(CommitProperties::default())
                     .with_actions(actions.clone())
-                    .build(Some(table.snapshot()? as &dyn TableReference), log_store, op)
+                    .build(Some(table.snapshot()? as &dyn TableReference), table.log_store(), op)
                     .await
             } else {
                 if let Some(d) = self.local_dir(QUARANTINE_DIR) {
@@ -429,7 +446,7 @@ impl LakeStore {
                 CommitBuilder::from(CommitProperties::default()).with_actions(all).with_max_retries(0).build(None, log_store, op).await
             };
             match result {
-                Ok(_) => return Ok(()),
+                Ok(c) => return self.persist_commit(QUARANTINE_DIR, c.version() as i64).await,
                 Err(e) if is_retryable(&e) || (!exists && matches!(&e, DeltaTableError::Transaction { .. })) => {
                     tracing::debug!(error = %e, "quarantine commit lost a race; re-reading");
                 }
@@ -437,6 +454,21 @@ impl LakeStore {
             }
         }
         Err(LakeError::CommitContended(QUARANTINE_DIR.to_owned()))
+    }
+
+    /// On a local lake, makes a commit durable: fsync of its log entry and of the log folder
+    /// (Delta's local log store moves the entry into place without a sync, and the lake writer
+    /// acks events once their commit returns: a power cut must not take the commit back). On
+    /// S3 a PUT is durable when answered.
+    async fn persist_commit(&self, dir: &str, version: i64) -> Result<(), LakeError> {
+        let Some(log) = self.local_dir(&format!("{dir}/_delta_log")) else { return Ok(()) };
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(log.join(format!("{version:020}.json")))?.sync_all()?;
+            std::fs::File::open(&log)?.sync_all()
+        })
+        .await
+        .map_err(|e| LakeError::Internal(format!("the commit sync task failed: {e}")))?
+        .map_err(LakeError::from)
     }
 
     /// True when a Delta table is rooted at `dir` below the lake root.
@@ -478,7 +510,7 @@ impl LakeStore {
             .build(None, log_store, op)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(c) => self.persist_commit(&table_dir(event_type), c.version() as i64).await,
             Err(e) if is_retryable(&e) || matches!(&e, DeltaTableError::Transaction { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -594,7 +626,8 @@ impl LakeStore {
                 .build(Some(snapshot as &dyn TableReference), log_store, DeltaOperation::AddColumn { fields: added })
                 .await;
             match result {
-                Ok(_) => {
+                Ok(c) => {
+                    self.persist_commit(&table_dir(event_type), c.version() as i64).await?;
                     tracing::info!(event_type, version = next.version, columns = next.columns.len(), "schema committed");
                     return Ok(Arc::new(next));
                 }
@@ -637,7 +670,10 @@ impl LakeStore {
                 props = props.with_metadata(app_metadata.clone());
             }
             match CommitBuilder::from(props).with_actions(actions.clone()).build(Some(snapshot as &dyn TableReference), log_store, operation.clone()).await {
-                Ok(c) => return Ok(CommitOutcome::Committed(c.version() as i64)),
+                Ok(c) => {
+                    self.persist_commit(&table_dir(event_type), c.version() as i64).await?;
+                    return Ok(CommitOutcome::Committed(c.version() as i64));
+                }
                 Err(e) if is_retryable(&e) => {
                     tracing::debug!(event_type, error = %e, "commit lost a race; re-reading");
                 }
@@ -649,20 +685,31 @@ impl LakeStore {
 
     /// A type's newest snapshot for a commit: the cached one brought up to date, else loaded.
     async fn table_for_commit(&self, event_type: &str) -> Result<Option<EventTable>, LakeError> {
-        if let Some(mut table) = self.snapshots.get(event_type) {
-            match table.update_incremental(None).await {
-                Ok(()) => {
-                    self.snapshots.put(event_type, table.clone());
-                    return Ok(Some(EventTable { event_type: event_type.to_owned(), table }));
-                }
-                Err(e) => tracing::debug!(event_type, error = %e, "cached snapshot could not be updated; loading the table"),
-            }
+        if let Some(table) = self.cached_for_commit(event_type).await {
+            return Ok(Some(EventTable { event_type: event_type.to_owned(), table }));
         }
         let loaded = self.open_table(event_type).await?;
         if let Some(t) = &loaded {
             self.snapshots.put(event_type, t.table.clone());
         }
         Ok(loaded)
+    }
+
+    /// The cached snapshot under `key`, brought up to date incrementally (one LIST of the log
+    /// from the cached version, then the new commits); `None` when not cached or when the
+    /// update failed (the caller loads the table).
+    async fn cached_for_commit(&self, key: &str) -> Option<DeltaTable> {
+        let mut table = self.snapshots.get(key)?;
+        match table.update_incremental(None).await {
+            Ok(()) => {
+                self.snapshots.put(key, table.clone());
+                Some(table)
+            }
+            Err(e) => {
+                tracing::debug!(table = key, error = %e, "cached snapshot could not be updated; loading the table");
+                None
+            }
+        }
     }
 
     /// The types that have a table: the folders below `events/` (one LIST with a delimiter).

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,8 @@ pub struct Summary {
     pub tables_committed: u64,
     /// Tables that already held this load's transaction (a resumed run): not committed again.
     pub tables_skipped: u64,
-    /// Time spent committing to the tables' logs, seconds (included in `elapsed_s`).
+    /// Time spent making the written files durable (one file-system sync on a local lake) and
+    /// committing them to the tables' logs, seconds (included in `elapsed_s`).
     pub commit_s: f64,
     /// Rows committed by type and hour (`YYYY-MM-DDTHH`).
     pub rows_by_type_hour: BTreeMap<String, BTreeMap<String, u64>>,
@@ -160,17 +161,19 @@ fn load_marker(load_id: &str) -> object_store::path::Path {
     object_store::path::Path::from(format!("_loads/{load_id}.json"))
 }
 
-/// SHA-256 over the input files' contents, in order (`None` with standard input).
-fn content_hash(sources: &[Source]) -> Result<Option<String>> {
+/// SHA-256 over the input files' contents, in order.
+fn content_hash(paths: &[std::path::PathBuf], cancelled: &AtomicBool) -> Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut all = Sha256::new();
-    for src in sources {
-        let Source::File(path) = src else { return Ok(None) };
+    for path in paths {
         let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(anyhow!("the load stopped before its content was hashed"));
+            }
             let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
@@ -179,7 +182,39 @@ fn content_hash(sources: &[Source]) -> Result<Option<String>> {
         }
         all.update(h.finalize());
     }
-    Ok(Some(hex::encode(all.finalize())))
+    Ok(hex::encode(all.finalize()))
+}
+
+/// What the load history says of this input, decided while the load runs.
+#[derive(Debug, Clone)]
+struct LoadCheck {
+    /// The content hash (`None` with standard input).
+    load_id: Option<String>,
+    /// The lake's load history already holds it (and no `--force`): the load stops.
+    already_loaded: bool,
+}
+
+/// Hashes the input and looks it up in the load history. Runs beside the load (the hash of
+/// 1 GB takes about 2 s, a tenth of its ingest): a re-run of loaded content stops as soon as
+/// this answers, having committed nothing.
+fn check_load(
+    paths: Option<&[std::path::PathBuf]>,
+    force: bool,
+    lake: &Lake,
+    handle: &tokio::runtime::Handle,
+    cancelled: &AtomicBool,
+) -> Result<LoadCheck> {
+    let Some(paths) = paths else { return Ok(LoadCheck { load_id: None, already_loaded: false }) };
+    let id = content_hash(paths, cancelled)?;
+    if force {
+        return Ok(LoadCheck { load_id: Some(id), already_loaded: false });
+    }
+    use object_store::ObjectStoreExt;
+    match handle.block_on(lake.store().head(&load_marker(&id))) {
+        Ok(_) => Ok(LoadCheck { load_id: Some(id), already_loaded: true }),
+        Err(object_store::Error::NotFound { .. }) => Ok(LoadCheck { load_id: Some(id), already_loaded: false }),
+        Err(e) => Err(anyhow!("reading the load history: {e}")),
+    }
 }
 
 /// Runs an ingest of `sources` into `lake`.
@@ -194,25 +229,12 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         .context("starting the I/O runtime")?;
     let handle = runtime.handle().clone();
 
-    let load_id = if sources.is_empty() { None } else { content_hash(&sources)? };
-    if let (Some(id), false) = (&load_id, opts.force) {
-        use object_store::ObjectStoreExt;
-        match handle.block_on(lake.store().head(&load_marker(id))) {
-            Ok(_) => {
-                return Ok(Summary {
-                    lake: lake.root.url.clone(),
-                    sources: source_count,
-                    load_id: load_id.clone(),
-                    already_loaded: true,
-                    balanced: true,
-                    elapsed_s: started.elapsed().as_secs_f64(),
-                    ..Summary::default()
-                });
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(anyhow!("reading the load history: {e}")),
-        }
-    }
+    // Files are hashed beside the load; standard input has no content id.
+    let paths: Option<Vec<std::path::PathBuf>> = (!sources.is_empty())
+        .then(|| sources.iter().map(|s| if let Source::File(p) = s { Some(p.clone()) } else { None }).collect())
+        .flatten();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let check: Arc<std::sync::OnceLock<Result<LoadCheck, String>>> = Arc::new(std::sync::OnceLock::new());
 
     // Budget: half for buffers (open chunks, plus compressed ones without a spill folder); per
     // flush in flight at most 1/32 raw, which takes about 3x that while it is parsed and
@@ -238,14 +260,32 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
     let (job_tx, job_rx) = bounded::<Job>(workers);
 
     let routed = std::thread::scope(|s| -> Result<Routed> {
+        // The load history check.
+        {
+            let (check, cancelled, lake, handle, paths) = (check.clone(), cancelled.clone(), lake.clone(), handle.clone(), paths.clone());
+            let force = opts.force;
+            s.spawn(move || {
+                let result = check_load(paths.as_deref(), force, &lake, &handle, &cancelled).map_err(|e| format!("{e:#}"));
+                if !matches!(&result, Ok(c) if !c.already_loaded) {
+                    cancelled.store(true, Ordering::Relaxed);
+                }
+                let _ = check.set(result);
+            });
+        }
+
         // Reader.
         let reader_errors = io_errors.clone();
         let reader_counters = counters.clone();
+        let reader_cancelled = cancelled.clone();
         s.spawn(move || {
             for src in sources {
+                if reader_cancelled.load(Ordering::Relaxed) {
+                    break;
+                }
                 let name: Arc<str> = Arc::from(src.name());
+                let emit = |p| !reader_cancelled.load(Ordering::Relaxed) && chunk_tx.send(p).is_ok();
                 let result = src.open().and_then(|r| {
-                    input::read_pieces(name.clone(), r, chunk_bytes, max_line, |p| chunk_tx.send(p).is_ok(), |n| {
+                    input::read_pieces(name.clone(), r, chunk_bytes, max_line, emit, |n| {
                         reader_counters.bytes.fetch_add(n, Ordering::Relaxed);
                     })
                 });
@@ -274,19 +314,51 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
             let lake = lake.clone();
             let handle = handle.clone();
             let written = written.clone();
-            s.spawn(move || flusher(rx, &lake, &handle, &written));
+            let (check, cancelled) = (check.clone(), cancelled.clone());
+            s.spawn(move || flusher(rx, &lake, &handle, &written, &check, &cancelled));
         }
         drop(job_rx);
 
         // Router (this thread).
         let progress = (opts.progress && std::io::stderr().is_terminal()).then(progress_bar);
-        let result = router(valid_rx, &job_tx, buffer_limits, &counters, &written, progress.as_ref());
+        let result = router(valid_rx, &job_tx, buffer_limits, &counters, &written, &cancelled, progress.as_ref());
         drop(job_tx);
         if let Some(p) = progress {
             p.finish_and_clear();
         }
         result
     });
+    let check = match check.get() {
+        Some(Ok(c)) => c.clone(),
+        Some(Err(e)) => return Err(anyhow!("{e}")),
+        None => return Err(anyhow!("the load history check did not finish")),
+    };
+    if check.already_loaded {
+        // Nothing was committed: the files written before the check answered are deleted
+        // (vacuum would remove them otherwise).
+        let pending: Vec<object_store::path::Path> = written
+            .lock()
+            .map(|w| w.pending.values().flatten().map(|f| f.path.clone()).collect())
+            .unwrap_or_default();
+        handle.block_on(async {
+            use object_store::ObjectStoreExt;
+            for p in &pending {
+                if let Err(e) = lake.store().delete(p).await {
+                    tracing::warn!(path = %p, error = %e, "an uncommitted file of a stopped load was not deleted (vacuum removes it)");
+                }
+            }
+        });
+        return Ok(Summary {
+            lake: lake.root.url.clone(),
+            sources: source_count,
+            load_id: check.load_id,
+            already_loaded: true,
+            balanced: true,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            ..Summary::default()
+        });
+    }
+    let load_id = check.load_id;
     let routed = routed?;
 
     let mut w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
@@ -301,6 +373,8 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         _ => None,
     };
     let commit_started = Instant::now();
+    // Files first durable (written with deferred sync: one syncfs), then committed.
+    handle.block_on(lake.sync_written()).map_err(|e| anyhow!("making the written files durable: {e}"))?;
     let pending = std::mem::take(&mut w.pending);
     let mut rows_by_type_hour: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (t, files) in &pending {
@@ -433,6 +507,7 @@ fn router(
     limits: BufferLimits,
     counters: &Counters,
     written: &Mutex<Written>,
+    cancelled: &AtomicBool,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Routed> {
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
@@ -443,8 +518,9 @@ fn router(
     let mut last_tick = Instant::now();
     let send = |job: Job| jobs.send(job).map_err(|_| anyhow!("the flush threads stopped"));
     for v in rx {
-        if written.lock().map(|w| w.error.is_some()).unwrap_or(true) {
-            // A flush failed: stop reading; the error is reported by the caller.
+        if written.lock().map(|w| w.error.is_some()).unwrap_or(true) || cancelled.load(Ordering::Relaxed) {
+            // A flush failed, or the content was already loaded: stop reading; the caller
+            // reports it.
             return Ok(Routed { by_reason, bytes_spilled: buffers.spilled_total() });
         }
         counters.lines.fetch_add(v.lines, Ordering::Relaxed);
@@ -491,6 +567,9 @@ fn router(
         spilled_bytes = buffers.spilled_bytes(),
         "input read; writing the buffered partitions"
     );
+    if cancelled.load(Ordering::Relaxed) {
+        return Ok(Routed { by_reason, bytes_spilled });
+    }
     for (k, p) in buffers.take_all() {
         send(Job::Partition(k, p))?;
     }
@@ -500,27 +579,70 @@ fn router(
     Ok(Routed { by_reason, bytes_spilled })
 }
 
-fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, written: &Mutex<Written>) {
+/// Files a flusher has encoded and is still storing, at most: it encodes the next partition
+/// while they are written (their bytes are held meanwhile).
+const UPLOADS_PER_FLUSHER: usize = 2;
+
+fn flusher(
+    rx: Receiver<Job>,
+    lake: &Arc<Lake>,
+    handle: &tokio::runtime::Handle,
+    written: &Mutex<Written>,
+    check: &std::sync::OnceLock<Result<LoadCheck, String>>,
+    cancelled: &AtomicBool,
+) {
+    let fail = |e: String| {
+        tracing::error!(error = %e, "flush failed");
+        if let Ok(mut w) = written.lock() {
+            w.error.get_or_insert(e);
+        }
+    };
+    let settle = |upload: tokio::task::JoinHandle<Result<event_lake::WrittenFile, event_lake::LakeError>>| {
+        match handle.block_on(upload) {
+            Ok(Ok(f)) => {
+                if let Ok(mut w) = written.lock() {
+                    w.rows += f.rows;
+                    w.duplicates += f.duplicates_dropped;
+                    w.files += 1;
+                    w.bytes += f.bytes;
+                    w.partitions.insert(f.partition.clone());
+                    w.pending.entry(f.partition.event_type.clone()).or_default().push(f);
+                }
+            }
+            Ok(Err(e)) => fail(e.to_string()),
+            Err(e) => fail(format!("the upload task failed: {e}")),
+        }
+    };
+    let mut uploads = std::collections::VecDeque::new();
     // The events of one partition at a time, in a buffer kept across partitions.
     let mut scratch = Vec::new();
     for job in rx {
+        if cancelled.load(Ordering::Relaxed) {
+            continue;
+        }
+        // Quarantine files are committed as they are written: only once the load is known
+        // to be new (a re-run must not quarantine its lines twice).
+        if matches!(job, Job::Quarantine(_)) && !matches!(check.wait(), Ok(c) if !c.already_loaded) {
+            continue;
+        }
         let result: Result<(), String> = match job {
             Job::Partition(key, buf) => buf
                 .into_records_in(std::mem::take(&mut scratch))
                 .map_err(|e| e.to_string())
                 .and_then(|recs| {
-                    let file = handle.block_on(lake.write_events_file(&key, recs.iter())).map_err(|e| e.to_string());
+                    let file = handle.block_on(lake.encode_events_file(&key, recs.iter())).map_err(|e| e.to_string());
                     scratch = recs.into_buffer();
                     file
                 })
                 .map(|file| {
-                    if let (Some(f), Ok(mut w)) = (file, written.lock()) {
-                        w.rows += f.rows;
-                        w.duplicates += f.duplicates_dropped;
-                        w.files += 1;
-                        w.bytes += f.bytes;
-                        w.partitions.insert(f.partition.clone());
-                        w.pending.entry(f.partition.event_type.clone()).or_default().push(f);
+                    if let Some(f) = file {
+                        while uploads.len() >= UPLOADS_PER_FLUSHER {
+                            if let Some(u) = uploads.pop_front() {
+                                settle(u);
+                            }
+                        }
+                        let lake = lake.clone();
+                        uploads.push_back(handle.spawn(async move { lake.upload(f).await }));
                     }
                 }),
             Job::Quarantine(records) => {
@@ -533,11 +655,11 @@ fn flusher(rx: Receiver<Job>, lake: &Lake, handle: &tokio::runtime::Handle, writ
             }
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "flush failed");
-            if let Ok(mut w) = written.lock() {
-                w.error.get_or_insert(e);
-            }
+            fail(e);
         }
+    }
+    for u in uploads {
+        settle(u);
     }
 }
 

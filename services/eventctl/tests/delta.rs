@@ -55,6 +55,20 @@ os._exit(0)
     serde_json::from_slice(&out.stdout).expect("counts as JSON")
 }
 
+/// Every Parquet file below a local lake (data, quarantine and checkpoints).
+fn parquet_files(dir: &Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(parquet_files(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.insert(p);
+        }
+    }
+    out
+}
+
 fn cat_count(lake: &str) -> usize {
     let out = ok(eventctl().args(["cat", "--lake", lake]).output().expect("run cat"));
     out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
@@ -69,7 +83,7 @@ fn summary_counts(s: &Value) -> BTreeMap<String, BTreeMap<String, u64>> {
 fn re_ingesting_the_same_content_is_a_no_op_unless_forced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("events.ndjson");
-    generate(&input, &["--events", "3000", "--types", "8", "--hours", "3", "--seed", "11"]);
+    generate(&input, &["--events", "3000", "--types", "8", "--hours", "3", "--seed", "11", "--bad-ratio", "0.02"]);
     let other = dir.path().join("other.ndjson");
     generate(&other, &["--events", "1000", "--types", "8", "--hours", "3", "--seed", "12"]);
     let lake = dir.path().join("lake");
@@ -83,15 +97,22 @@ fn re_ingesting_the_same_content_is_a_no_op_unless_forced() {
     assert_eq!(first["tables_committed"].as_u64(), Some(summary_counts(&first).len() as u64));
     assert!(first["tables_committed"].as_u64() > Some(1), "{first}");
     let valid = first["valid"].as_u64().expect("valid") as usize;
+    assert!(first["quarantined"].as_u64() > Some(0), "{first}");
     assert_eq!(cat_count(lake), valid);
+    let files = parquet_files(Path::new(lake));
 
-    // The same content again: nothing read or committed, exit 0, and the summary says so.
+    // The same content again: nothing committed, exit 0, and the summary says so; what it
+    // wrote before the load history answered is deleted (no data file and no quarantine file
+    // more than after the first run).
     let (second, code) = ingest(lake, &[input], &[]);
     assert_eq!(code, 0, "{second}");
     assert_eq!(second["already_loaded"], true, "{second}");
     assert_eq!(second["load_id"], first["load_id"]);
     assert_eq!(second["rows_written"], 0);
     assert_eq!(cat_count(lake), valid, "no event loaded twice");
+    assert_eq!(parquet_files(Path::new(lake)), files, "no file left by the stopped re-run");
+    let counts = delta_reader_counts(lake);
+    assert_eq!(counts["quarantined"], first["quarantined"], "no line quarantined twice");
     let human = ok(eventctl().args(["ingest", "--lake", lake, input]).output().expect("run ingest"));
     assert!(String::from_utf8_lossy(&human.stdout).contains("already loaded"), "{}", String::from_utf8_lossy(&human.stdout));
 

@@ -45,7 +45,12 @@ pub struct LakeArgs {
 impl LakeArgs {
     /// Opens the lake with these options.
     pub fn open(&self) -> Result<Arc<Lake>> {
-        let options = WriteOptions { target_file_bytes: self.target_file_size, ..WriteOptions::default() };
+        self.open_with(WriteOptions::default())
+    }
+
+    /// Opens the lake with these options over `base` (the other write options).
+    pub fn open_with(&self, base: WriteOptions) -> Result<Arc<Lake>> {
+        let options = WriteOptions { target_file_bytes: self.target_file_size, ..base };
         Ok(Arc::new(Lake::open(&self.lake, options).with_context(|| format!("opening the lake {}", self.lake))?))
     }
 }
