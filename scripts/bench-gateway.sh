@@ -8,6 +8,11 @@
 # dev` it also prints the events committed to the lake's Delta tables (counted with `eventctl
 # query` after dev was stopped with SIGINT, which drains the bus: every accepted event is
 # written and committed) over the time from the start of the load to the end of the drain.
+# Then:
+#   3. the lake-writer binary reads what the gateway left in the JetStream stream into a local
+#      lake (Delta commits, max_age 5 s): events/s from its start until it acked every
+#      message of the stream (NATS monitoring /jsz against lake_writer_acked_total), its
+#      commits, and its peak RSS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -17,7 +22,7 @@ OUT="${BENCH_DIR:-/tmp/eventplat-bench-gw}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 command -v nats-server >/dev/null || bash scripts/services.sh up nats
-cargo build --release -q -p eventctl -p gateway
+cargo build --release -q -p eventctl -p gateway -p lake-writer
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 KEY=bench
 HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
@@ -63,7 +68,7 @@ printf '%-22s %10s events/s committed to the lake (%s events in %.1f s, of which
   "in-process (dev) lake" "$lake_eps" "$lake_events" "$lake_secs" "$(echo "$drain_end - $drain_start" | bc -l)"
 
 echo "== NATS JetStream: gateway binary"
-nats-server -js -a 127.0.0.1 -p 14222 -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
+nats-server -js -a 127.0.0.1 -p 14222 -m 18222 -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
 pids+=($!)
 wait_port 14222
 GATEWAY_LISTEN=127.0.0.1:18081 GATEWAY_API_KEY_HASHES=$HASH GATEWAY_BUS__URL=nats://127.0.0.1:14222 RUST_LOG=warn \
@@ -76,5 +81,34 @@ echo "== overload: 256 connections against the JetStream gateway"
 CONNS=256 run_wrk http://127.0.0.1:18081 "JetStream, 256 conns" "$gw_pid" | head -1 || true
 echo "gateway peak RSS after overload: $(peak_rss_mb "$gw_pid") MiB"
 
-printf 'ratios to eventctl ingest: in-process %.2f (into the lake %.2f), JetStream %.2f\n' "$(echo "$dev/$base" | bc -l)" \
-  "$(echo "$lake_eps/$base" | bc -l)" "$(echo "$js/$base" | bc -l)"
+echo "== lake writer: the JetStream stream into a local lake"
+kill "$gw_pid" 2>/dev/null || true
+wait "$gw_pid" 2>/dev/null || true
+stream_msgs() { python3 -c 'import json,sys,urllib.request
+d=json.load(urllib.request.urlopen("http://127.0.0.1:18222/jsz?streams=true"))
+print(sum(s["state"]["messages"] for a in d.get("account_details",[]) for s in a.get("stream_detail",[]) if s["name"]=="EVENTS"))'; }
+metric() { curl -s http://127.0.0.1:18085/metrics | awk -v m="$1" '$1==m || index($1, m "{")==1 {t+=$2} END {printf "%.0f", t}'; }
+total=$(stream_msgs)
+lw_start=$(date +%s.%N)
+LAKE_WRITER_LAKE="$OUT/lake-writer" LAKE_WRITER_LISTEN=127.0.0.1:18085 LAKE_WRITER_MAX_AGE_SECS=5 \
+  LAKE_WRITER_COMPACT_EVERY_SECS=0 LAKE_WRITER_BUS__URL=nats://127.0.0.1:14222 RUST_LOG=warn \
+  "$BIN/lake-writer" >"$OUT/lake-writer.log" 2>&1 &
+pids+=($!); lw_pid=$!
+wait_port 18085
+acked=0
+for _ in $(seq 1200); do
+  acked=$(metric lake_writer_acked_total)
+  [ "$acked" -ge "$total" ] && break
+  sleep 0.5
+done
+lw_end=$(date +%s.%N)
+lw_secs=$(echo "$lw_end - $lw_start" | bc -l)
+lw_eps=$(printf '%.0f' "$(echo "$acked / $lw_secs" | bc -l)")
+printf '%-22s %10s events/s committed to the lake (%s of %s messages acked in %.1f s, %s files, %s rows, peak RSS %s MiB)\n' \
+  "lake writer" "$lw_eps" "$acked" "$total" "$lw_secs" "$(metric lake_writer_files_written_total)" \
+  "$(metric lake_writer_rows_written_total)" "$(peak_rss_mb "$lw_pid")"
+kill -INT "$lw_pid" 2>/dev/null || true
+wait "$lw_pid" 2>/dev/null || true
+
+printf 'ratios to eventctl ingest: in-process %.2f (into the lake %.2f), JetStream %.2f, lake writer %.2f\n' "$(echo "$dev/$base" | bc -l)" \
+  "$(echo "$lake_eps/$base" | bc -l)" "$(echo "$js/$base" | bc -l)" "$(echo "$lw_eps/$base" | bc -l)"
