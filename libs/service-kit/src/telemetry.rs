@@ -45,10 +45,13 @@ impl LogFormat {
 
 /// What the default filter adds for the Delta Lake library: its transaction module logs every
 /// commit at INFO and a normal race between two writers at WARN or ERROR ("conflict
-/// detected", "version already exists"), which our commit path retries and reports itself.
-/// Other Delta warnings stay. `RUST_LOG` replaces the whole default (set
+/// detected", "version already exists"), which our commit path retries and reports itself;
+/// its kernel's snapshot builder logs an ERROR when asked for a table that does not exist
+/// yet ("No files in log segment"), which it returns to us as "not a table". Other Delta
+/// warnings stay. `RUST_LOG` replaces the whole default (set
 /// `RUST_LOG=info,deltalake_core=debug` to see them all).
-pub const LIBRARY_DIRECTIVES: &str = "deltalake_core=warn,deltalake_core::kernel::transaction=off";
+pub const LIBRARY_DIRECTIVES: &str =
+    "deltalake_core=warn,deltalake_core::kernel::transaction=off,buoyant_kernel::snapshot::builder=off";
 
 /// The filter used when `RUST_LOG` is unset: `default_filter`, then [`LIBRARY_DIRECTIVES`].
 pub fn default_directives(default_filter: &str) -> String {
@@ -119,6 +122,7 @@ mod tests {
             let shown = filter.to_string();
             assert!(shown.contains("deltalake_core::kernel::transaction=off"), "{shown}");
             assert!(shown.contains("deltalake_core=warn"), "{shown}");
+            assert!(shown.contains("buoyant_kernel::snapshot::builder=off"), "{shown}");
         }
         assert!(default_directives("info").starts_with("info,"));
     }
