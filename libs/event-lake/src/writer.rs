@@ -39,6 +39,7 @@ pub struct WriteOptions {
     /// committed, instead of one fsync per file as it is written (the default). For a writer
     /// that commits many files at once: `eventctl ingest` writes thousands and commits them at
     /// its end, where one syncfs replaces thousands of fsyncs (a fifth of its run time).
+    /// Linux only (syncfs); elsewhere each file is still fsynced as written.
     pub defer_sync: bool,
 }
 
@@ -314,7 +315,7 @@ impl Lake {
     pub async fn upload(&self, file: EncodedFile) -> Result<WrittenFile, LakeError> {
         let EncodedFile { partition, path, rows, duplicates_dropped, stats, data } = file;
         let bytes = data.len() as u64;
-        put_whole_with(&self.root, &path, data, !self.options.defer_sync).await?;
+        put_whole_with(&self.root, &path, data, !self.defers_sync()).await?;
         let add = crate::table::add_action(&partition, &path, bytes, stats, true);
         Ok(WrittenFile { partition, path, rows, bytes, duplicates_dropped, add })
     }
@@ -330,17 +331,23 @@ impl Lake {
         let Some(first) = batches.first() else { return Ok(0) };
         let data = encode_parquet(first.schema(), batches, &self.options, schema_version, compacted)?;
         let bytes = data.len() as u64;
-        put_whole_with(&self.root, path, data, !self.options.defer_sync).await?;
+        put_whole_with(&self.root, path, data, !self.defers_sync()).await?;
         Ok(bytes)
     }
 
+    /// True when data files skip their fsync until [`Lake::sync_written`]: asked for, and
+    /// possible (syncfs is Linux's; elsewhere each file is fsynced as written).
+    fn defers_sync(&self) -> bool {
+        self.options.defer_sync && cfg!(target_os = "linux")
+    }
+
     /// Makes every file written so far durable (a local lake with
-    /// [`WriteOptions::defer_sync`]: one syncfs of its file system; otherwise nothing to do:
-    /// files were fsynced as written, and S3 acknowledges a PUT once it is durable). Call it
-    /// before committing files written with deferred sync.
+    /// [`WriteOptions::defer_sync`] on Linux: one syncfs of its file system; otherwise nothing
+    /// to do: files were fsynced as written, and S3 acknowledges a PUT once it is durable).
+    /// Call it before committing files written with deferred sync.
     pub async fn sync_written(&self) -> Result<(), LakeError> {
         let Some(dir) = self.root.local_dir.clone() else { return Ok(()) };
-        if !self.options.defer_sync {
+        if !self.defers_sync() {
             return Ok(());
         }
         tokio::task::spawn_blocking(move || sync_filesystem(&dir))
@@ -381,7 +388,7 @@ pub fn writer_properties(
 }
 
 /// Flushes the file system holding `dir` to disk: every file written and renamed there
-/// (syncfs on Linux; elsewhere a sync of every file system).
+/// (syncfs; only called on Linux, see `Lake::defers_sync`).
 fn sync_filesystem(dir: &std::path::Path) -> std::io::Result<()> {
     let folder = std::fs::File::open(dir)?;
     #[cfg(target_os = "linux")]
@@ -390,9 +397,7 @@ fn sync_filesystem(dir: &std::path::Path) -> std::io::Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        // No syncfs: fsync of the root folder only covers its own entries, so say so.
-        folder.sync_all()?;
-        Err(std::io::Error::other("deferred sync needs Linux (syncfs); write with defer_sync off"))
+        folder.sync_all()
     }
 }
 
