@@ -65,8 +65,7 @@ impl LogCache {
 pub fn is_commit(location: &Path) -> bool {
     let p = location.as_ref();
     let name = p.rsplit('/').next().unwrap_or(p);
-    let in_log = p.starts_with("_delta_log/") || p.contains("/_delta_log/");
-    in_log && name.len() == 25 && name.ends_with(".json") && name[..20].bytes().all(|b| b.is_ascii_digit())
+    crate::counting::is_log(location) && name.len() == 25 && name.ends_with(".json") && name[..20].bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A read that the cache may answer: the whole object, no conditions, no version.

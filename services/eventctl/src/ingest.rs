@@ -328,6 +328,10 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
         }
         result
     });
+    // A failed flush stopped the load (and the hash with it): its error is the answer.
+    if let Some(e) = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?.error.clone() {
+        return Err(anyhow!("writing to the lake failed: {e}"));
+    }
     let check = match check.get() {
         Some(Ok(c)) => c.clone(),
         Some(Err(e)) => return Err(anyhow!("{e}")),
@@ -362,9 +366,6 @@ pub fn run(lake: Arc<Lake>, sources: Vec<Source>, opts: &IngestOptions) -> Resul
     let routed = routed?;
 
     let mut w = written.lock().map_err(|_| anyhow!("a flush thread panicked"))?;
-    if let Some(e) = &w.error {
-        return Err(anyhow!("writing to the lake failed: {e}"));
-    }
     let io_errors = io_errors.lock().map(|e| e.clone()).unwrap_or_default();
     // A load that could not read all its input is not the content its hash names: commit
     // what was read, without the transaction or a history entry.
@@ -591,11 +592,13 @@ fn flusher(
     check: &std::sync::OnceLock<Result<LoadCheck, String>>,
     cancelled: &AtomicBool,
 ) {
+    // A failed flush stops the whole load: the reader, the hash, the other flushers.
     let fail = |e: String| {
         tracing::error!(error = %e, "flush failed");
         if let Ok(mut w) = written.lock() {
             w.error.get_or_insert(e);
         }
+        cancelled.store(true, Ordering::Relaxed);
     };
     let settle = |upload: tokio::task::JoinHandle<Result<event_lake::WrittenFile, event_lake::LakeError>>| {
         match handle.block_on(upload) {
