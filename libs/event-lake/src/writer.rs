@@ -41,11 +41,17 @@ pub struct WriteOptions {
     /// its end, where one syncfs replaces thousands of fsyncs (a fifth of its run time).
     /// Linux only (syncfs); elsewhere each file is still fsynced as written.
     pub defer_sync: bool,
+    /// Stage schema extensions and commit them with the files ([`Lake::commit_appends`])
+    /// instead of a metadata commit before the first file that needs them. For a writer that
+    /// commits all its files at once (`eventctl ingest`): one commit per table instead of a
+    /// creation and an extension commit per new field, and a failed load leaves no empty
+    /// table behind. Files written with it must be committed through [`Lake::commit_appends`].
+    pub stage_schemas: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { target_file_bytes: 128 << 20, row_group_bytes: 64 << 20, zstd_level: 1, compacted_zstd_level: 3, defer_sync: false }
+        WriteOptions { target_file_bytes: 128 << 20, row_group_bytes: 64 << 20, zstd_level: 1, compacted_zstd_level: 3, defer_sync: false, stage_schemas: false }
     }
 }
 
@@ -231,7 +237,9 @@ impl Lake {
     /// Commits written files of one type as one append (one table version). With `txn`
     /// (application id, version) the append happens at most once: when the table already
     /// holds that transaction, nothing is committed and `AlreadyCommitted` is returned (the
-    /// files stay uncommitted, invisible to readers, until vacuum).
+    /// files stay uncommitted, invisible to readers, until vacuum). With
+    /// [`WriteOptions::stage_schemas`], the type's staged schema is committed in the same
+    /// version (creating the table when it has none).
     pub async fn commit_appends(
         &self,
         event_type: &str,
@@ -254,7 +262,15 @@ impl Lake {
         let actions: Vec<Action> = files.iter().map(|f| Action::Add(f.add.clone())).collect();
         let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
         let txn = txn.map(|(app, v)| Transaction::new_with_last_update(app, v, Some(chrono::Utc::now().timestamp_millis())));
-        self.root.commit(event_type, actions, op, txn, commit_info).await
+        let staged = self.registry.staged(event_type);
+        let (outcome, schema) = self
+            .root
+            .commit_with_schema(event_type, staged.as_deref(), actions, op, txn, commit_info, self.registry.max_columns)
+            .await?;
+        if let Some(schema) = schema {
+            self.registry.committed_staged(schema);
+        }
+        Ok(outcome)
     }
 
     /// Writes the events of one partition as one file without committing it (see
@@ -301,7 +317,11 @@ impl Lake {
                 }
             }
         }
-        let schema = self.registry.ensure(&partition.event_type, needs.as_slice()).await?;
+        let schema = if self.options.stage_schemas {
+            self.registry.stage(&partition.event_type, needs.as_slice()).await?
+        } else {
+            self.registry.ensure(&partition.event_type, needs.as_slice()).await?
+        };
         let batch = encode(&schema, &events)?;
         drop(events);
         let rows = batch.num_rows() as u64;

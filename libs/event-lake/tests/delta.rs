@@ -266,3 +266,82 @@ async fn the_quarantine_is_one_delta_table_by_arrival_hour() {
     let hours: BTreeSet<String> = adds.iter().map(|a| a["partitionValues"]["hour"].as_str().expect("hour").to_owned()).collect();
     assert_eq!(hours, BTreeSet::from(["22".to_owned(), "23".to_owned()]));
 }
+
+/// Every event of a type's snapshot, by id.
+async fn events_by_id(lake: &Lake, t: &str) -> std::collections::BTreeMap<String, Value> {
+    let files = lake.list_data_files(Some(t)).await.expect("files");
+    let mut out = std::collections::BTreeMap::new();
+    for f in &files {
+        for e in lake.read_events(f).await.expect("read") {
+            out.insert(e["data"]["id"].as_str().expect("id").to_owned(), e);
+        }
+    }
+    out
+}
+
+/// A writer that stages its schemas (`eventctl ingest`) commits nothing before its one commit
+/// per table: that commit creates the table with the schema its files need; later, it merges
+/// what another writer added meanwhile; a field another writer committed with another type
+/// fails the commit with a clear error instead of committing files the table cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_schemas_are_committed_with_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dir.path().to_str().expect("utf8 path");
+    let staged = Lake::open(url, WriteOptions { stage_schemas: true, ..Default::default() }).expect("open");
+    let other = Lake::open(url, WriteOptions::default()).expect("open");
+    let t = "staged";
+
+    // A new type, two partitions with different fields: no table until the commit.
+    let a = event("a", t, T0, json!({"x": 1}));
+    let b = event("b", t, T0 + 3_600_000, json!({"y": "two"}));
+    let fa = staged.write_events_file(&key(t, T0), [a.as_slice()]).await.expect("write").expect("file");
+    let fb = staged.write_events_file(&key(t, T0 + 3_600_000), [b.as_slice()]).await.expect("write").expect("file");
+    assert!(staged.root.open_table(t).await.expect("open").is_none(), "nothing is committed before the load's commit");
+    staged.commit_appends(t, &[fa, fb], Some(("load", 1))).await.expect("commit");
+    let commits = log_commits(&staged, t).await;
+    assert_eq!(commits.len(), 1, "one commit creates the table and adds its files: {commits:?}");
+    let meta = commits[0].iter().find_map(|a| a.get("metaData")).expect("metaData");
+    let schema: Value = serde_json::from_str(meta["schemaString"].as_str().expect("schemaString")).expect("schema json");
+    let names: Vec<&str> = schema["fields"].as_array().expect("fields").iter().map(|f| f["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["id", "created_at", "x", "y", "_leftovers", "date", "hour"]);
+    assert_eq!(commits[0].iter().filter(|a| a.get("add").is_some()).count(), 2);
+    assert!(commits[0].iter().any(|a| a.get("txn").is_some()), "the load's transaction is in the same commit");
+
+    // A type whose events have no field at all gets its table too.
+    let bare = event("n", "bare", T0, json!({}));
+    let fbare = staged.write_events_file(&key("bare", T0), [bare.as_slice()]).await.expect("write").expect("file");
+    staged.commit_appends("bare", &[fbare], None).await.expect("commit creates the table");
+    assert_eq!(events_by_id(&staged, "bare").await.len(), 1);
+
+    // Another writer extends the table meanwhile (its own metadata commit): both fields kept.
+    let c = event("c", t, T0 + 1, json!({"z": 3}));
+    let fc = staged.write_events_file(&key(t, T0), [c.as_slice()]).await.expect("write").expect("file");
+    let d = event("d", t, T0 + 2, json!({"w": true}));
+    other.write_events(&key(t, T0), [d.as_slice()]).await.expect("other writer");
+    staged.commit_appends(t, &[fc], None).await.expect("commit merges the other writer's field");
+    let table = staged.root.open_table(t).await.expect("open").expect("table");
+    let columns: Vec<String> = table.type_schema().expect("schema").columns.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(columns, ["x", "y", "w", "z"]);
+    let events = events_by_id(&staged, t).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(events["a"]["data"]["attributes"]["x"], json!(1));
+    assert_eq!(events["b"]["data"]["attributes"]["y"], json!("two"));
+    assert_eq!(events["c"]["data"]["attributes"]["z"], json!(3));
+    assert_eq!(events["d"]["data"]["attributes"]["w"], json!(true));
+
+    // The same new field committed by another writer with another type: refused, clearly.
+    let e = event("e", t, T0 + 3, json!({"q": 1}));
+    let fe = staged.write_events_file(&key(t, T0), [e.as_slice()]).await.expect("write").expect("file");
+    let f = event("f", t, T0 + 4, json!({"q": "text"}));
+    other.write_events(&key(t, T0), [f.as_slice()]).await.expect("other writer");
+    match staged.commit_appends(t, &[fe], None).await {
+        Err(event_lake::LakeError::SchemaConflict { event_type, detail }) => {
+            assert_eq!(event_type, t);
+            assert!(detail.contains("\"q\""), "{detail}");
+        }
+        other => panic!("expected a schema conflict, got {other:?}"),
+    }
+    let events = events_by_id(&staged, t).await;
+    assert!(!events.contains_key("e"), "the refused file is not visible");
+    assert_eq!(events["f"]["data"]["attributes"]["q"], json!("text"));
+}

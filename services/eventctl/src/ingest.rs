@@ -14,8 +14,9 @@
 //! `--no-spill`. Every line read is counted exactly once, as valid or quarantined.
 //!
 //! Commits: data files are written as the flushers go, but become part of their type's Delta
-//! table only at the end, in one commit per table (so a failed run leaves no partial load
-//! visible). The load is keyed by the content hash of its input files (SHA-256): each commit
+//! table only at the end, in one commit per table that also carries the table's schema
+//! (staged in memory meanwhile, see `SchemaRegistry::stage`; a new type's table is created by
+//! that commit), so a failed run leaves no partial load visible, not even an empty table. The load is keyed by the content hash of its input files (SHA-256): each commit
 //! carries the Delta application transaction `eventctl-ingest/<hash>`, and a load history
 //! entry `_loads/<hash>.json` is written once every table has committed. A re-run on the same
 //! content finds the history entry and does nothing (exit 0, `already_loaded` in the

@@ -403,8 +403,9 @@ impl EventWriter {
 }
 
 /// Whether a lake error can go away by itself. The store (network, permissions, a missing
-/// bucket), local I/O, schema or commit contention, the table log and an unreadable schema
-/// are the lake's state: transient. Parsing, shredding and encoding failures depend on the events:
+/// bucket), local I/O, schema or commit contention (a staged schema another writer changed
+/// included: the file is encoded again), the table log and an unreadable schema are the
+/// lake's state: transient. Parsing, shredding and encoding failures depend on the events:
 /// permanent.
 pub(crate) fn classify(e: &LakeError) -> HandlerError {
     match e {
@@ -412,6 +413,7 @@ pub(crate) fn classify(e: &LakeError) -> HandlerError {
         | LakeError::Io(_)
         | LakeError::SchemaContended(_)
         | LakeError::CommitContended(_)
+        | LakeError::SchemaConflict { .. }
         | LakeError::Delta(_)
         | LakeError::InvalidLocation { .. }
         | LakeError::Corrupt(_) => {

@@ -56,8 +56,9 @@ pub struct IngestArgs {
 pub fn run(args: IngestArgs) -> Result<i32> {
     let sources = input::expand(&args.inputs).map_err(anyhow::Error::msg)?;
     // Thousands of files, all committed at the end: one file-system sync before the commits
-    // instead of an fsync per file (a local lake).
-    let lake = args.lake.open_with(event_lake::WriteOptions { defer_sync: true, ..Default::default() })?;
+    // instead of an fsync per file (a local lake), and each table's schema committed with its
+    // files (one commit per table, no table created by a load that fails).
+    let lake = args.lake.open_with(event_lake::WriteOptions { defer_sync: true, stage_schemas: true, ..Default::default() })?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let opts = ingest::IngestOptions {
         memory_bytes: args.memory,
