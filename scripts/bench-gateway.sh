@@ -125,6 +125,8 @@ echo "gateway peak RSS after overload: $(peak_rss_mb "$gw_pid") MiB"
 echo "== lake writer: the JetStream stream into a local lake"
 kill "$gw_pid" 2>/dev/null || true
 wait "$gw_pid" 2>/dev/null || true
+# A counter of the lake writer's Prometheus metrics, summed over its labels.
+metric() { curl -s http://127.0.0.1:18085/metrics | awk -v m="$1" '$1==m || index($1, m "{")==1 {t+=$2} END {printf "%.0f", t}'; }
 read -r total _ < <(stream_stats 18222)
 lw_start=$(date +%s.%N)
 LAKE_WRITER_LAKE="$OUT/lake-writer" LAKE_WRITER_LISTEN=127.0.0.1:18085 LAKE_WRITER_MAX_AGE_SECS=5 \
