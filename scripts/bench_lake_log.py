@@ -10,8 +10,10 @@ after it, then partition pruning by the log's `date`/`hour` values; nothing else
   A. a table of BENCH_A_FILES (10,000) files in BENCH_A_COMMITS (1,000) commits, and
   B. a table of BENCH_B_COMMITS (10,000) commits of one file each (a lake writer's table),
 each first at exactly that many commits (the newest version is a checkpoint: delta-rs writes
-one at every version v with (v + 1) % 100 == 0) and then 99 commits later (the most commits a
-reader replays after a checkpoint), against the baseline of the folder layout's planning:
+one at every version v with (v + 1) % interval == 0, and our tables set
+`delta.checkpointInterval` to 20, `event_lake::table::CHECKPOINT_INTERVAL`; BENCH_INTERVAL
+changes it here, 100 being Delta's default) and then interval - 1 commits later (the most
+commits a reader replays after a checkpoint), against the baseline of the folder layout's planning:
 one prefix LIST of the hour's folder `events/type=<t>/date=<d>/hour=<HH>/` (os.listdir on
 the local lake, boto3 list_objects_v2 on S3), timed in this process. `eventctl --version` is
 timed too: the process-start floor, subtracted before the ratio. Medians of BENCH_RUNS (7)
@@ -26,7 +28,7 @@ by writing `_delta_log/<version:020>.json` files shaped like the ingest's own co
 (commitInfo with the lake writer's provenance fields, `add` actions with distinct UUIDv7
 paths, partition values {"date": "YYYY-MM-DD", "hour": "H"} and `stats` JSON with
 numRecords and id/created_at bounds of that hour), with a checkpoint made by the Python
-`deltalake` package at each version v with (v + 1) % 100 == 0, as the commit path does. The
+`deltalake` package at each version v with (v + 1) % interval == 0, as the commit path does. The
 files are spread over BENCH_DAYS (30) days of hours, in time order. Every fake path is a
 hard link to one real data file of the table (the local folder-layout baseline lists real
 entries; eventctl's explain reads none of them, which the run checks: it explains table A
@@ -58,7 +60,7 @@ A_COMMITS = int(os.environ.get("BENCH_A_COMMITS", "1000"))
 B_COMMITS = int(os.environ.get("BENCH_B_COMMITS", "10000"))
 DAYS = int(os.environ.get("BENCH_DAYS", "30"))
 S3 = os.environ.get("BENCH_S3", "1") != "0" and bool(os.environ.get("AWS_ENDPOINT_URL"))
-CHECKPOINT_INTERVAL = 100
+CHECKPOINT_INTERVAL = int(os.environ.get("BENCH_INTERVAL", "20"))
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TAIL = CHECKPOINT_INTERVAL - 1
 
@@ -154,7 +156,7 @@ class TableBuilder:
 
     def commit(self, n_files):
         """Writes the next version with n_files adds (a lake writer's commit) and, at every
-        (v + 1) % 100 == 0, a checkpoint."""
+        (v + 1) % CHECKPOINT_INTERVAL == 0, a checkpoint."""
         self.version += 1
         ms = int(time.time() * 1000)
         info = {k: v for k, v in self.info.items() if not k.startswith("eventplat.")}

@@ -316,9 +316,16 @@ fn delta_schema(schema: &TypeSchema) -> Result<StructType, LakeError> {
 }
 
 /// The `metaData` action of a type's schema (keeping the table id of an existing table).
+/// Commits between two checkpoints of the tables this library creates or extends
+/// (`delta.checkpointInterval`; Delta's default is 100). A reader opening a table replays the
+/// newest checkpoint and the commits after it, one GET each on S3: at most 19 instead of 99
+/// (on moto, 111 GETs took 0.9 s). A checkpoint is written by the commit that reaches it.
+pub const CHECKPOINT_INTERVAL: u64 = 20;
+
 fn metadata_action(schema: &TypeSchema, table_id: Option<&str>) -> Result<Metadata, LakeError> {
     let body = serde_json::to_string(schema).map_err(|e| LakeError::Internal(format!("schema serialization: {e}")))?;
-    let meta = new_metadata(&delta_schema(schema)?, PARTITION_COLUMNS, [(TYPE_SCHEMA_KEY, body)])
+    let config = [(TYPE_SCHEMA_KEY, body), (CHECKPOINT_INTERVAL_KEY, CHECKPOINT_INTERVAL.to_string())];
+    let meta = new_metadata(&delta_schema(schema)?, PARTITION_COLUMNS, config)
         .map_err(|e| LakeError::Internal(format!("table metadata: {e}")))?;
     match table_id {
         None => Ok(meta),
@@ -328,6 +335,9 @@ fn metadata_action(schema: &TypeSchema, table_id: Option<&str>) -> Result<Metada
         }
     }
 }
+
+/// The table property holding [`CHECKPOINT_INTERVAL`].
+const CHECKPOINT_INTERVAL_KEY: &str = "delta.checkpointInterval";
 
 /// The protocol of the tables this library creates: reader 1, writer 2 (readable by every
 /// Delta reader, Athena included).
@@ -441,7 +451,7 @@ impl LakeStore {
                 fields.push(StructField::new("date", deltalake::kernel::DataType::DATE, true));
                 fields.push(StructField::new("hour", deltalake::kernel::DataType::INTEGER, true));
                 let schema = StructType::try_new(fields).map_err(|e| LakeError::Internal(format!("Delta schema: {e}")))?;
-                let metadata = new_metadata(&schema, PARTITION_COLUMNS, std::iter::empty::<(String, String)>())
+                let metadata = new_metadata(&schema, PARTITION_COLUMNS, [(CHECKPOINT_INTERVAL_KEY, CHECKPOINT_INTERVAL.to_string())])
                     .map_err(|e| LakeError::Internal(format!("table metadata: {e}")))?;
                 let protocol = default_protocol()?;
                 let location = log_store.root_url().clone();

@@ -345,3 +345,24 @@ async fn staged_schemas_are_committed_with_the_files() {
     assert!(!events.contains_key("e"), "the refused file is not visible");
     assert_eq!(events["f"]["data"]["attributes"]["q"], json!("text"));
 }
+
+/// Tables are checkpointed every `CHECKPOINT_INTERVAL` (20) commits, not Delta's default 100,
+/// so a reader replays at most 19 commits past the newest checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_checkpointed_every_twenty_commits() {
+    let (dir, lake) = local_lake();
+    let t = "ckpt";
+    // Version 0 creates the table, then one append per write: versions 1..=20.
+    for i in 0..20 {
+        let line = event(&format!("e{i}"), t, T0 + i, json!({"n": i}));
+        lake.write_events(&key(t, T0), [line.as_slice()]).await.expect("write");
+    }
+    let log = dir.path().join(format!("events/type={t}/_delta_log"));
+    let checkpoint = format!("{:020}.checkpoint.parquet", event_lake::table::CHECKPOINT_INTERVAL - 1);
+    assert!(log.join(&checkpoint).exists(), "no {checkpoint} in {}", log.display());
+    assert!(log.join("_last_checkpoint").exists());
+    let meta = log_commits(&lake, t).await[0].iter().find_map(|a| a.get("metaData").cloned()).expect("metaData");
+    assert_eq!(meta["configuration"]["delta.checkpointInterval"], json!("20"));
+    // Readers see every event through the checkpoint.
+    assert_eq!(events_by_id(&lake, t).await.len(), 20);
+}

@@ -197,7 +197,8 @@ async fn a_session_reads_each_table_log_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = dir.path().to_str().expect("utf8");
     write_lake(url).await;
-    // gamma: version 0 creates it, then one commit per hour (versions 1..=48), no checkpoint.
+    // gamma: version 0 creates it, then one commit per hour (versions 1..=48), checkpoints at
+    // versions 19 and 39 (every 20 commits): the load reads the newest and the commits after it.
     let versions = 49;
     let s = LakeSession::open(url, &SessionOptions::default()).expect("session");
     let b = s.collect("SELECT count(*) FROM gamma WHERE date = '2026-11-24' AND hour = 5").await.expect("query");
