@@ -341,8 +341,25 @@ const CHECKPOINT_INTERVAL_KEY: &str = "delta.checkpointInterval";
 
 /// The protocol of the tables this library creates: reader 1, writer 2 (readable by every
 /// Delta reader, Athena included).
-fn default_protocol() -> Result<Protocol, LakeError> {
-    serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2})).map_err(|e| LakeError::Internal(format!("protocol: {e}")))
+fn default_protocol() -> Result<Protocol, DeltaTableError> {
+    serde_json::from_value(json!({"minReaderVersion": 1, "minWriterVersion": 2})).map_err(|e| DeltaTableError::Generic(format!("protocol: {e}")))
+}
+
+/// Commits a table's first version, create-if-absent: the protocol, `metadata` and `actions`
+/// together. Returns the version committed; a writer that created the table first makes it
+/// fail with a retryable or transaction error (the caller re-reads).
+async fn commit_creation(
+    log_store: LogStoreRef,
+    metadata: Metadata,
+    actions: impl IntoIterator<Item = Action>,
+    props: CommitProperties,
+) -> Result<i64, DeltaTableError> {
+    let protocol = default_protocol()?;
+    let location = log_store.root_url().clone();
+    let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
+    let mut all = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+    all.extend(actions);
+    Ok(CommitBuilder::from(props).with_actions(all).with_max_retries(0).build(None, log_store, op).await?.version() as i64)
 }
 
 fn is_retryable(e: &DeltaTableError) -> bool {
@@ -436,6 +453,7 @@ impl LakeStore {
                     .with_actions(actions.clone())
                     .build(Some(table.snapshot()? as &dyn TableReference), table.log_store(), op)
                     .await
+                    .map(|c| c.version() as i64)
             } else {
                 if let Some(d) = self.local_dir(QUARANTINE_DIR) {
                     std::fs::create_dir_all(d)?;
@@ -453,15 +471,10 @@ impl LakeStore {
                 let schema = StructType::try_new(fields).map_err(|e| LakeError::Internal(format!("Delta schema: {e}")))?;
                 let metadata = new_metadata(&schema, PARTITION_COLUMNS, [(CHECKPOINT_INTERVAL_KEY, CHECKPOINT_INTERVAL.to_string())])
                     .map_err(|e| LakeError::Internal(format!("table metadata: {e}")))?;
-                let protocol = default_protocol()?;
-                let location = log_store.root_url().clone();
-                let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
-                let mut all = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
-                all.extend(actions.iter().cloned());
-                CommitBuilder::from(CommitProperties::default()).with_actions(all).with_max_retries(0).build(None, log_store, op).await
+                commit_creation(log_store, metadata, actions.iter().cloned(), CommitProperties::default()).await
             };
             match result {
-                Ok(c) => return self.persist_commit(QUARANTINE_DIR, c.version() as i64).await,
+                Ok(version) => return self.persist_commit(QUARANTINE_DIR, version).await,
                 Err(e) if is_retryable(&e) || (!exists && matches!(&e, DeltaTableError::Transaction { .. })) => {
                     tracing::debug!(error = %e, "quarantine commit lost a race; re-reading");
                 }
@@ -514,17 +527,8 @@ impl LakeStore {
             std::fs::create_dir_all(dir)?;
         }
         let log_store = self.table_log_store(event_type)?;
-        let metadata = metadata_action(schema, None)?;
-        let protocol = default_protocol()?;
-        let location = log_store.root_url().clone();
-        let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
-        match CommitBuilder::from(CommitProperties::default())
-            .with_actions(vec![Action::Protocol(protocol), Action::Metadata(metadata)])
-            .with_max_retries(0)
-            .build(None, log_store, op)
-            .await
-        {
-            Ok(c) => self.persist_commit(&table_dir(event_type), c.version() as i64).await,
+        match commit_creation(log_store, metadata_action(schema, None)?, [], CommitProperties::default()).await {
+            Ok(version) => self.persist_commit(&table_dir(event_type), version).await,
             Err(e) if is_retryable(&e) || matches!(&e, DeltaTableError::Transaction { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -707,16 +711,10 @@ impl LakeStore {
                 let mut schema = schema.clone();
                 schema.version = 1;
                 let log_store = self.table_log_store(event_type)?;
-                let metadata = metadata_action(&schema, None)?;
-                let protocol = default_protocol()?;
-                let location = log_store.root_url().clone();
-                let op = DeltaOperation::Create { mode: SaveMode::ErrorIfExists, location, protocol: protocol.clone(), metadata: metadata.clone() };
-                let mut all = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
-                all.extend(actions.iter().cloned());
-                match CommitBuilder::from(props).with_actions(all).with_max_retries(0).build(None, log_store, op).await {
-                    Ok(c) => {
-                        self.persist_commit(&table_dir(event_type), c.version() as i64).await?;
-                        return Ok((CommitOutcome::Committed(c.version() as i64), Some(Arc::new(schema))));
+                match commit_creation(log_store, metadata_action(&schema, None)?, actions.iter().cloned(), props).await {
+                    Ok(version) => {
+                        self.persist_commit(&table_dir(event_type), version).await?;
+                        return Ok((CommitOutcome::Committed(version), Some(Arc::new(schema))));
                     }
                     Err(e) if is_retryable(&e) || matches!(&e, DeltaTableError::Transaction { .. }) => {
                         tracing::debug!(event_type, error = %e, "another writer created the table first; re-reading");
