@@ -133,6 +133,33 @@ def check_compose():
     print(f"compose: {len(compose.get('services', {}))} services checked against the Compose specification")
 
 
+def check_nats_values():
+    """The bus's Helm values (k8s/helm/nats-values.yaml): a 3-server JetStream cluster across
+    zones, with route compression, on a NATS that honours stream compression (2.10+)."""
+    path = ROOT / "k8s/helm/nats-values.yaml"
+    where = "k8s/helm/nats-values.yaml"
+    try:
+        v = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        problem(where, f"unreadable: {e}")
+        return
+    cfg = v.get("config", {})
+    cluster = cfg.get("cluster", {})
+    if not cluster.get("enabled") or cluster.get("replicas") != 3:
+        problem(where, "config.cluster must be enabled with 3 replicas (stream replicas = 3)")
+    if (cluster.get("merge", {}).get("compression", {}) or {}).get("mode") != "s2_auto":
+        problem(where, "config.cluster.merge.compression.mode must be s2_auto (route compression)")
+    if not cfg.get("jetstream", {}).get("enabled"):
+        problem(where, "config.jetstream.enabled must be true")
+    tag = str(v.get("container", {}).get("image", {}).get("tag", ""))
+    m = re.match(r"(\d+)\.(\d+)", tag)
+    if not m or (int(m.group(1)), int(m.group(2))) < (2, 10):
+        problem(where, f"container.image.tag {tag!r}: stream and route compression need NATS 2.10 or newer")
+    if "topology.kubernetes.io/zone" not in (v.get("podTemplate", {}).get("topologySpreadConstraints") or {}):
+        problem(where, "the servers must spread across zones (podTemplate.topologySpreadConstraints)")
+    print("nats helm values: checked")
+
+
 def self_test():
     """The rules catch what they are for (a validator that passes everything is no check)."""
     bad_pod = {"containers": [{"name": "x", "env": [{"name": "STATS_JWT_SECRET", "value": "s3cret"}],
@@ -152,6 +179,7 @@ if __name__ == "__main__":
     self_test()
     check_k8s(sys.argv[1])
     check_compose()
+    check_nats_values()
     if problems:
         print("\n".join(f"FAIL {p}" for p in problems))
         sys.exit(1)
