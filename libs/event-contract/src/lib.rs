@@ -10,11 +10,14 @@
 //! bounded too ([`bounds`] has every bound and why). Every failure has a [`Reason`] with a
 //! stable code.
 //!
+//! [`schema`] is the same contract as a JSON Schema (`openapi/event.schema.json`).
+//!
 //! [`wire`] is the rest of the contract between the services: the bus subjects, the
 //! quarantine and dead-letter messages, and the zero-copy view consumers read events with.
 
 pub mod bounds;
 mod reason;
+pub mod schema;
 mod validate;
 pub mod wire;
 

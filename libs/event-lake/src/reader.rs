@@ -9,7 +9,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 use crate::layout::PartitionKey;
-use crate::shred::decode;
+use crate::shred::{decode, decode_json};
 use crate::writer::Lake;
 use crate::LakeError;
 
@@ -50,8 +50,30 @@ impl Lake {
         Ok(self.store().get(path).await?.bytes().await?)
     }
 
-    /// The events of one file, rebuilt as JSON.
+    /// The events of one file, rebuilt as JSON values (a number no f64 holds exactly comes
+    /// back as the nearest f64: [`Lake::read_events_json`] keeps its digits).
     pub async fn read_events(&self, file: &DataFile) -> Result<Vec<Value>, LakeError> {
+        let (schema, batches) = self.read_batches(file).await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            out.extend(decode(&schema, &file.partition.event_type, batch)?);
+        }
+        Ok(out)
+    }
+
+    /// The events of one file, rebuilt as JSON texts with every digit of their numbers, as
+    /// written (`eventctl cat`); object members sorted by key.
+    pub async fn read_events_json(&self, file: &DataFile) -> Result<Vec<String>, LakeError> {
+        let (schema, batches) = self.read_batches(file).await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            out.extend(decode_json(&schema, &file.partition.event_type, batch)?);
+        }
+        Ok(out)
+    }
+
+    /// The record batches of a data file, with the schema of its type that covers them.
+    async fn read_batches(&self, file: &DataFile) -> Result<(std::sync::Arc<crate::TypeSchema>, Vec<arrow_array::RecordBatch>), LakeError> {
         let data = self.read_file(&file.meta.location).await?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
         let mut schema = self.registry.get(&file.partition.event_type).await?;
@@ -63,10 +85,7 @@ impl Lake {
             // Written after our cached version: read the newest.
             schema = self.registry.load(&file.partition.event_type).await?;
         }
-        let mut out = Vec::new();
-        for batch in builder.build()? {
-            out.extend(decode(&schema, &file.partition.event_type, &batch?)?);
-        }
-        Ok(out)
+        let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+        Ok((schema, batches))
     }
 }

@@ -255,7 +255,7 @@ impl DType {
             Node::Null => None,
             Node::Bool(_) => Some(DType::Bool),
             Node::Int(_) => Some(DType::Int),
-            Node::UInt(_) => Some(DType::Json),
+            Node::UInt(_) | Node::Number(_) => Some(DType::Json),
             Node::Float(_) => Some(DType::Float),
             Node::Str(_) => Some(DType::Str),
             Node::Array(items) => {

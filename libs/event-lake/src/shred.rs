@@ -15,7 +15,7 @@ use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::Field;
 use foldhash::{HashMap, HashMapExt};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::LakeError;
 use crate::node::{Members, Node, member};
@@ -361,9 +361,35 @@ pub fn encode(schema: &TypeSchema, events: &[ParsedEvent]) -> Result<RecordBatch
     Ok(RecordBatch::try_new(schema.arrow_schema(), arrays)?)
 }
 
-/// Rebuilds the events of a batch written with (a subset of) `schema`.
-/// `event_type` is the partition's type (the files do not repeat it).
+/// Rebuilds the events of a batch written with (a subset of) `schema`, as JSON values.
+/// `event_type` is the partition's type (the files do not repeat it). A number that no f64
+/// holds exactly becomes the nearest f64 here; [`decode_json`] keeps its digits.
 pub fn decode(schema: &TypeSchema, event_type: &str, batch: &RecordBatch) -> Result<Vec<Value>, LakeError> {
+    let mut out = Vec::with_capacity(batch.num_rows());
+    decode_rows(schema, event_type, batch, |event| out.push(event.to_value()))?;
+    Ok(out)
+}
+
+/// Rebuilds the events of a batch as JSON texts, every number with the digits it was
+/// written with (what `eventctl cat` prints). Object members come sorted by key.
+pub fn decode_json(schema: &TypeSchema, event_type: &str, batch: &RecordBatch) -> Result<Vec<String>, LakeError> {
+    let mut out = Vec::with_capacity(batch.num_rows());
+    decode_rows(schema, event_type, batch, |event| {
+        let mut text = String::with_capacity(256);
+        event.write_json(&mut text);
+        out.push(text);
+    })?;
+    Ok(out)
+}
+
+/// Rebuilds each row of a batch as a [`Node`] tree (borrowing from the batch) and hands it
+/// to `emit`.
+fn decode_rows<'b>(
+    schema: &'b TypeSchema,
+    event_type: &'b str,
+    batch: &'b RecordBatch,
+    mut emit: impl FnMut(Node<'b>),
+) -> Result<(), LakeError> {
     let ids = batch
         .column_by_name(ID)
         .and_then(|a| a.as_string_opt::<i32>())
@@ -373,112 +399,121 @@ pub fn decode(schema: &TypeSchema, event_type: &str, batch: &RecordBatch) -> Res
         .and_then(|a| a.as_primitive_opt::<TimestampMillisecondType>())
         .ok_or_else(|| LakeError::Corrupt("no timestamp column `created_at`".into()))?;
     let leftovers = batch.column_by_name(LEFTOVERS).and_then(|a| a.as_string_opt::<i32>());
-    let columns: Vec<(&crate::schema::Column, &ArrayRef)> = schema
+    let columns: Vec<(&'b crate::schema::Column, &'b ArrayRef)> = schema
         .columns
         .iter()
         .filter_map(|c| batch.column_by_name(&c.name).map(|a| (c, a)))
         .collect();
 
-    let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        let mut attributes = Map::new();
-        let mut meta = Map::new();
-        meta.insert("created_at".into(), Value::from(times.value(row)));
-        for (c, array) in &columns {
-            if let Some(v) = to_json(&c.dtype, array.as_ref(), row)? {
+        let mut attributes: Members<'b> = Vec::new();
+        let mut meta: Members<'b> = vec![(Cow::Borrowed("created_at"), Node::Int(times.value(row)))];
+        for &(c, array) in &columns {
+            if let Some(v) = to_node(&c.dtype, array.as_ref(), row)? {
                 match c.section {
-                    Section::Meta => meta.insert(c.key.clone(), v),
-                    Section::Attributes => attributes.insert(c.key.clone(), v),
-                };
+                    Section::Meta => meta.push((Cow::Borrowed(c.key.as_str()), v)),
+                    Section::Attributes => attributes.push((Cow::Borrowed(c.key.as_str()), v)),
+                }
             }
         }
-        let mut data = Map::new();
-        data.insert("id".into(), Value::from(ids.value(row)));
-        data.insert("type".into(), Value::from(event_type));
-        data.insert("attributes".into(), Value::Object(attributes));
-        let mut event = Map::new();
-        event.insert("data".into(), Value::Object(data));
-        event.insert("meta".into(), Value::Object(meta));
-        let mut event = Value::Object(event);
+        let data = vec![
+            (Cow::Borrowed("id"), Node::Str(Cow::Borrowed(ids.value(row)))),
+            (Cow::Borrowed("type"), Node::Str(Cow::Borrowed(event_type))),
+            (Cow::Borrowed("attributes"), Node::Object(attributes)),
+        ];
+        let mut event = Node::Object(vec![(Cow::Borrowed("data"), Node::Object(data)), (Cow::Borrowed("meta"), Node::Object(meta))]);
         if let Some(left) = leftovers.filter(|l| l.is_valid(row)) {
-            let map: Map<String, Value> = serde_json::from_str(left.value(row))
-                .map_err(|e| LakeError::Corrupt(format!("`_leftovers` is not a JSON object: {e}")))?;
-            for (pointer, v) in map {
+            let map = Node::parse(left.value(row).as_bytes())
+                .map_err(|e| LakeError::Corrupt(format!("`_leftovers` is not JSON: {e}")))?;
+            let Node::Object(members) = map else {
+                return Err(LakeError::Corrupt("`_leftovers` is not a JSON object".into()));
+            };
+            for (pointer, v) in members {
                 set_pointer(&mut event, &pointer, v)?;
             }
         }
-        out.push(event);
+        event.sort_keys();
+        emit(event);
     }
-    Ok(out)
+    Ok(())
 }
 
-/// The JSON value of one cell, `None` when null.
-fn to_json(t: &DType, array: &dyn Array, row: usize) -> Result<Option<Value>, LakeError> {
+/// The value of one cell, `None` when null.
+fn to_node<'b>(t: &DType, array: &'b dyn Array, row: usize) -> Result<Option<Node<'b>>, LakeError> {
     if array.is_null(row) {
         return Ok(None);
     }
     let bad = || LakeError::Corrupt(format!("column type {:?} does not match {t:?}", array.data_type()));
     Ok(Some(match t {
-        DType::Bool => Value::Bool(array.as_boolean_opt().ok_or_else(bad)?.value(row)),
-        DType::Int => Value::from(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?.value(row)),
+        DType::Bool => Node::Bool(array.as_boolean_opt().ok_or_else(bad)?.value(row)),
+        DType::Int => Node::Int(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?.value(row)),
         DType::Float => {
             let f = array.as_primitive_opt::<Float64Type>().ok_or_else(bad)?.value(row);
-            serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+            if f.is_finite() { Node::Float(f) } else { Node::Null }
         }
-        DType::Str => Value::from(array.as_string_opt::<i32>().ok_or_else(bad)?.value(row)),
+        DType::Str => Node::Str(Cow::Borrowed(array.as_string_opt::<i32>().ok_or_else(bad)?.value(row))),
         DType::Json => {
             let text = array.as_string_opt::<i32>().ok_or_else(bad)?.value(row);
-            serde_json::from_str(text).map_err(|e| LakeError::Corrupt(format!("bad JSON cell: {e}")))?
+            Node::parse(text.as_bytes()).map_err(|e| LakeError::Corrupt(format!("bad JSON cell: {e}")))?
         }
         DType::List { item } => {
             let list = array.as_list_opt::<i32>().ok_or_else(bad)?;
-            let values = list.value(row);
-            let mut items = Vec::with_capacity(values.len());
-            for i in 0..values.len() {
-                items.push(to_json(item, values.as_ref(), i)?.unwrap_or(Value::Null));
+            let offsets = list.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            let values: &'b dyn Array = list.values().as_ref();
+            let mut items = Vec::with_capacity(end - start);
+            for i in start..end {
+                items.push(to_node(item, values, i)?.unwrap_or(Node::Null));
             }
-            Value::Array(items)
+            Node::Array(items)
         }
         DType::Struct { fields } => {
             let st = array.as_struct_opt().ok_or_else(bad)?;
-            let mut obj = Map::new();
+            let mut members = Vec::new();
             for f in fields {
                 if let Some(child) = st.column_by_name(&f.name)
-                    && let Some(v) = to_json(&f.dtype, child.as_ref(), row)? {
-                        obj.insert(f.name.clone(), v);
-                    }
+                    && let Some(v) = to_node(&f.dtype, child.as_ref(), row)?
+                {
+                    members.push((Cow::Owned(f.name.clone()), v));
+                }
             }
-            Value::Object(obj)
+            Node::Object(members)
         }
     }))
 }
 
 /// Sets the value at an RFC 6901 pointer, creating missing object members on the way.
-fn set_pointer(root: &mut Value, pointer: &str, v: Value) -> Result<(), LakeError> {
+fn set_pointer<'b>(root: &mut Node<'b>, pointer: &str, v: Node<'b>) -> Result<(), LakeError> {
     let segments: Vec<String> =
         pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
     let Some((last, parents)) = segments.split_last() else {
         return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} is empty")));
     };
+    let missing = || LakeError::Corrupt(format!("leftover pointer {pointer:?} misses an array item"));
     let mut cur = root;
     for seg in parents {
         cur = match cur {
-            Value::Object(map) => map.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(items) => seg
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| items.get_mut(i))
-                .ok_or_else(|| LakeError::Corrupt(format!("leftover pointer {pointer:?} misses an array item")))?,
+            Node::Object(members) => {
+                let i = match members.iter().position(|(k, _)| k == seg) {
+                    Some(i) => i,
+                    None => {
+                        members.push((Cow::Owned(seg.clone()), Node::Object(Vec::new())));
+                        members.len() - 1
+                    }
+                };
+                &mut members[i].1
+            }
+            Node::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get_mut(i)).ok_or_else(missing)?,
             _ => return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} crosses a scalar"))),
         };
     }
     match cur {
-        Value::Object(map) => {
-            map.insert(last.clone(), v);
-        }
-        Value::Array(items) => {
-            let i = last.parse::<usize>().ok().filter(|i| *i < items.len());
-            let i = i.ok_or_else(|| LakeError::Corrupt(format!("leftover pointer {pointer:?} misses an array item")))?;
+        Node::Object(members) => match members.iter_mut().find(|(k, _)| k == last) {
+            Some((_, slot)) => *slot = v,
+            None => members.push((Cow::Owned(last.clone()), v)),
+        },
+        Node::Array(items) => {
+            let i = last.parse::<usize>().ok().filter(|i| *i < items.len()).ok_or_else(missing)?;
             items[i] = v;
         }
         _ => return Err(LakeError::Corrupt(format!("leftover pointer {pointer:?} crosses a scalar"))),

@@ -28,11 +28,39 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Checks configured key hashes: at least one active key (`env` names the variable to set),
+/// each hash 64 hex characters (SHA-256). The reason is readable at start.
+pub fn check_key_hashes(active: &[String], revoked: &[String], env: &str) -> Result<(), String> {
+    if active.is_empty() {
+        return Err(format!("no API key configured: set {env} to SHA-256 hex hashes of the keys (printf %s \"$KEY\" | sha256sum)"));
+    }
+    if active.iter().chain(revoked).any(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err("each hash must be 64 hex characters (SHA-256)".into());
+    }
+    Ok(())
+}
+
 impl ApiKeys {
     /// Keys from their hashes.
     pub fn new(active: &[String], revoked: &[String]) -> Self {
         let norm = |v: &[String]| v.iter().map(|h| h.to_ascii_lowercase()).collect::<HashSet<_>>();
         ApiKeys { active: norm(active), revoked: norm(revoked) }
+    }
+
+    /// Checks an `Authorization` header value; when allowed, also gives the key's hash (what
+    /// per-key limits count by).
+    pub fn check_key(&self, authorization: Option<&str>) -> (AuthResult, Option<String>) {
+        let Some(key) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return (AuthResult::Unauthenticated, None);
+        };
+        let h = hash_key(key);
+        if self.revoked.contains(&h) {
+            (AuthResult::Revoked, None)
+        } else if self.active.contains(&h) {
+            (AuthResult::Allowed, Some(h))
+        } else {
+            (AuthResult::Unauthenticated, None)
+        }
     }
 
     /// Checks an `Authorization` header value.

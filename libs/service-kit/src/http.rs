@@ -34,8 +34,8 @@ pub enum ErrorKind {
     TooLarge,
     /// 415: an unsupported `Content-Type` or `Content-Encoding`.
     UnsupportedMediaType,
-    /// 429 + `Retry-After`: the pipeline behind the API (the bus) is full; nothing of the
-    /// request was accepted, retry it later.
+    /// 429 + `Retry-After`: the pipeline behind the API (the bus) is full, or the caller's
+    /// key is over its rate limit; nothing of the request was accepted, retry it later.
     Backpressure,
     /// 503 + `Retry-After`: this instance has too many requests in flight; retry later.
     Overloaded,
@@ -117,6 +117,12 @@ impl ApiError {
     /// 415 with a specific code (`unsupported_media_type`, `unsupported_encoding`).
     pub fn unsupported_media_type(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::UnsupportedMediaType, code, message)
+    }
+
+    /// 429 `rate_limited` + `Retry-After`: this key sent more requests than its rate limit.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self::new(ErrorKind::Backpressure, "rate_limited", "this key sent more requests than its rate limit; retry after Retry-After seconds")
+            .retry_after(retry_after_secs)
     }
 
     /// 429 `bus_full` + `Retry-After`.
@@ -229,6 +235,8 @@ pub async fn limit_in_flight(State(limit): State<InFlightLimit>, req: Request, n
 pub struct KeyCheck {
     /// Accepted and revoked keys.
     pub keys: Arc<crate::auth::ApiKeys>,
+    /// Requests each key may send (none: unlimited).
+    pub rate: Option<Arc<crate::rate::KeyRateLimit>>,
     /// The service's request counter.
     pub metric: &'static str,
 }
@@ -236,13 +244,21 @@ pub struct KeyCheck {
 /// Middleware (`axum::middleware::from_fn_with_state(check, require_api_key)`): a request
 /// without a valid `Authorization: Bearer <key>` is answered 401 (403 for a revoked key)
 /// from its headers alone, before its body is read and before it takes a permit of
-/// [`limit_in_flight`] (layer this one outside it).
+/// [`limit_in_flight`] (layer this one outside it). A key over its rate limit is answered
+/// 429 `rate_limited` with `Retry-After`, also before its body is read.
 pub async fn require_api_key(State(check): State<KeyCheck>, req: Request, next: Next) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match check.keys.check(authorization) {
-        crate::auth::AuthResult::Allowed => next.run(req).await,
-        crate::auth::AuthResult::Unauthenticated => ApiError::unauthenticated("send Authorization: Bearer <API key>").counted(check.metric),
-        crate::auth::AuthResult::Revoked => ApiError::revoked_key().counted(check.metric),
+    match check.keys.check_key(authorization) {
+        (crate::auth::AuthResult::Allowed, key) => {
+            if let (Some(rate), Some(key)) = (&check.rate, key)
+                && let Err(wait) = rate.check(&key)
+            {
+                return ApiError::rate_limited(wait).counted(check.metric);
+            }
+            next.run(req).await
+        }
+        (crate::auth::AuthResult::Unauthenticated, _) => ApiError::unauthenticated("send Authorization: Bearer <API key>").counted(check.metric),
+        (crate::auth::AuthResult::Revoked, _) => ApiError::revoked_key().counted(check.metric),
     }
 }
 

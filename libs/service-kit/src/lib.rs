@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod rate;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -178,6 +178,44 @@ fn input_errors_exit_non_zero_and_keep_the_rest() {
     assert_eq!((code, s["quarantined"].as_u64()), (0, Some(3)));
 }
 
+/// Numbers that no i64 or f64 holds exactly come back from `eventctl cat` with the digits
+/// they were sent with (issue 25: they were stored as f64, and cat gave other digits back).
+#[test]
+fn numbers_keep_every_digit_through_ingest_and_cat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("numbers.ndjson");
+    let lines = [
+        // Fixes `amount` as a float column, `big` as an integer column.
+        r#"{"data":{"id":"n1","type":"payment","attributes":{"amount":12.5,"big":1,"ratio":0.1}},"meta":{"created_at":1764547200000}}"#,
+        // The same fields with values their columns cannot hold exactly, and a list and a struct holding some.
+        r#"{"data":{"id":"n2","type":"payment","attributes":{"amount":3.14159265358979323846264338327950288,"big":123456789012345678901234567890,"ratio":0.1,"ledger":[1,18446744073709551615,1e-400],"nested":{"x":99999999999999999999999.000001,"y":2}}},"meta":{"created_at":1764547200001,"seq":-98765432109876543210}}"#,
+        // A field whose first value is such a number.
+        r#"{"data":{"id":"n3","type":"payment","attributes":{"fresh":1.00000000000000000000001}},"meta":{"created_at":1764547200002}}"#,
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    let (s, code) = ingest(lake, &[input.to_str().expect("utf8")], &[]);
+    assert_eq!((code, s["valid"].as_u64()), (0, Some(3)), "{s}");
+    let out = ok(eventctl().args(["cat", "--lake", lake]).output().expect("run cat"));
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let line = |id: &str| text.lines().find(|l| l.contains(&format!(r#""id":"{id}""#))).unwrap_or_else(|| panic!("{id} in {text}")).to_owned();
+    let n2 = line("n2");
+    for exact in [
+        r#""amount":3.14159265358979323846264338327950288"#,
+        r#""big":123456789012345678901234567890"#,
+        r#""ledger":[1,18446744073709551615,1e-400]"#,
+        r#""x":99999999999999999999999.000001"#,
+        r#""seq":-98765432109876543210"#,
+    ] {
+        assert!(n2.contains(exact), "{exact} in {n2}");
+    }
+    assert!(line("n3").contains(r#""fresh":1.00000000000000000000001"#), "{}", line("n3"));
+    // The exact values were typed where they could be.
+    let n1 = line("n1");
+    assert!(n1.contains(r#""amount":12.5"#) && n1.contains(r#""big":1,"#), "{n1}");
+}
+
 #[test]
 fn oversized_lines_are_quarantined_without_holding_them() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -353,9 +353,9 @@ async fn main() {
             let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send((http.local_addr().unwrap(), grpc.local_addr().unwrap())).unwrap();
-            tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(server_reader.clone())).into_future());
+            tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(server_reader.clone(), features::api::Access::Open)).into_future());
             tonic::transport::Server::builder()
-                .add_service(FeaturesGrpc::server(server_reader))
+                .add_service(FeaturesGrpc::server(server_reader, features::api::Access::Open))
                 .serve_with_incoming(features::grpc::incoming(grpc))
                 .await
                 .unwrap();

@@ -75,9 +75,12 @@ fn error(e: ApiError) -> Response {
                 "products": [{"product_id": "p1", "values": [12, 340, 2210, 1, 25, 130, 0, 3, 21]}, {"product_id": "p42", "values": [0, 0, 0, 0, 0, 0, 0, 0, 0]}],
                 "as_of_ms": 1767225600000_i64})),
         (status = 400, description = "Not JSON, no ids, or an empty / too long id", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A revoked API key", body = ErrorBody),
         (status = 413, description = "More ids than allowed (1,000) or body too large", body = ErrorBody),
         (status = 503, description = "Overloaded or the store does not answer (Retry-After)", body = ErrorBody),
-    )
+    ),
+    security(("api_key" = []))
 )]
 pub async fn post_features(State(reader): State<Arc<FeatureReader>>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
@@ -113,9 +116,29 @@ async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], crate::openapi::pretty_json())
 }
 
-/// The features API, `/openapi.json`, and `/healthz` `/readyz` `/metrics` (ready when the
-/// store answers).
-pub fn router(reader: Arc<FeatureReader>) -> Router {
+/// Who may read features.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// Callers with one of these API keys (the service always runs so: its configuration
+    /// requires keys). HTTP: 401 without a valid key, 403 for a revoked one.
+    Keys(Arc<service_kit::auth::ApiKeys>),
+    /// Anyone: for tests and benchmarks that call [`router`] directly.
+    Open,
+}
+
+impl Access {
+    /// Checks an `Authorization` value over gRPC (`authorization` metadata).
+    pub fn check(&self, authorization: Option<&str>) -> service_kit::auth::AuthResult {
+        match self {
+            Access::Keys(keys) => keys.check(authorization),
+            Access::Open => service_kit::auth::AuthResult::Allowed,
+        }
+    }
+}
+
+/// The features API (behind `access`), `/openapi.json`, and `/healthz` `/readyz` `/metrics`
+/// (ready when the store answers; open, for probes and scrapers).
+pub fn router(reader: Arc<FeatureReader>, access: Access) -> Router {
     // 1,000 ids of up to 256 bytes, JSON-escaped, fit in well under 2 MiB.
     let body_limit = (reader.max_ids() * 600).max(64 << 10);
     let store = reader.store().clone();
@@ -123,10 +146,13 @@ pub fn router(reader: Arc<FeatureReader>) -> Router {
         let store = store.clone();
         Box::pin(async move { store.ready().await.map_err(|e| e.to_string()) })
     });
-    Router::new()
-        .route("/v1/features", post(post_features))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(reader)
+    let mut api = Router::new().route("/v1/features", post(post_features)).layer(DefaultBodyLimit::max(body_limit));
+    if let Access::Keys(keys) = access {
+        // Checked from the headers, before the body is read.
+        let check = service_kit::http::KeyCheck { keys, rate: None, metric: "features_http_requests_total" };
+        api = api.layer(axum::middleware::from_fn_with_state(check, service_kit::http::require_api_key));
+    }
+    api.with_state(reader)
         .route("/openapi.json", get(openapi_json))
         .merge(service_kit::health::routes(ready))
 }

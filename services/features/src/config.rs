@@ -80,6 +80,14 @@ pub struct FeaturesConfig {
     pub retry_after_secs: u64,
     /// Redis response timeout, milliseconds.
     pub redis_timeout_ms: u64,
+    /// SHA-256 (hex) of the API keys readers send (`Authorization: Bearer <key>` over HTTP,
+    /// `authorization: Bearer <key>` metadata over gRPC); only from the environment
+    /// (`FEATURES_API_KEY_HASHES=hash1,hash2`). Required: the API answers 401 without a key.
+    #[serde(deserialize_with = "service_kit::config::string_list")]
+    pub api_key_hashes: Vec<String>,
+    /// SHA-256 (hex) of revoked keys (403 / PERMISSION_DENIED).
+    #[serde(deserialize_with = "service_kit::config::string_list")]
+    pub revoked_key_hashes: Vec<String>,
     /// The bus.
     pub bus: JetStreamConfig,
 }
@@ -123,6 +131,8 @@ impl Default for FeaturesConfig {
             max_in_flight_reads: 256,
             retry_after_secs: 1,
             redis_timeout_ms: 2000,
+            api_key_hashes: Vec::new(),
+            revoked_key_hashes: Vec::new(),
             bus: JetStreamConfig::default(),
         }
     }
@@ -192,6 +202,9 @@ impl Validate for FeaturesConfig {
             if w.length_secs / w.bucket_secs > 10_000 {
                 return bad("windows", format!("window {:?}: at most 10,000 buckets", w.name));
             }
+        }
+        if let Err(reason) = service_kit::auth::check_key_hashes(&self.api_key_hashes, &self.revoked_key_hashes, "FEATURES_API_KEY_HASHES") {
+            return bad("api_key_hashes", reason);
         }
         if self.key_prefix.is_empty() || self.expire_budget == 0 {
             return bad("key_prefix", "key_prefix must not be empty, expire_budget must be positive".into());

@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::proto::features_server::{Features, FeaturesServer};
 use crate::proto::{GetFeaturesRequest, GetFeaturesResponse, ProductFeatures};
+use crate::api::Access;
 use crate::query::{FeatureReader, QueryError};
 
 /// Connections of a gRPC listener, with TCP_NODELAY (without it a response waits for the
@@ -32,7 +33,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 /// Serves the features, health and reflection services on `listener` until `stop` turns
 /// true; health turns `NOT_SERVING` as soon as it does.
-pub async fn serve(reader: Arc<FeatureReader>, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+pub async fn serve(reader: Arc<FeatureReader>, access: Access, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) -> Result<(), ServeError> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -47,7 +48,7 @@ pub async fn serve(reader: Arc<FeatureReader>, listener: tokio::net::TcpListener
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(FeaturesGrpc::server(reader))
+        .add_service(FeaturesGrpc::server(reader, access))
         .serve_with_incoming_shutdown(incoming(listener), service_kit::shutdown::stopped(stop))
         .await;
     watcher.abort();
@@ -98,18 +99,29 @@ async fn watch_health(reporter: HealthReporter, reader: Arc<FeatureReader>, mut 
 /// The service.
 pub struct FeaturesGrpc {
     reader: Arc<FeatureReader>,
+    access: Access,
 }
 
 impl FeaturesGrpc {
-    /// The tonic server of the service (messages up to 4 MiB).
-    pub fn server(reader: Arc<FeatureReader>) -> FeaturesServer<FeaturesGrpc> {
-        FeaturesServer::new(FeaturesGrpc { reader }).max_decoding_message_size(4 << 20)
+    /// The tonic server of the service (messages up to 4 MiB); calls need a key of `access`
+    /// (`authorization: Bearer <key>` metadata): UNAUTHENTICATED without one,
+    /// PERMISSION_DENIED for a revoked one. Health and reflection stay open.
+    pub fn server(reader: Arc<FeatureReader>, access: Access) -> FeaturesServer<FeaturesGrpc> {
+        FeaturesServer::new(FeaturesGrpc { reader, access }).max_decoding_message_size(4 << 20)
     }
 }
 
 #[tonic::async_trait]
 impl Features for FeaturesGrpc {
     async fn get_features(&self, request: Request<GetFeaturesRequest>) -> Result<Response<GetFeaturesResponse>, Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match self.access.check(authorization) {
+            service_kit::auth::AuthResult::Allowed => {}
+            service_kit::auth::AuthResult::Unauthenticated => {
+                return Err(Status::unauthenticated("send authorization: Bearer <API key> metadata"));
+            }
+            service_kit::auth::AuthResult::Revoked => return Err(Status::permission_denied("this key is revoked")),
+        }
         let ids = request.into_inner().product_ids;
         match self.reader.features(ids).await {
             Ok(a) => {

@@ -46,6 +46,7 @@ pub enum ServiceError {
 /// The assembled features service, ready to run.
 pub struct Features {
     reader: Arc<FeatureReader>,
+    access: crate::api::Access,
     updater: Option<(Consumer, Updater)>,
 }
 
@@ -90,7 +91,8 @@ impl Features {
             config.max_in_flight_reads,
             config.retry_after_secs,
         ));
-        Ok(Features { reader, updater })
+        let access = crate::api::Access::Keys(Arc::new(service_kit::auth::ApiKeys::new(&config.api_key_hashes, &config.revoked_key_hashes)));
+        Ok(Features { reader, access, updater })
     }
 
     /// The updater's counters (when it runs here).
@@ -100,10 +102,10 @@ impl Features {
 
     /// Serves HTTP on `http` and gRPC on `grpc`, runs the updater, until `shutdown`.
     pub async fn run(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<Option<Report>, ServiceError> {
-        let Features { reader, updater } = self;
+        let Features { reader, access, updater } = self;
         let updater = updater.map(|(consumer, u)| tokio::spawn(consumer.run(vec![u], shutdown.consume.clone())));
-        let grpc = tokio::spawn(crate::grpc::serve(reader.clone(), grpc, shutdown.serve.clone()));
-        let http_result = service_kit::serve::http(http, crate::api::router(reader), shutdown.serve).await;
+        let grpc = tokio::spawn(crate::grpc::serve(reader.clone(), access.clone(), grpc, shutdown.serve.clone()));
+        let http_result = service_kit::serve::http(http, crate::api::router(reader, access), shutdown.serve).await;
         let grpc_result = grpc.await.map_err(|e| ServiceError::Serve(e.to_string()))?;
         let report = match updater {
             Some(t) => Some(t.await.map_err(|e| ServiceError::Serve(e.to_string()))?),

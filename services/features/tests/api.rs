@@ -12,28 +12,57 @@ use features::grpc::FeaturesGrpc;
 use features::layout::Batch;
 use features::proto::GetFeaturesRequest;
 use features::proto::features_client::FeaturesClient;
+use features::api::Access;
 use features::query::FeatureReader;
+use service_kit::auth::{ApiKeys, hash_key};
 use features::{Layout, WindowStore};
 use serde_json::{Value, json};
 
-/// Serves HTTP and gRPC on free ports; returns their base URLs.
+const KEY: &str = "reranker-key";
+const REVOKED: &str = "old-reranker-key";
+
+/// Serves HTTP and gRPC on free ports, for callers with `KEY`; returns their base URLs.
 async fn serve(store: Arc<dyn WindowStore>) -> (String, String) {
     let reader = Arc::new(FeatureReader::new(store, Layout::default_layout(), 1000, 256, 64, 1));
+    let access = Access::Keys(Arc::new(ApiKeys::new(&[hash_key(KEY)], &[hash_key(REVOKED)])));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http.local_addr().unwrap();
-    tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(reader.clone())).into_future());
+    tokio::spawn(axum::serve(service_kit::serve::nodelay(http), features::api::router(reader.clone(), access.clone())).into_future());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(FeaturesGrpc::server(reader))
+            .add_service(FeaturesGrpc::server(reader, access))
             .serve_with_incoming(features::grpc::incoming(grpc)),
     );
     (format!("http://{http_addr}"), format!("http://{grpc_addr}"))
 }
 
+/// A gRPC client that sends `key` (if any) with every call.
+async fn grpc_client(
+    url: String,
+    key: Option<&str>,
+) -> FeaturesClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, impl tonic::service::Interceptor>> {
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = key.map(|k| format!("Bearer {k}").parse().unwrap());
+    FeaturesClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(v) = &value {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    })
+}
+
 async fn post(base: &str, body: Vec<u8>) -> (u16, Value, Option<String>) {
-    let r = reqwest::Client::new().post(format!("{base}/v1/features")).header("content-type", "application/json").body(body).send().await.unwrap();
+    post_as(base, Some(KEY), body).await
+}
+
+async fn post_as(base: &str, key: Option<&str>, body: Vec<u8>) -> (u16, Value, Option<String>) {
+    let mut req = reqwest::Client::new().post(format!("{base}/v1/features")).header("content-type", "application/json").body(body);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (status, r.json().await.unwrap_or(Value::Null), retry)
@@ -79,7 +108,7 @@ async fn http_and_grpc_give_the_same_answers_for_a_batch_of_1000() {
         }
     }
 
-    let mut client = FeaturesClient::connect(grpc).await.unwrap();
+    let mut client = grpc_client(grpc, Some(KEY)).await;
     let from_grpc = client.get_features(GetFeaturesRequest { product_ids: ids.clone() }).await.unwrap().into_inner();
     assert_eq!(from_grpc.columns, from_http.columns);
     assert_eq!(from_grpc.as_of_ms, from_http.as_of_ms);
@@ -180,4 +209,31 @@ fn the_checked_in_openapi_document_is_current() {
     let doc: Value = serde_json::from_str(&current).expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/features"]["post"]["responses"]["200"].is_object());
+}
+
+/// The API needs a key (issue 25: it had none while the compose file published its ports):
+/// 401 / UNAUTHENTICATED without one or with an unknown one, 403 / PERMISSION_DENIED for a
+/// revoked one; health stays open for probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_features_needs_an_api_key() {
+    let store: Arc<dyn WindowStore> = Arc::new(features::MemoryStore::new(Layout::default_layout(), 1000, 100));
+    let (http, grpc) = serve(store).await;
+    let body = || br#"{"product_ids": ["p1"]}"#.to_vec();
+    assert_eq!(post_as(&http, None, body()).await.0, 401);
+    let (status, answer, _) = post_as(&http, Some("guess"), body()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(post_as(&http, Some(REVOKED), body()).await.0, 403);
+    assert_eq!(post_as(&http, Some(KEY), body()).await.0, 200);
+    let healthz = reqwest::get(format!("{http}/healthz")).await.unwrap();
+    assert_eq!(healthz.status().as_u16(), 200);
+
+    let ask = || GetFeaturesRequest { product_ids: vec!["p1".into()] };
+    let e = grpc_client(grpc.clone(), None).await.get_features(ask()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let e = grpc_client(grpc.clone(), Some("guess")).await.get_features(ask()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let e = grpc_client(grpc.clone(), Some(REVOKED)).await.get_features(ask()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let ok = grpc_client(grpc, Some(KEY)).await.get_features(ask()).await.unwrap().into_inner();
+    assert_eq!(ok.products.len(), 1);
 }

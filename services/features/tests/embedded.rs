@@ -19,7 +19,11 @@ fn event(i: usize, t: &str, product: &str, created_at: i64) -> OutMessage {
 async fn events_on_the_in_process_bus_are_served_within_a_second() {
     let bus = InProcessBus::new(10_000, 64 << 20);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let config = features::FeaturesConfig { backend: features::Backend::Memory, ..features::FeaturesConfig::default() };
+    let config = features::FeaturesConfig {
+        backend: features::Backend::Memory,
+        api_key_hashes: vec![service_kit::auth::hash_key("test-key")],
+        ..features::FeaturesConfig::default()
+    };
     let service = features::Features::build(&config, Some(std::sync::Arc::new(bus.clone()))).await.unwrap();
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,7 +43,7 @@ async fn events_on_the_in_process_bus_are_served_within_a_second() {
     let client = reqwest::Client::new();
     let body = serde_json::json!({"product_ids": ["p0", "p1", "p2", "zzz"]});
     let answer: FeaturesResponse = loop {
-        let r: FeaturesResponse = client.post(&http).json(&body).send().await.unwrap().json().await.unwrap();
+        let r: FeaturesResponse = client.post(&http).bearer_auth("test-key").json(&body).send().await.unwrap().json().await.unwrap();
         if r.products.iter().map(|p| p.values[2]).sum::<i64>() == 300 && r.products[1].values[8] == 1 {
             break r;
         }
@@ -50,7 +54,9 @@ async fn events_on_the_in_process_bus_are_served_within_a_second() {
     assert_eq!(answer.products[1].values, vec![100, 100, 100, 0, 0, 0, 0, 0, 1]);
     assert_eq!(answer.products[3].values, vec![0; 9]);
     let mut grpc = FeaturesClient::connect(format!("http://{grpc_addr}")).await.unwrap();
-    let g = grpc.get_features(GetFeaturesRequest { product_ids: vec!["p0".into(), "p1".into(), "p2".into(), "zzz".into()] }).await.unwrap().into_inner();
+    let mut ask = tonic::Request::new(GetFeaturesRequest { product_ids: vec!["p0".into(), "p1".into(), "p2".into(), "zzz".into()] });
+    ask.metadata_mut().insert("authorization", "Bearer test-key".parse().unwrap());
+    let g = grpc.get_features(ask).await.unwrap().into_inner();
     for (a, b) in g.products.iter().zip(&answer.products) {
         assert_eq!(a.values, b.values);
     }

@@ -15,7 +15,12 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer_on_the_grpc_port() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let config = features::FeaturesConfig { backend: features::Backend::Memory, updater: false, ..features::FeaturesConfig::default() };
+    let config = features::FeaturesConfig {
+        backend: features::Backend::Memory,
+        updater: false,
+        api_key_hashes: vec![service_kit::auth::hash_key("test-key")],
+        ..features::FeaturesConfig::default()
+    };
     let service = features::Features::build(&config, None).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,7 +6,12 @@
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_latency_is_a_histogram_with_buckets() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let config = features::FeaturesConfig { backend: features::Backend::Memory, updater: false, ..features::FeaturesConfig::default() };
+    let config = features::FeaturesConfig {
+        backend: features::Backend::Memory,
+        updater: false,
+        api_key_hashes: vec![service_kit::auth::hash_key("test-key")],
+        ..features::FeaturesConfig::default()
+    };
     let service = features::Features::build(&config, None).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -14,7 +19,7 @@ async fn the_read_latency_is_a_histogram_with_buckets() {
     let task = tokio::spawn(service.run(http, grpc, service_kit::shutdown::Shutdown::on(stop)));
     let client = reqwest::Client::new();
     for _ in 0..3 {
-        let r = client.post(format!("{base}/v1/features")).json(&serde_json::json!({"product_ids": ["p1"]})).send().await.unwrap();
+        let r = client.post(format!("{base}/v1/features")).bearer_auth("test-key").json(&serde_json::json!({"product_ids": ["p1"]})).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
     let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();

@@ -27,6 +27,7 @@ async fn start(bus: &InProcessBus, prefix: &str, max_id_bytes: usize) -> (String
         key_prefix: prefix.into(),
         max_id_bytes,
         consumer: ConsumerConfig { batch_wait_ms: 50, ..FeaturesConfig::default().consumer },
+        api_key_hashes: vec![service_kit::auth::hash_key("test-key")],
         ..FeaturesConfig::default()
     };
     let service = Features::build(&config, Some(Arc::new(bus.clone()))).await.expect("build");
@@ -42,7 +43,7 @@ async fn start(bus: &InProcessBus, prefix: &str, max_id_bytes: usize) -> (String
 
 async fn impressions(url: &str, ids: &[String]) -> Vec<i64> {
     let body = serde_json::json!({ "product_ids": ids });
-    let r: FeaturesResponse = reqwest::Client::new().post(url).json(&body).send().await.expect("post").json().await.expect("json");
+    let r: FeaturesResponse = reqwest::Client::new().post(url).bearer_auth("test-key").json(&body).send().await.expect("post").json().await.expect("json");
     r.products.iter().map(|p| p.values[0]).collect()
 }
 

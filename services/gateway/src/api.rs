@@ -61,6 +61,8 @@ pub struct Protection {
     pub max_rejection_details: usize,
     /// Rejected lines quarantined one by one; the others go into one summary record.
     pub max_quarantined_per_request: usize,
+    /// Requests each API key may send (429 beyond); `None`: unlimited.
+    pub rate: Option<Arc<service_kit::rate::KeyRateLimit>>,
 }
 
 impl Default for Protection {
@@ -71,6 +73,7 @@ impl Default for Protection {
             max_events_per_request: 100_000,
             max_rejection_details: 100,
             max_quarantined_per_request: 1000,
+            rate: None,
         }
     }
 }
@@ -164,7 +167,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             InFlightLimit { permits: state.in_flight.clone(), retry_after_secs: state.retry_after_secs, metric: REQUESTS_METRIC },
             limit_in_flight,
         ))
-        .layer(middleware::from_fn_with_state(KeyCheck { keys: Arc::new(state.keys.clone()), metric: REQUESTS_METRIC }, require_api_key))
+        .layer(middleware::from_fn_with_state(KeyCheck { keys: Arc::new(state.keys.clone()), rate: protection.rate.clone(), metric: REQUESTS_METRIC }, require_api_key))
         .with_state(state);
     api.route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .merge(service_kit::health::routes(ready))

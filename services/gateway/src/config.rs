@@ -14,7 +14,9 @@ pub struct GatewayConfig {
     pub listen: String,
     /// Largest request body, compressed or not, in bytes (default 10 MiB).
     pub max_body_bytes: usize,
-    /// Largest event (default 1 MiB).
+    /// Largest event (default 1 MiB). This and the bounds of `meta.created_at` are the
+    /// contract's limits: the lake writer must be given the same (`LAKE_WRITER_MAX_EVENT_BYTES`
+    /// ...; k8s/ sets both from one ConfigMap, `eventplat-contract`).
     pub max_event_bytes: usize,
     /// Smallest accepted `meta.created_at` (epoch ms).
     pub min_created_at: i64,
@@ -37,6 +39,12 @@ pub struct GatewayConfig {
     /// Rejected lines quarantined one by one per request (default 1000); the others go into
     /// one summary record (reason `too_many_rejections`).
     pub max_quarantined_per_request: usize,
+    /// Requests each API key may send, per gateway instance: `per_sec` on average with bursts
+    /// of `burst` (`GATEWAY_RATE_LIMIT__PER_SEC`, `GATEWAY_RATE_LIMIT__BURST`; `per_sec = 0`:
+    /// unlimited). Beyond: 429 `rate_limited` with `Retry-After`, before the body is read.
+    /// Default 10,000 a second, bursts of 20,000: far above what one instance serves in
+    /// batches, a bound on a leaked key sending one event a request.
+    pub rate_limit: service_kit::rate::RateLimitConfig,
     /// SHA-256 (hex) of the accepted API keys.
     #[serde(deserialize_with = "service_kit::config::string_list")]
     pub api_key_hashes: Vec<String>,
@@ -52,9 +60,9 @@ impl Default for GatewayConfig {
         GatewayConfig {
             listen: "0.0.0.0:8080".into(),
             max_body_bytes: 10 << 20,
-            max_event_bytes: 1 << 20,
-            min_created_at: 0,
-            max_created_at: 4_102_444_800_000,
+            max_event_bytes: event_contract::Limits::default().max_event_bytes,
+            min_created_at: event_contract::Limits::default().min_created_at,
+            max_created_at: event_contract::Limits::default().max_created_at,
             max_in_flight_requests: 64,
             retry_after_secs: 1,
             body_timeout_secs: 30,
@@ -62,6 +70,7 @@ impl Default for GatewayConfig {
             max_events_per_request: 100_000,
             max_rejection_details: 100,
             max_quarantined_per_request: 1000,
+            rate_limit: service_kit::rate::RateLimitConfig::new(10_000, 20_000),
             api_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
             bus: JetStreamConfig::default(),
@@ -90,15 +99,9 @@ impl Validate for GatewayConfig {
         if self.max_events_per_request == 0 || self.max_quarantined_per_request == 0 {
             return bad("max_events_per_request", "must be positive (and max_quarantined_per_request too)");
         }
-        if self.api_key_hashes.is_empty() {
-            return bad("api_key_hashes", "no API key configured: set GATEWAY_API_KEY_HASHES to SHA-256 hex hashes");
-        }
-        for h in self.api_key_hashes.iter().chain(&self.revoked_key_hashes) {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad("api_key_hashes", "each hash must be 64 hex characters (SHA-256)");
-            }
-        }
-        Ok(())
+        self.rate_limit.check().map_err(|reason| ConfigError::Value { field: "rate_limit", reason })?;
+        service_kit::auth::check_key_hashes(&self.api_key_hashes, &self.revoked_key_hashes, "GATEWAY_API_KEY_HASHES")
+            .map_err(|reason| ConfigError::Value { field: "api_key_hashes", reason })
     }
 }
 
@@ -129,6 +132,7 @@ impl GatewayConfig {
             max_events_per_request: self.max_events_per_request,
             max_rejection_details: self.max_rejection_details,
             max_quarantined_per_request: self.max_quarantined_per_request,
+            rate: self.rate_limit.limiter().map(std::sync::Arc::new),
         }
     }
 }

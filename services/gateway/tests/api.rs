@@ -460,3 +460,29 @@ async fn a_gzip_bomb_of_invalid_lines_is_summarised_and_bounded() {
     let (status, body, _) = post(&base, Some(KEY), "application/x-ndjson", Some("gzip"), bomb).await;
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_many_events")));
 }
+
+/// A key over its rate limit is answered 429 `rate_limited` with `Retry-After`, and nothing
+/// of that request is published; within the limit, requests go through (issue 25).
+#[tokio::test]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
+    let bus = InProcessBus::new(10_000, 64 << 20);
+    let mut events = bus.subscriber("lw", "raw-event.>", Duration::from_secs(30));
+    let protection = Protection { rate: service_kit::rate::RateLimitConfig::new(1, 2).limiter().map(Arc::new), ..Protection::default() };
+    let base = serve_with(Arc::new(bus.clone()), 1 << 20, 8, protection).await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        answers.push(post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&[format!("r{i}")]).into_bytes()).await);
+    }
+    assert_eq!(answers.iter().map(|a| a.0).collect::<Vec<_>>(), vec![202, 202, 429], "{answers:?}");
+    let (_, body, retry_after) = &answers[2];
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let secs: u64 = retry_after.as_deref().and_then(|s| s.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=2).contains(&secs), "{secs}");
+    // A bad key is still 401, not 429: the limit counts only known keys.
+    assert_eq!(post(&base, Some("nope"), "application/x-ndjson", None, ndjson(&["x".into()]).into_bytes()).await.0, 401);
+    // Only the two accepted events are on the bus.
+    assert_eq!(drain(&mut events).await.len(), 2);
+    // After Retry-After, the key sends again.
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    assert_eq!(post(&base, Some(KEY), "application/x-ndjson", None, ndjson(&["r9".into()]).into_bytes()).await.0, 202);
+}

@@ -32,6 +32,15 @@ pub struct LakeWriterConfig {
     pub quarantine_max_age_secs: u64,
     /// Records per quarantine file at most.
     pub quarantine_max_records: usize,
+    /// Largest event, in bytes; this and the bounds of `meta.created_at` must be the
+    /// gateway's (`GATEWAY_MAX_EVENT_BYTES`, ...): the writer checks every event against the
+    /// same contract, and an event the gateway accepted but the writer refuses is
+    /// dead-lettered (default: the contract's, 1 MiB).
+    pub max_event_bytes: usize,
+    /// Smallest accepted `meta.created_at` (epoch ms, default 0).
+    pub min_created_at: i64,
+    /// Bound of `meta.created_at` (epoch ms, exclusive; default 2100-01-01).
+    pub max_created_at: i64,
     /// The bus.
     pub bus: JetStreamConfig,
 }
@@ -58,12 +67,20 @@ impl Default for LakeWriterConfig {
             },
             quarantine_max_age_secs: 60,
             quarantine_max_records: 10_000,
+            max_event_bytes: event_contract::Limits::default().max_event_bytes,
+            min_created_at: event_contract::Limits::default().min_created_at,
+            max_created_at: event_contract::Limits::default().max_created_at,
             bus: JetStreamConfig::default(),
         }
     }
 }
 
 impl LakeWriterConfig {
+    /// The contract's limits events are checked against (the gateway's).
+    pub fn limits(&self) -> event_contract::Limits {
+        event_contract::Limits { max_event_bytes: self.max_event_bytes, min_created_at: self.min_created_at, max_created_at: self.max_created_at }
+    }
+
     /// The events consumer's spec: every event type.
     pub fn events_spec(&self) -> event_bus::ConsumerSpec {
         let mut spec = self.events.spec(vec![event_contract::wire::filter::all_events()]);
@@ -92,6 +109,9 @@ impl Validate for LakeWriterConfig {
         }
         self.events.validate().map_err(|reason| ConfigError::Value { field: "events", reason })?;
         self.quarantine.validate().map_err(|reason| ConfigError::Value { field: "quarantine", reason })?;
+        if self.max_event_bytes == 0 || self.min_created_at >= self.max_created_at {
+            return bad("max_event_bytes", "max_event_bytes must be positive and min_created_at below max_created_at (use the gateway's values)");
+        }
         if self.events.durable == self.quarantine.durable {
             return bad("quarantine", "quarantine.durable must differ from events.durable");
         }

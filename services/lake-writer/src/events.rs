@@ -178,9 +178,9 @@ impl EventWriter {
     /// A writer over a lake with a memory budget for its buffers; `max_age` bounds how long
     /// an event waits before its partition is written.
     /// `source` names the consumer in the commits (its durable name: bus positions are
-    /// unique within its stream).
-    pub fn new(lake: Arc<Lake>, source: &str, memory_bytes: usize, max_age: Duration, counters: Arc<WriterCounters>) -> Self {
-        let limits = BufferLimits {
+    /// unique within its stream). Events are checked against `limits`, the gateway's.
+    pub fn new(lake: Arc<Lake>, source: &str, limits: Limits, memory_bytes: usize, max_age: Duration, counters: Arc<WriterCounters>) -> Self {
+        let buffer_limits = BufferLimits {
             max_bytes: memory_bytes,
             max_partition_raw_bytes: (memory_bytes / 8).max(1 << 20),
             chunk_bytes: 16 << 10,
@@ -188,13 +188,13 @@ impl EventWriter {
         };
         EventWriter {
             lake,
-            buffers: PartitionBuffers::new(limits),
+            buffers: PartitionBuffers::new(buffer_limits),
             pending: HashMap::new(),
             recheck: std::collections::HashSet::new(),
             source: Arc::from(source),
             max_age,
             memory_bytes,
-            limits: Limits::default(),
+            limits,
             counters,
             flushing: JoinSet::new(),
             waiting: VecDeque::new(),

@@ -116,7 +116,7 @@ impl LakeWriterService {
         let workers = config.events.concurrency.max(1);
         let event_writers =
             (0..workers)
-                .map(|_| EventWriter::new(lake.clone(), &config.events.durable, config.memory_bytes / workers, max_age, counters.clone()))
+                .map(|_| EventWriter::new(lake.clone(), &config.events.durable, config.limits(), config.memory_bytes / workers, max_age, counters.clone()))
                 .collect();
         let quarantine_writer = QuarantineWriter::new(
             lake.clone(),

@@ -151,3 +151,36 @@ async fn a_lake_that_does_not_take_writes_is_waited_for_never_dead_lettered() {
     assert_eq!(report.events.dead_lettered, 0);
     assert_eq!(report.writer.rows_written, 200);
 }
+
+/// The writer checks events against the limits it is configured with, which are the
+/// gateway's (issue 25: it used the contract's defaults, so an event a gateway with larger
+/// limits accepted was quarantined by the writer, and one a gateway with tighter bounds
+/// refused could still be stored when published by another producer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_checks_events_against_the_gateways_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf8").to_owned();
+    let bus = InProcessBus::new(10_000, 64 << 20);
+    // A gateway configured for events of up to 2 MiB, created before T0 + 1 h.
+    let mut c = config(&root);
+    c.max_event_bytes = 2 << 20;
+    c.max_created_at = T0 + 3_600_000;
+    let service = LakeWriterService::build(&c, Arc::new(bus.clone())).await.expect("build");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let running = service.start(None, Shutdown::on(rx));
+    let lake = Lake::open(&root, WriteOptions::default()).expect("lake");
+
+    let big = serde_json::json!({"data": {"id": "big", "type": "product_viewed", "attributes": {"text": "x".repeat(3 << 19)}}, "meta": {"created_at": T0}}).to_string();
+    assert!(big.len() > 1 << 20 && big.len() < 2 << 20);
+    let late = serde_json::json!({"data": {"id": "late", "type": "product_viewed", "attributes": {}}, "meta": {"created_at": T0 + 7_200_000}}).to_string();
+    publish(&bus, vec![msg("raw-event.product_viewed", "big", big), msg("raw-event.product_viewed", "late", late), msg("raw-event.product_viewed", "e1", event(1))]).await;
+
+    let want: BTreeSet<String> = ["big", "e1"].into_iter().map(str::to_owned).collect();
+    wait_for("the 1.5 MiB event in the lake", Duration::from_secs(10), async || ids_in_lake(&lake).await == want).await;
+    wait_for("one quarantine record", Duration::from_secs(10), async || !quarantine_rows(dir.path()).is_empty()).await;
+    let rows = quarantine_rows(dir.path());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].3.windows(6).any(|w| w == b"\"late\""), "the late event is the one refused: {rows:?}");
+    stop.send(true).expect("stop");
+    running.join().await.expect("join");
+}

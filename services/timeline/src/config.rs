@@ -198,15 +198,8 @@ impl Validate for TimelineConfig {
         if d.max_write_attempts == 0 || d.write_concurrency == 0 || d.backoff_base_ms == 0 || d.backoff_max_ms < d.backoff_base_ms {
             return bad("dynamodb.max_write_attempts", "attempts, concurrency and backoffs must be positive (max >= base)");
         }
-        if self.api_key_hashes.is_empty() {
-            return bad("api_key_hashes", "no API key configured: set TIMELINE_API_KEY_HASHES to SHA-256 hex hashes");
-        }
-        for h in self.api_key_hashes.iter().chain(&self.revoked_key_hashes) {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad("api_key_hashes", "each hash must be 64 hex characters (SHA-256)");
-            }
-        }
-        Ok(())
+        service_kit::auth::check_key_hashes(&self.api_key_hashes, &self.revoked_key_hashes, "TIMELINE_API_KEY_HASHES")
+            .map_err(|reason| ConfigError::Value { field: "api_key_hashes", reason })
     }
 }
 

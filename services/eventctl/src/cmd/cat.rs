@@ -51,9 +51,8 @@ pub fn run(args: CatArgs) -> Result<i32> {
         if date.as_ref().is_some_and(|want| *want != d) || hour.is_some_and(|want| want != h) {
             continue;
         }
-        for ev in rt.block_on(lake.read_events(&f))? {
-            serde_json::to_writer(&mut out, &ev)?;
-            if let Err(e) = out.write_all(b"\n") {
+        for ev in rt.block_on(lake.read_events_json(&f))? {
+            if let Err(e) = out.write_all(ev.as_bytes()).and_then(|()| out.write_all(b"\n")) {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(0);
                 }

@@ -153,6 +153,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
         backend: features::Backend::Memory,
         listen: args.features_listen.clone(),
         grpc_listen: args.features_grpc_listen.clone(),
+        api_key_hashes: vec![hash_key(&key)],
         ..features::FeaturesConfig::default()
     };
     let features_service = features::Features::build(&features_config, Some(shared.clone())).await.context("starting the features service")?;
@@ -187,7 +188,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
     println!("  lake       {lake_url}");
     println!("  timeline   http://{}/v1/users/{{user_id}}/events   (SQLite {}; the API key above is its bearer token)", timeline_addr, args.timeline_db.display());
     println!("  stats      http://{stats_addr}/v1/users/{{user_id}}/stats?days=7   (SQLite {}; the API key above is a service key)", args.stats_db.display());
-    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows)", features_http_addr, features_grpc_addr);
+    println!("  features   http://{}/v1/features   gRPC {} (features.v1.Features; in-memory windows; the API key above is its bearer token)", features_http_addr, features_grpc_addr);
     println!("  send       eventctl gen -n 1000 | curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/x-ndjson' --data-binary @- http://{addr}/v1/events");
     println!("  read       curl -s -H 'Authorization: Bearer {sample_token}' http://{stats_addr}/v1/users/u1/stats   (a 24 h HS256 JWT of user u1)");
     match &provider {
