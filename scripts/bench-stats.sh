@@ -27,8 +27,11 @@ PGBASE="${DATABASE_URL%/*}"
 DB_URL="$PGBASE/stats_bench"
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q -p stats --bins --example bench_idp
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# BENCH_PROFILE=profiling: the same build with symbols (for perf); BENCH_PERF=FILE: record a
+# perf profile of the RS256 run's server into FILE.
+PROFILE="${BENCH_PROFILE:-release}"
+cargo build --profile "$PROFILE" -q -p stats --bins --example bench_idp
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -100,7 +103,13 @@ env BENCH_TOKENS="$OUT/tokens-rs256.txt" wrk -t1 -c8 -d3s -s scripts/bench/stats
 echo "== wrk -t1 -c$CONNS -d${SECS}s (2 cores shared by wrk and the server)"
 read -r base_rps base_p99 < <(run_wrk "baseline (minimal axum)" http://127.0.0.1:18090 BENCH_KEY=$KEY BENCH_USERS="$USERS")
 read -r cached_rps cached_p99 < <(run_wrk "cached (hot users, HS256)" http://127.0.0.1:18083 BENCH_TOKENS="$OUT/tokens.txt")
+perf_pid=
+if [ -n "${BENCH_PERF:-}" ]; then
+  perf record -F 999 -g -o "$BENCH_PERF" -p "$(ss -ltnpH 'sport = :18086' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)" -- sleep "$SECS" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
 read -r rs_rps rs_p99 < <(run_wrk "cached (hot users, RS256)" http://127.0.0.1:18086 BENCH_TOKENS="$OUT/tokens-rs256.txt")
+[ -n "$perf_pid" ] && wait "$perf_pid"
 read -r redis_rps redis_p99 < <(run_wrk "cached, Redis only" http://127.0.0.1:18084 BENCH_TOKENS="$OUT/tokens.txt")
 read -r db_rps db_p99 < <(run_wrk "uncached (random of 10M)" http://127.0.0.1:18085 BENCH_KEY=$KEY BENCH_USERS="$USERS")
 echo "== ratios to the baseline"

@@ -22,6 +22,7 @@ pub mod query;
 pub mod service;
 pub mod store;
 pub mod tally;
+pub mod ttl_cache;
 
 pub use aggregator::{Aggregator, AggregatorOptions, AggregatorStats, Fatal};
 pub use api::{AppState, router};

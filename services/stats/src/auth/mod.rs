@@ -16,7 +16,7 @@
 pub mod jwks;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -170,17 +170,6 @@ const VERIFIED_CAPACITY: u64 = 200_000;
 /// Longest a verified token is remembered.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
-/// Each entry expires with its token (plus the leeway), and after [`VERIFIED_TTL`] at most.
-struct ExpireWithToken {
-    leeway: u64,
-}
-
-impl moka::Expiry<[u8; 32], Arc<Verified>> for ExpireWithToken {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &Arc<Verified>, _at: Instant) -> Option<Duration> {
-        let left = (value.exp + self.leeway).saturating_sub(unix_now());
-        Some(VERIFIED_TTL.min(Duration::from_secs(left)))
-    }
-}
 
 fn unix_now() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
@@ -192,7 +181,8 @@ pub struct Authenticator {
     hs256: Option<DecodingKey>,
     jwks: Option<Arc<Jwks>>,
     config: JwtConfig,
-    verified: moka::future::Cache<[u8; 32], Arc<Verified>>,
+    /// Each entry expires with its token (plus the leeway), and after [`VERIFIED_TTL`] at most.
+    verified: crate::ttl_cache::TtlCache<[u8; 32], Arc<Verified>>,
 }
 
 fn unauthenticated(m: impl Into<String>) -> AuthError {
@@ -219,10 +209,7 @@ impl Authenticator {
         } else {
             None
         };
-        let verified = moka::future::Cache::builder()
-            .max_capacity(VERIFIED_CAPACITY)
-            .expire_after(ExpireWithToken { leeway: config.leeway_secs })
-            .build();
+        let verified = crate::ttl_cache::TtlCache::new(VERIFIED_CAPACITY, VERIFIED_TTL);
         Ok(Authenticator { keys: ApiKeys::new(active, revoked), hs256, jwks, config: config.clone(), verified })
     }
 
@@ -273,9 +260,9 @@ impl Authenticator {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
         let generation = self.jwks.as_ref().map_or(0, |j| j.generation());
-        if let Some(v) = self.verified.get(&digest).await {
+        if let Some(v) = self.verified.get(&digest) {
             if v.exp + self.config.leeway_secs < now {
-                self.verified.invalidate(&digest).await;
+                self.verified.remove(&digest);
                 return Err(unauthenticated("the JWT has expired"));
             }
             if v.generation == generation {
@@ -285,7 +272,8 @@ impl Authenticator {
         }
         let verified = self.verify(token, generation).await?;
         let user = verified.user.clone();
-        self.verified.insert(digest, Arc::new(verified)).await;
+        let left = (verified.exp + self.config.leeway_secs).saturating_sub(now);
+        self.verified.insert_for(digest, Arc::new(verified), Duration::from_secs(left));
         Ok(Caller::User(user))
     }
 

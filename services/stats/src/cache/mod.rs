@@ -36,6 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use link::{MAX_PENDING, RedisLink};
 pub use single_flight::SingleFlight;
 
+use crate::ttl_cache::TtlCache;
+
 /// Counts of a day range: per metric (configuration order), per day.
 pub type Counts = Vec<Vec<i64>>;
 
@@ -138,10 +140,10 @@ const WINDOWS_PER_USER: usize = 16;
 pub struct StatsCache {
     settings: CacheSettings,
     pieces: Pieces,
-    responses: Option<moka::future::Cache<String, UserResponses>>,
+    responses: Option<TtlCache<String, UserResponses>>,
     /// Users' local versions (a user without one gets a fresh one: an evicted version makes
     /// what was stored under it a miss, never a stale hit).
-    versions: moka::future::Cache<String, u64>,
+    versions: TtlCache<String, u64>,
     next_version: AtomicU64,
     flights: Arc<SingleFlight<Arc<Rendered>>>,
 }
@@ -185,9 +187,8 @@ impl StatsCache {
     }
 
     fn with(settings: CacheSettings, pieces: Pieces, response_ttl: Duration) -> StatsCache {
-        let responses = (!settings.disabled && !response_ttl.is_zero())
-            .then(|| moka::future::Cache::builder().max_capacity(settings.local_capacity).time_to_live(response_ttl).build());
-        let versions = moka::future::Cache::builder().max_capacity(settings.local_capacity).time_to_live(settings.closed_ttl + Duration::from_secs(60)).build();
+        let responses = (!settings.disabled && !response_ttl.is_zero()).then(|| TtlCache::new(settings.local_capacity, response_ttl));
+        let versions = TtlCache::new(settings.local_capacity, settings.closed_ttl + Duration::from_secs(60));
         StatsCache { settings, pieces, responses, versions, next_version: AtomicU64::new(1), flights: Arc::new(SingleFlight::default()) }
     }
 
@@ -220,23 +221,20 @@ impl StatsCache {
 
     /// The user's local version (a fresh one when it has none).
     async fn local_version(&self, user: &str) -> u64 {
-        if let Some(v) = self.versions.get(user).await {
-            return v;
-        }
-        self.versions.get_with(user.to_owned(), async { self.next_version() }).await
+        self.versions.get_or_insert_with(user, || self.next_version())
     }
 
     /// A finished response held in the process, if computed under the user's current version.
     pub async fn response(&self, user: &str, days: u16, today: i32) -> Option<Arc<Rendered>> {
-        let entry = self.responses.as_ref()?.get(user).await?;
-        let version = self.versions.get(user).await?;
+        let entry = self.responses.as_ref()?.get(user)?;
+        let version = self.versions.get(user)?;
         lock(&entry).iter().find(|(k, v, _)| *k == (days, today) && *v == version).map(|(_, _, r)| r.clone())
     }
 
     /// Keeps a finished response computed under `version` (see [`Found::local`]).
     pub async fn put_response(&self, user: &str, days: u16, today: i32, version: u64, rendered: Arc<Rendered>) {
         let Some(responses) = &self.responses else { return };
-        let entry = responses.get_with(user.to_owned(), async { Arc::new(Mutex::new(Vec::new())) }).await;
+        let entry = responses.get_or_insert_with(user, || Arc::new(Mutex::new(Vec::new())));
         let mut list = lock(&entry);
         list.retain(|(k, v, _)| k.1 == today && k.0 != days && *v == version);
         list.push(((days, today), version, rendered));
@@ -340,11 +338,11 @@ impl StatsCache {
     /// it. With Redis down, the Redis part waits until it answers (see [`link`]).
     pub async fn invalidate(&self, users: &[(String, bool)], today: i32) {
         for (u, _) in users {
-            self.versions.insert(u.clone(), self.next_version()).await;
+            self.versions.insert(u.clone(), self.next_version());
         }
         if let Some(r) = &self.responses {
             for (u, _) in users {
-                r.invalidate(u).await;
+                r.remove(u.as_str());
             }
         }
         match &self.pieces {
