@@ -13,6 +13,13 @@
 //!
 //! `{date}` in the SQL is replaced by the day (validated `YYYY-MM-DD`).
 //!
+//! The built-in files are the defaults; `eventctl kpi --kpis DIR` runs the `*.sql` files of a
+//! folder instead ([`definitions_in`]), since every business names its columns differently.
+//!
+//! One KPI that fails (a column the lake does not have, a type error) does not sink the
+//! others: the run records it with its reason ([`Partial::failed`], [`Report::failed`]),
+//! computes and writes the rest, and the CLI exits non-zero.
+//!
 //! A run (whole or shard) produces a [`Partial`]; [`merge`] turns partials of all shards into a
 //! [`Report`]. A whole run is the merge of the single partial of shard 1/1, so shard + merge
 //! and the whole run share the same code path and agree exactly.
@@ -115,6 +122,40 @@ pub fn definitions() -> Result<Vec<KpiDef>, QueryError> {
     SOURCES.iter().map(|(file, text)| KpiDef::parse(file, text)).collect()
 }
 
+/// The KPI definitions of the `*.sql` files of `dir` (in file name order), each with the
+/// header the built-in ones have. A file without a valid header, or two KPIs of one name,
+/// are refused with the file named.
+pub fn definitions_in(dir: &Path) -> Result<Vec<KpiDef>, QueryError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| QueryError::io(dir, e))?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(QueryError::Invalid(format!("{}: no *.sql KPI files", dir.display())));
+    }
+    let mut defs: Vec<KpiDef> = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| QueryError::io(&f, e))?;
+        let def = KpiDef::parse(&f.display().to_string(), &text)?;
+        if defs.iter().any(|d| d.name == def.name) {
+            return Err(QueryError::Invalid(format!("{}: a second KPI named {:?}", f.display(), def.name)));
+        }
+        defs.push(def);
+    }
+    Ok(defs)
+}
+
+/// The KPIs of `dir`, or the built-in ones.
+pub fn load(dir: Option<&Path>) -> Result<Vec<KpiDef>, QueryError> {
+    match dir {
+        Some(d) => definitions_in(d),
+        None => definitions(),
+    }
+}
+
 /// A fingerprint of the definitions (FNV-1a of the SQL texts): partials computed with other
 /// definitions are refused by the merge.
 pub fn definitions_id(defs: &[KpiDef]) -> String {
@@ -169,6 +210,9 @@ pub struct Partial {
     pub definitions: String,
     /// Per KPI.
     pub kpis: BTreeMap<String, PartialKpi>,
+    /// KPIs that failed, with the reason (the others are in `kpis`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
     /// What was read.
     pub read: ReadSnapshot,
     /// Wall time of the run.
@@ -194,31 +238,45 @@ pub enum Progress<'a> {
     },
 }
 
-/// Runs every KPI for a day on a session (whose shard it computes).
-pub async fn run(session: &LakeSession, date: &str, progress: &(dyn Fn(Progress<'_>) + Sync)) -> Result<Partial, QueryError> {
+/// Runs every KPI of `defs` for a day on a session (whose shard it computes). A KPI that
+/// fails is recorded in [`Partial::failed`] with its reason and the others still run; only
+/// what concerns the whole run (a bad date, a lake that cannot be listed) is an error.
+pub async fn run(session: &LakeSession, date: &str, defs: &[KpiDef], progress: &(dyn Fn(Progress<'_>) + Sync)) -> Result<Partial, QueryError> {
     parse_date(date)?;
-    let defs = definitions()?;
     let started = Instant::now();
     let known: BTreeSet<String> = session.catalog().types().await?.into_iter().collect();
     let mut kpis = BTreeMap::new();
+    let mut failed = BTreeMap::new();
     for (index, def) in defs.iter().enumerate() {
         progress(Progress::Started { name: &def.name, index, total: defs.len() });
         let missing = def.tables.iter().any(|t| !t.starts_with("lake.") && !known.contains(t));
-        let batches = if missing {
+        let computed = if missing {
             tracing::warn!(kpi = %def.name, tables = ?def.tables, "a table of this KPI is not in the lake: counted as empty");
-            Vec::new()
+            partial_of(def, &[])
         } else {
-            session.collect(&def.sql_for(date)).await?
+            match session.collect(&def.sql_for(date)).await {
+                Ok(batches) => partial_of(def, &batches),
+                Err(e) => Err(e),
+            }
         };
-        kpis.insert(def.name.clone(), partial_of(def, &batches)?);
+        match computed {
+            Ok(p) => {
+                kpis.insert(def.name.clone(), p);
+            }
+            Err(e) => {
+                tracing::warn!(kpi = %def.name, error = %e, "KPI failed; the others go on");
+                failed.insert(def.name.clone(), e.to_string());
+            }
+        }
         progress(Progress::Finished { name: &def.name });
     }
     Ok(Partial {
         format: PARTIAL_FORMAT.to_owned(),
         date: date.to_owned(),
         shard: session.catalog().shard(),
-        definitions: definitions_id(&defs),
+        definitions: definitions_id(defs),
         kpis,
+        failed,
         read: session.stats().snapshot(),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
@@ -333,6 +391,9 @@ pub struct Report {
     pub shards: u32,
     /// Per KPI, in name order.
     pub kpis: BTreeMap<String, KpiValue>,
+    /// KPIs that failed (in any shard), with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
     /// KPI titles.
     pub titles: BTreeMap<String, String>,
     /// Reads of all shards together.
@@ -341,10 +402,10 @@ pub struct Report {
     pub elapsed_ms: u64,
 }
 
-/// Merges the partials of every shard of a day (each shard exactly once).
-pub fn merge(partials: &[Partial]) -> Result<Report, QueryError> {
+/// Merges the partials of every shard of a day (each shard exactly once), computed with the
+/// KPIs `defs`. A KPI that failed in any shard is reported failed, with the first reason.
+pub fn merge(partials: &[Partial], defs: &[KpiDef]) -> Result<Report, QueryError> {
     let first = partials.first().ok_or_else(|| QueryError::Invalid("no partial results to merge".into()))?;
-    let defs = definitions()?;
     let n = first.shard.count;
     let mut seen = BTreeSet::new();
     for p in partials {
@@ -357,7 +418,7 @@ pub fn merge(partials: &[Partial]) -> Result<Report, QueryError> {
                 first.date, first.shard, p.date, p.shard
             )));
         }
-        if p.definitions != definitions_id(&defs) {
+        if p.definitions != definitions_id(defs) {
             return Err(QueryError::Invalid(format!("shard {} was computed with other KPI definitions: re-run it", p.shard)));
         }
         if !seen.insert(p.shard.index) {
@@ -369,7 +430,12 @@ pub fn merge(partials: &[Partial]) -> Result<Report, QueryError> {
         return Err(QueryError::Invalid(format!("missing shards {}: run them with --shard and merge again", missing.join(", "))));
     }
     let mut kpis = BTreeMap::new();
-    for def in &defs {
+    let mut failed = BTreeMap::new();
+    for def in defs {
+        if let Some(why) = partials.iter().find_map(|p| p.failed.get(&def.name)) {
+            failed.insert(def.name.clone(), why.clone());
+            continue;
+        }
         let parts: Vec<&PartialKpi> = partials.iter().filter_map(|p| p.kpis.get(&def.name)).collect();
         if parts.len() != partials.len() {
             return Err(QueryError::Invalid(format!("KPI {} missing from a partial", def.name)));
@@ -389,6 +455,7 @@ pub fn merge(partials: &[Partial]) -> Result<Report, QueryError> {
         date: first.date.clone(),
         shards: n,
         kpis,
+        failed,
         titles: defs.iter().map(|d| (d.name.clone(), d.title.clone())).collect(),
         read,
         elapsed_ms: partials.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
@@ -574,6 +641,7 @@ mod tests {
             shard,
             definitions: definitions_id(&defs),
             kpis,
+            failed: BTreeMap::new(),
             read: ReadSnapshot::default(),
             elapsed_ms: 1,
         }
@@ -583,17 +651,25 @@ mod tests {
     fn merge_adds_sums_and_unites_sets() {
         let a = partial(Shard { index: 1, count: 2 }, &["u1", "u2"], vec![(vec![Value::from("t"), Value::from(1)], vec![3])]);
         let b = partial(Shard { index: 2, count: 2 }, &["u2", "u3"], vec![(vec![Value::from("t"), Value::from(1)], vec![4]), (vec![Value::from("t"), Value::from(2)], vec![1])]);
-        let r = merge(&[b.clone(), a.clone()]).expect("merge");
+        let defs = definitions().expect("defs");
+        let r = merge(&[b.clone(), a.clone()], &defs).expect("merge");
         assert_eq!(r.kpis["daily_active_users"], KpiValue::Count(3));
         assert_eq!(r.kpis["sales"], KpiValue::Measures(BTreeMap::from([("n".to_owned(), 4)])));
         let KpiValue::Rows(rows) = &r.kpis["events_by_type_hour"] else { panic!("rows") };
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["events"], Value::from(7));
+        // A KPI that failed in one shard is failed in the merge, with its reason; the others merge.
+        let mut broken = b.clone();
+        broken.kpis.remove("sales");
+        broken.failed.insert("sales".into(), "column price not found".into());
+        let r = merge(&[a.clone(), broken], &defs).expect("merge");
+        assert_eq!(r.failed.get("sales").map(String::as_str), Some("column price not found"));
+        assert!(!r.kpis.contains_key("sales") && r.kpis.contains_key("daily_active_users"));
         // Missing, repeated, or foreign shards are refused.
-        assert!(merge(std::slice::from_ref(&a)).is_err_and(|e| e.to_string().contains("2/2")));
-        assert!(merge(&[a.clone(), a.clone()]).is_err());
+        assert!(merge(std::slice::from_ref(&a), &defs).is_err_and(|e| e.to_string().contains("2/2")));
+        assert!(merge(&[a.clone(), a.clone()], &defs).is_err());
         let mut other = b.clone();
         other.date = "2026-11-24".into();
-        assert!(merge(&[a, other]).is_err());
+        assert!(merge(&[a, other], &defs).is_err());
     }
 }

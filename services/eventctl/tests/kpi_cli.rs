@@ -220,3 +220,64 @@ fn query_prints_tables_csv_json_and_parquet() {
     }
     assert_eq!(counts.len(), 2);
 }
+
+/// One KPI that cannot be computed on this lake (its `product_sold` events carry
+/// `price_cents`, not the `price` the built-in `sales` KPI reads) is reported with its reason
+/// and a non-zero exit; every other KPI is computed and written. With `--kpis DIR`, the
+/// business's own KPI files run instead (issue 30).
+#[test]
+fn a_broken_kpi_is_reported_and_the_others_are_written_and_own_kpi_files_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    let t0: i64 = 1_795_428_000_000; // DAY 10:00 UTC
+    let mut lines = Vec::new();
+    for i in 0..30 {
+        lines.push(format!(r#"{{"data":{{"id":"u{i}","type":"user_created","attributes":{{"user_id":"u{i}"}}}},"meta":{{"created_at":{}}}}}"#, t0 + i));
+    }
+    for i in 0..10 {
+        lines.push(format!(
+            r#"{{"data":{{"id":"s{i}","type":"product_sold","attributes":{{"user_id":"u{i}","product_id":"p{i}","price_cents":{}}}}},"meta":{{"created_at":{}}}}}"#,
+            1000 + i,
+            t0 + 100 + i
+        ));
+    }
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    ingest(lake, &input);
+
+    let out_dir = dir.path().join("kpis-out");
+    let out = eventctl()
+        .args(["kpi", "--date", DAY, "--json", "--lake", lake, "--out", out_dir.to_str().expect("utf8")])
+        .output()
+        .expect("kpi");
+    assert_eq!(out.status.code(), Some(1), "a failed KPI makes the exit code non-zero: {}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    let why = report["failed"]["sales"].as_str().unwrap_or_else(|| panic!("sales reported failed: {report}"));
+    assert!(why.contains("price"), "the reason names the column: {why}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KPI sales failed"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The others are computed and written.
+    assert_eq!(report["kpis"]["new_users"], 30, "{report}");
+    assert_eq!(report["kpis"]["products_sold"], 10, "{report}");
+    assert_eq!(report["kpis"]["daily_active_users"], 30, "{report}");
+    let written: Value = serde_json::from_slice(&std::fs::read(out_dir.join("kpis.json")).expect("kpis.json written")).expect("json");
+    assert_eq!(written["kpis"]["new_users"], 30);
+    assert!(written["kpis"].get("sales").is_none() && written["failed"]["sales"].is_string());
+
+    // The business's own KPI files.
+    let kpis = dir.path().join("our-kpis");
+    std::fs::create_dir_all(&kpis).expect("mkdir");
+    std::fs::write(
+        kpis.join("sales_cents.sql"),
+        "-- kpi: sales\n-- title: Sales and GMV (cents)\n-- merge: sum\n-- tables: product_sold\nSELECT count(*) AS sales, coalesce(sum(price_cents), 0) AS gmv_cents FROM product_sold WHERE date = DATE '{date}'\n",
+    )
+    .expect("write");
+    let ours = kpi(lake, &dir.path().join("ours-out"), &["--kpis", kpis.to_str().expect("utf8")]);
+    assert_eq!(ours["kpis"]["sales"], serde_json::json!({"sales": 10, "gmv_cents": (1000..1010).sum::<i64>()}), "{ours}");
+    assert_eq!(ours["kpis"].as_object().map(|m| m.len()), Some(1), "only the folder's KPIs run: {ours}");
+    // A folder without KPI files is refused with a clear message.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = eventctl().args(["kpi", "--date", DAY, "--lake", lake, "--kpis", empty.to_str().expect("utf8")]).output().expect("kpi");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no *.sql KPI files"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -57,6 +57,10 @@ pub struct KpiRunArgs {
     /// Query threads (default: the number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run the KPI files (`*.sql`, each with a `-- kpi:` / `-- merge:` header) of this folder
+    /// instead of the built-in ones (libs/lake-query/kpis/).
+    #[arg(long, value_name = "DIR")]
+    pub kpis: Option<PathBuf>,
 }
 
 /// Options of `eventctl kpi merge`.
@@ -71,6 +75,9 @@ pub struct KpiMergeArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The KPI folder the shards were computed with (`--kpis` of the runs).
+    #[arg(long, value_name = "DIR")]
+    pub kpis: Option<PathBuf>,
 }
 
 /// Runs `eventctl kpi` (a day, a shard of it, or `merge`).
@@ -97,6 +104,7 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
 fn run_day(args: KpiRunArgs) -> Result<i32> {
     let Some(date) = args.date.clone() else { bail!("--date YYYY-MM-DD is required (or use `eventctl kpi merge`)") };
     kpi::parse_date(&date)?;
+    let defs = kpi::load(args.kpis.as_deref())?;
     let shard = args.shard.unwrap_or(Shard::WHOLE);
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{date}")));
     let rt = runtime(args.threads)?;
@@ -125,7 +133,7 @@ fn run_day(args: KpiRunArgs) -> Result<i32> {
                 }
             }
         };
-        let r = kpi::run(&session, &date, &on_progress).await;
+        let r = kpi::run(&session, &date, &defs, &on_progress).await;
         if let Some(t) = ticker {
             t.abort();
         }
@@ -144,6 +152,7 @@ fn run_day(args: KpiRunArgs) -> Result<i32> {
             "date": date, "shard": shard.to_string(), "partial": path.display().to_string(),
             "partial_bytes": body.len(), "read": partial.read, "elapsed_ms": partial.elapsed_ms,
         });
+        report_failures(&partial.failed);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         } else {
@@ -157,28 +166,44 @@ fn run_day(args: KpiRunArgs) -> Result<i32> {
                 shard.count
             );
         }
-        return Ok(0);
+        return Ok(if partial.failed.is_empty() { 0 } else { 1 });
     }
-    let report = kpi::merge(std::slice::from_ref(&partial))?;
+    let report = kpi::merge(std::slice::from_ref(&partial), &defs)?;
     finish(&report, &out, args.json)
 }
 
 fn merge(args: KpiMergeArgs) -> Result<i32> {
     let partials = args.partials.iter().map(|p| kpi::read_partial(p)).collect::<Result<Vec<_>, _>>()?;
-    let report = kpi::merge(&partials)?;
+    let defs = kpi::load(args.kpis.as_deref())?;
+    let report = kpi::merge(&partials, &defs)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{}", report.date)));
     finish(&report, &out, args.json)
 }
 
-/// Writes the report's files and prints it.
+/// Tells on stderr which KPIs failed and why.
+fn report_failures(failed: &std::collections::BTreeMap<String, String>) {
+    for (name, why) in failed {
+        eprintln!("eventctl kpi: KPI {name} failed: {why}");
+    }
+    if !failed.is_empty() {
+        eprintln!("eventctl kpi: {} KPI(s) failed; the others were computed and written", failed.len());
+    }
+}
+
+/// Writes the report's files and prints it; exit code 1 when a KPI failed (the others are
+/// written all the same).
 fn finish(report: &Report, out: &Path, json: bool) -> Result<i32> {
     let mut files = kpi::write_report(report, out)?;
-    let png = out.join("hourly_volume.png");
-    lake_query::chart::draw_hourly(report, &png)?;
-    files.push(png);
+    if report.kpis.contains_key("events_by_type_hour") {
+        let png = out.join("hourly_volume.png");
+        lake_query::chart::draw_hourly(report, &png)?;
+        files.push(png);
+    }
+    report_failures(&report.failed);
+    let code = if report.failed.is_empty() { 0 } else { 1 };
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(0);
+        return Ok(code);
     }
     print_report(report);
     println!(
@@ -191,7 +216,7 @@ fn finish(report: &Report, out: &Path, json: bool) -> Result<i32> {
         if report.shards > 1 { format!(" (slowest of {} shards)", report.shards) } else { String::new() }
     );
     println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
-    Ok(0)
+    Ok(code)
 }
 
 fn print_report(report: &Report) {
