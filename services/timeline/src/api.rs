@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use event_lake::Lake;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use service_kit::auth::{ApiKeys, AuthResult};
 use tokio::sync::Semaphore;
@@ -118,10 +117,11 @@ pub struct TimelineEvent {
     pub lake_partition: String,
     /// When this entry leaves the hot window (epoch seconds).
     pub expires_at: i64,
-    /// With `include=payload`: the full event from the lake, when found.
+    /// With `include=payload`: the full event from the lake, when found (numbers with the
+    /// digits they were sent with).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub payload: Option<Value>,
+    pub payload: Option<Box<RawValue>>,
 }
 
 pub use service_kit::http::{ApiError, ErrorBody};

@@ -8,21 +8,22 @@ use std::collections::{HashMap, HashSet};
 use event_lake::reader::DataFile;
 use event_lake::{Lake, PartitionKey};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::item::Item;
 
 /// Partitions read at once.
 const CONCURRENT_PARTITIONS: usize = 4;
 
-/// The full events of `items` found in the lake, by event id.
-pub async fn fetch(lake: &Lake, items: &[Item]) -> Result<HashMap<String, Value>, event_lake::LakeError> {
+/// The full events of `items` found in the lake, by event id, as the lake rebuilds them
+/// (`eventctl cat`'s text: every number with its digits).
+pub async fn fetch(lake: &Lake, items: &[Item]) -> Result<HashMap<String, Box<RawValue>>, event_lake::LakeError> {
     // Owned keys: the stream's futures must not borrow from `items` (the handler is Send).
     let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
     for it in items {
         wanted.entry(it.lake.clone()).or_default().insert(it.id().to_owned());
     }
-    let found: Vec<Vec<(String, Value)>> = futures::stream::iter(wanted)
+    let found: Vec<Vec<(String, Box<RawValue>)>> = futures::stream::iter(wanted)
         .map(|(dir, ids)| read_partition(lake, dir, ids))
         .buffer_unordered(CONCURRENT_PARTITIONS)
         .try_collect()
@@ -30,7 +31,20 @@ pub async fn fetch(lake: &Lake, items: &[Item]) -> Result<HashMap<String, Value>
     Ok(found.into_iter().flatten().collect())
 }
 
-async fn read_partition(lake: &Lake, dir: String, mut ids: HashSet<String>) -> Result<Vec<(String, Value)>, event_lake::LakeError> {
+/// Only the id of a rebuilt event (the rest is skipped, not parsed into values).
+#[derive(serde::Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    data: DataId<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct DataId<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+async fn read_partition(lake: &Lake, dir: String, mut ids: HashSet<String>) -> Result<Vec<(String, Box<RawValue>)>, event_lake::LakeError> {
     let Some(partition) = PartitionKey::parse(&dir) else {
         return Ok(Vec::new());
     };
@@ -44,10 +58,13 @@ async fn read_partition(lake: &Lake, dir: String, mut ids: HashSet<String>) -> R
         if ids.is_empty() {
             break;
         }
-        for ev in lake.read_events(&file).await? {
-            let Some(id) = ev.pointer("/data/id").and_then(Value::as_str) else { continue };
-            if ids.remove(id) {
-                out.push((id.to_owned(), ev));
+        for text in lake.read_events_json(&file).await? {
+            let Ok(IdOnly { data: DataId { id } }) = serde_json::from_str::<IdOnly<'_>>(&text) else { continue };
+            if ids.remove(id.as_ref()) {
+                let id = id.into_owned();
+                if let Ok(raw) = RawValue::from_string(text) {
+                    out.push((id, raw));
+                }
             }
         }
     }

@@ -208,8 +208,22 @@ async fn include_payload_reads_full_events_from_the_lake(backend: Backend) {
     h.publish(&events).await;
     // The lake writer's job, done here: the first three events committed to the lake.
     let key = event_lake::PartitionKey::of(std::sync::Arc::from("product_viewed"), t);
-    let lines: Vec<Vec<u8>> = events[..3].iter().map(|e| e.to_string().into_bytes()).collect();
+    let mut lines: Vec<Vec<u8>> = events[..3].iter().map(|e| e.to_string().into_bytes()).collect();
+    // e0 as its producer sent it, with a number no f64 holds: the payload keeps its digits.
+    let mut e0 = events[0].clone();
+    e0["data"]["attributes"]["amount"] = serde_json::json!("AMOUNT");
+    lines[0] = e0.to_string().replace("\"AMOUNT\"", "123456789012345678901234567890.000001").into_bytes();
     h.lake.write_events(&key, lines.iter().map(Vec::as_slice)).await.expect("write lake");
+    let text = reqwest::Client::new()
+        .get(format!("{}/v1/users/u1/events?include=payload&limit=5", h.base))
+        .bearer_auth(common::KEY)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains(r#""amount":123456789012345678901234567890.000001"#), "{text}");
 
     let (status, body) = h.get("u1", "include=payload&limit=5").await;
     assert_eq!(status, 200, "{body}");
