@@ -5,7 +5,8 @@
 # raw Redis pipeline of the same reads. Needs Redis (scripts/services.sh up) and nats-server.
 # Settings: BENCH_EVENTS, BENCH_PRODUCTS, BENCH_READ_SECS, BENCH_CONCURRENCY, REDIS_URL,
 # BENCH_MAX_BATCH (the updater's consumer.batch_messages, default 50000 like the service), BENCH_ONLY=updates (only the update
-# figures: in-process bus and NATS against the baseline).
+# figures: in-process bus and NATS against the baseline), BENCH_LIST_IDS=30 (every event a
+# results page listing 30 products).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/services.sh env)"

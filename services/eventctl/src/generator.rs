@@ -4,7 +4,8 @@
 //! Every line is one NDJSON event in the platform's envelope:
 //! `{"data":{"id":..,"type":..,"attributes":{..}},"meta":{"created_at":<epoch ms>,"source":..}}`.
 //!
-//! - Eight business types (`product_viewed`, `product_liked`, `product_favorited`,
+//! - Nine business types (`product_viewed`, `product_liked`, `product_favorited`,
+//!   `search_results_shown` (a results page: `product_ids`, 10 to 50 products),
 //!   `product_contacted`, `conversation_started`, `product_listed`, `product_sold`,
 //!   `user_created`) sit among the most frequent ranks; the remaining types are synthetic
 //!   (`app_screen_opened_017`...), each with its own schema derived from the seed.
@@ -196,13 +197,16 @@ enum Biz {
     Listed,
     Sold,
     UserCreated,
+    /// A results page: the products it showed (`product_ids`, 10 to 50 of them).
+    SearchResults,
 }
 
 /// Business types with their wished popularity rank (0 = most frequent).
-const BUSINESS: [(Biz, &str, usize); 8] = [
+const BUSINESS: [(Biz, &str, usize); 9] = [
     (Biz::Viewed, "product_viewed", 0),
     (Biz::Liked, "product_liked", 1),
     (Biz::Favorited, "product_favorited", 2),
+    (Biz::SearchResults, "search_results_shown", 3),
     (Biz::Contacted, "product_contacted", 4),
     (Biz::Conversation, "conversation_started", 6),
     (Biz::Listed, "product_listed", 8),
@@ -709,6 +713,18 @@ impl<'o> Gen<'o> {
                 let country = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())];
                 let channel = CHANNELS[self.rng.random_range(0..CHANNELS.len())];
                 let _ = write!(self.attrs, r#""user_id":"u{u}","country":"{country}","signup_channel":"{channel}""#);
+            }
+            Biz::SearchResults => {
+                let u = self.pick_user();
+                let n = self.rng.random_range(10..=50usize);
+                let query = WORDS[self.rng.random_range(0..WORDS.len())];
+                let page = self.rng.random_range(1..=3u32);
+                let _ = write!(self.attrs, r#""user_id":"u{u}","query":"{query}","page":{page},"product_ids":["#);
+                for k in 0..n {
+                    let p = self.pick_product();
+                    let _ = write!(self.attrs, r#"{}"p{p}""#, if k == 0 { "" } else { "," });
+                }
+                self.attrs.push(']');
             }
             Biz::Listed => {
                 let p = self.pick_product();
@@ -1340,7 +1356,7 @@ mod tests {
             .filter(|l| classify(l).is_none())
             .map(|l| serde_json::from_str::<Value>(l).expect("valid")["data"]["type"].as_str().expect("t").to_owned())
             .collect();
-        assert!(types.len() <= 8);
+        assert!(types.len() <= BUSINESS.len());
         assert_eq!(s.valid + s.invalid, 2000);
     }
 

@@ -10,7 +10,8 @@
 //! Settings by environment: BENCH_EVENTS (default 400000), BENCH_PRODUCTS (100000),
 //! BENCH_READ_SECS (5), BENCH_CONCURRENCY (list, default 1,4,16), REDIS_URL, BENCH_MAX_BATCH (the
 //! updater's consumer.batch_messages, default 50000 like the service); BENCH_ONLY=updates
-//! stops after the update figures.
+//! stops after the update figures; BENCH_LIST_IDS=30 makes every event a results page
+//! (`search_results_shown`) listing 30 products, each one impression.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -50,8 +51,19 @@ const TYPES: [(&str, u64); 5] = [("product_viewed", 70), ("product_liked", 15), 
 fn events(n: u64, products: u64, seed: u64, tag: &str) -> Vec<OutMessage> {
     let mut rng = Lcg(seed);
     let now = chrono::Utc::now().timestamp_millis();
+    let list_ids = env("BENCH_LIST_IDS", 0);
     (0..n)
         .map(|i| {
+            if list_ids > 0 {
+                let ids: Vec<String> = (0..list_ids).map(|_| format!("\"p{}\"", rng.product(products))).collect();
+                let payload = format!(
+                    r#"{{"data":{{"id":"{tag}{i}","type":"search_results_shown","attributes":{{"user_id":"u{}","query":"bike","product_ids":[{}]}}}},"meta":{{"created_at":{},"source":"bench"}}}}"#,
+                    rng.next() % 1_000_000,
+                    ids.join(","),
+                    now - (rng.next() % 60_000) as i64
+                );
+                return OutMessage { subject: "raw-event.search_results_shown".into(), id: format!("{tag}{i}"), payload: payload.into() };
+            }
             let mut r = rng.next() % 100;
             let t = TYPES.iter().find(|(_, w)| if r < *w { true } else { r -= w; false }).map_or("product_viewed", |(t, _)| t);
             let p = rng.product(products);
@@ -172,8 +184,11 @@ async fn drain(store: Arc<dyn WindowStore>, consumer: Consumer, source: &str, co
     counted as f64 / secs
 }
 
+/// The hits the updater applies for `msgs` (one per counted event; one per distinct listed
+/// product of a results page).
 fn counted(msgs: &[OutMessage]) -> u64 {
-    msgs.iter().filter(|m| !m.subject.ends_with("product_sold")).count() as u64
+    let layout = Layout::default_layout();
+    msgs.iter().filter_map(|m| layout.hit_of(&m.subject, &m.payload, i64::MAX)).map(|c| c.products.len() as u64).sum()
 }
 
 async fn baseline_hincrby(msgs: &[OutMessage], prefix: &str) -> f64 {
@@ -183,8 +198,10 @@ async fn baseline_hincrby(msgs: &[OutMessage], prefix: &str) -> f64 {
     for chunk in msgs.chunks(10_000) {
         let mut pipe = redis::pipe();
         for m in chunk {
-            if let Some((p, counter, _)) = layout.hit_of(&m.subject, &m.payload, i64::MAX) {
-                pipe.cmd("HINCRBY").arg(format!("{prefix}raw:{p}")).arg(&layout.counters[counter]).arg(1).ignore();
+            if let Some(c) = layout.hit_of(&m.subject, &m.payload, i64::MAX) {
+                for p in &c.products {
+                    pipe.cmd("HINCRBY").arg(format!("{prefix}raw:{p}")).arg(&layout.counters[c.counter]).arg(1).ignore();
+                }
             }
         }
         let _: () = pipe.query_async(&mut c).await.unwrap();
@@ -237,6 +254,17 @@ async fn main() {
     let s: Arc<dyn WindowStore> = Arc::new(store(&prefix).await);
     let rate_inproc = drain(s, inproc, "features", want).await;
     println!("  updater, in-process bus          {rate_inproc:>10.0} events/s  ({:.2} x baseline)", rate_inproc / base);
+    if env("BENCH_LIST_IDS", 0) > 0 {
+        // With lists, the updater's rate counts listed products (hits); pages are messages.
+        let per_page = want as f64 / n as f64;
+        println!(
+            "    results pages of {} products: {:.0} pages/s through the updater ({:.0} product impressions/s); the baseline: {:.0} pages/s",
+            env("BENCH_LIST_IDS", 0),
+            rate_inproc / per_page,
+            rate_inproc,
+            base
+        );
+    }
     // Keep this prefix's data for the read phase; its memory per product:
     let (bytes, keys) = memory_of(&prefix).await;
     println!("  Redis memory after it: {:.1} MiB in {keys} keys ({} product states), {:.0} bytes per product", bytes as f64 / 1048576.0, keys_like(&prefix, "st:").await, bytes as f64 / keys_like(&prefix, "st:").await.max(1) as f64);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, Validate};
 
 /// A counter: the event types it counts (each event of these types adds one for its
-/// `attributes.product_id`).
+/// `attributes.product_id`, or for each product of a list, see `keys`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CounterSpec {
@@ -15,6 +15,30 @@ pub struct CounterSpec {
     pub name: String,
     /// Event types (`data.type`) counted, e.g. `["product_viewed"]`.
     pub event_types: Vec<String>,
+    /// Where the product id is, per event type of this counter (default
+    /// [`DEFAULT_KEY_PATH`]). A path ending in `[*]` selects every item of a list: an event
+    /// counts once for each distinct product it lists (`data.attributes.product_ids[*]`: one
+    /// impression per product of a results page), at most [`MAX_LIST_IDS`] of them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+/// The product id of an event unless a counter says otherwise.
+pub const DEFAULT_KEY_PATH: &str = "data.attributes.product_id";
+/// Most products one event may list (more: the event is dead-lettered, it could never be
+/// counted whole).
+pub const MAX_LIST_IDS: usize = 1000;
+
+/// A key path: a dotted path to an id, or (`[*]` at the end) to a list of ids.
+pub fn parse_key_path(path: &str) -> Result<(event_contract::wire::FieldPath, bool), String> {
+    let (dotted, list) = match path.strip_suffix("[*]") {
+        Some(p) => (p, true),
+        None => (path, false),
+    };
+    if dotted.contains(['[', ']', '*']) {
+        return Err(format!("key path {path:?}: only a final [*] (every item of a list) is supported"));
+    }
+    Ok((event_contract::wire::FieldPath::parse(dotted)?, list))
 }
 
 /// A sliding window: its length and the bucket size that bounds its error at the old edge.
@@ -138,18 +162,18 @@ impl Default for FeaturesConfig {
     }
 }
 
-/// `product_viewed` -> impressions, `product_liked`/`product_favorited` -> likes,
+/// `product_viewed` (its product) and `search_results_shown` (each product of
+/// `attributes.product_ids`) -> impressions, `product_liked`/`product_favorited` -> likes,
 /// `conversation_started` -> conversations.
 pub fn default_counters() -> Vec<CounterSpec> {
     let c = |name: &str, types: &[&str]| CounterSpec {
         name: name.into(),
         event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        keys: Default::default(),
     };
-    vec![
-        c("impressions", &["product_viewed"]),
-        c("likes", &["product_liked", "product_favorited"]),
-        c("conversations", &["conversation_started"]),
-    ]
+    let mut impressions = c("impressions", &["product_viewed", "search_results_shown"]);
+    impressions.keys.insert("search_results_shown".into(), "data.attributes.product_ids[*]".into());
+    vec![impressions, c("likes", &["product_liked", "product_favorited"]), c("conversations", &["conversation_started"])]
 }
 
 /// 1h in 1-minute buckets, 1d and 7d in 1-hour buckets.
@@ -189,6 +213,12 @@ impl Validate for FeaturesConfig {
                 if t.is_empty() || t.contains(['.', '*', '>', ' ']) || !seen_types.insert(t.clone()) {
                     return bad("counters", format!("event type {t:?} is invalid or mapped twice"));
                 }
+            }
+            for (t, path) in &c.keys {
+                if !c.event_types.contains(t) {
+                    return bad("counters", format!("counter {:?}: a key path for {t:?}, which it does not count", c.name));
+                }
+                parse_key_path(path).map_err(|reason| ConfigError::Value { field: "counters", reason })?;
             }
         }
         names.clear();

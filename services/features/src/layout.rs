@@ -58,8 +58,30 @@ pub struct Layout {
     pub counters: Vec<String>,
     /// Windows, in column order.
     pub windows: Vec<Window>,
-    types: HashMap<String, usize>,
+    types: HashMap<String, (usize, Key)>,
     columns: Vec<String>,
+}
+
+/// Where a counted type's product id is.
+#[derive(Debug, Clone)]
+struct Key {
+    path: event_contract::wire::FieldPath,
+    /// Every item of a list.
+    list: bool,
+}
+
+/// What an event counts for: its products (one, or the distinct ones of a list), the counter
+/// and the event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// The products.
+    pub products: Vec<String>,
+    /// Counter index.
+    pub counter: usize,
+    /// Event time, clamped to arrival, ms.
+    pub t_ms: i64,
+    /// True when the products come from a list.
+    pub listed: bool,
 }
 
 impl Layout {
@@ -68,7 +90,12 @@ impl Layout {
         let mut types = HashMap::new();
         for (i, c) in counters.iter().enumerate() {
             for t in &c.event_types {
-                types.insert(t.clone(), i);
+                // Paths are checked with the configuration; a bad one falls back to the default.
+                let path = c.keys.get(t).map_or(crate::config::DEFAULT_KEY_PATH, String::as_str);
+                let (path, list) = crate::config::parse_key_path(path)
+                    .or_else(|_| crate::config::parse_key_path(crate::config::DEFAULT_KEY_PATH))
+                    .unwrap_or_else(|_| unreachable_default());
+                types.insert(t.clone(), (i, Key { path, list }));
             }
         }
         let windows: Vec<Window> = windows
@@ -104,7 +131,7 @@ impl Layout {
 
     /// The counter an event type feeds, if any.
     pub fn counter_of(&self, event_type: &str) -> Option<usize> {
-        self.types.get(event_type).copied()
+        self.types.get(event_type).map(|(c, _)| *c)
     }
 
     /// The event types counted (one bus consumer each).
@@ -119,18 +146,31 @@ impl Layout {
         self.windows.iter().map(Window::length_ms).max().unwrap_or(0)
     }
 
-    /// Parses a bus message (`raw-event.<type>`) into a hit: `None` for a type no counter
-    /// counts, or an event without a product id or a usable `meta.created_at` (such events
-    /// are skipped and counted in `features_events_skipped_total`).
-    pub fn hit_of(&self, subject: &str, payload: &[u8], arrival_ms: i64) -> Option<(String, usize, i64)> {
+    /// Parses a bus message (`raw-event.<type>`) into what it counts: `None` for a type no
+    /// counter counts, or an event without a product id (an empty list, a list of nothing
+    /// usable) or a usable `meta.created_at` (such events are skipped and counted in
+    /// `features_events_skipped_total`). The ids of a list are deduplicated.
+    pub fn hit_of(&self, subject: &str, payload: &[u8], arrival_ms: i64) -> Option<Counted> {
         let event_type = event_type_of(subject).unwrap_or(subject);
-        let counter = self.counter_of(event_type)?;
+        let (counter, key) = self.types.get(event_type)?;
         let ev = EventView::parse(payload).ok()?;
-        let product = id_text(ev.attribute("product_id")?)?;
         if ev.created_at < 0 {
             return None;
         }
-        Some((product.into_owned(), counter, ev.created_at.min(arrival_ms)))
+        let raw = ev.get(&key.path)?;
+        let products = if key.list {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(raw).ok()?;
+            let mut ids: Vec<String> = items.iter().filter_map(|r| id_text(r.get()).map(std::borrow::Cow::into_owned)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        } else {
+            vec![id_text(raw)?.into_owned()]
+        };
+        if products.is_empty() {
+            return None;
+        }
+        Some(Counted { products, counter: *counter, t_ms: ev.created_at.min(arrival_ms), listed: key.list })
     }
 }
 
@@ -204,6 +244,11 @@ pub fn aggregate<'h>(layout: &Layout, hits: impl IntoIterator<Item = &'h Hit>, n
     out
 }
 
+/// The default key path always parses.
+fn unreachable_default() -> (event_contract::wire::FieldPath, bool) {
+    (event_contract::wire::FieldPath::parse("data.attributes.product_id").unwrap_or_else(|_| unreachable!("a constant path")), false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,13 +257,22 @@ mod tests {
     fn parses_the_generator_shape_and_clamps_future_times() {
         let l = Layout::default_layout();
         let ev = br#"{"data":{"id":"x","type":"product_viewed","attributes":{"user_id":"u1","product_id":"p42"}},"meta":{"created_at":5000,"source":"web"}}"#;
-        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 9000), Some(("p42".into(), 0, 5000)));
-        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 4000), Some(("p42".into(), 0, 4000)));
+        let one = |p: &str, counter, t_ms| Some(Counted { products: vec![p.to_owned()], counter, t_ms, listed: false });
+        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 9000), one("p42", 0, 5000));
+        assert_eq!(l.hit_of("raw-event.product_viewed", ev, 4000), one("p42", 0, 4000));
         assert_eq!(l.hit_of("raw-event.product_sold", ev, 9000), None);
         let num = br#"{"data":{"id":"n","type":"product_liked","attributes":{"product_id":17}},"meta":{"created_at":1}}"#;
-        assert_eq!(l.hit_of("raw-event.product_liked", num, 9), Some(("17".into(), 1, 1)));
+        assert_eq!(l.hit_of("raw-event.product_liked", num, 9), one("17", 1, 1));
         let none = br#"{"data":{"id":"n","type":"product_liked","attributes":{}},"meta":{"created_at":1}}"#;
         assert_eq!(l.hit_of("raw-event.product_liked", none, 9), None);
+        // A results page counts one impression for each distinct listed product.
+        let page = br#"{"data":{"id":"s","type":"search_results_shown","attributes":{"query":"bike","product_ids":["p1",2,"p1","",null,"p3"]}},"meta":{"created_at":7}}"#;
+        assert_eq!(
+            l.hit_of("raw-event.search_results_shown", page, 9),
+            Some(Counted { products: vec!["2".into(), "p1".into(), "p3".into()], counter: 0, t_ms: 7, listed: true })
+        );
+        let empty = br#"{"data":{"id":"s","type":"search_results_shown","attributes":{"product_ids":[]}},"meta":{"created_at":7}}"#;
+        assert_eq!(l.hit_of("raw-event.search_results_shown", empty, 9), None);
         assert_eq!(l.columns()[0], "impressions_1h");
         assert_eq!(l.columns()[8], "conversations_7d");
     }

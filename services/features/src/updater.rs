@@ -83,11 +83,26 @@ impl Updater {
                 continue;
             }
             match self.layout.hit_of(&d.subject, &d.payload, arrival) {
-                Some((product, _, _)) if product.len() > self.max_id_bytes => rejected.push((
+                Some(c) if !c.listed && c.products[0].len() > self.max_id_bytes => rejected.push((
                     i,
-                    format!("attributes.product_id is {} bytes, more than max_id_bytes ({}): it could never be read", product.len(), self.max_id_bytes),
+                    format!("attributes.product_id is {} bytes, more than max_id_bytes ({}): it could never be read", c.products[0].len(), self.max_id_bytes),
                 )),
-                Some((product, counter, t_ms)) => hits.push(Hit { product, counter, t_ms, source: 0, seq: d.seq }),
+                Some(c) if c.products.len() > crate::config::MAX_LIST_IDS => rejected.push((
+                    i,
+                    format!("the event lists {} products, more than {}: it is not counted in part", c.products.len(), crate::config::MAX_LIST_IDS),
+                )),
+                Some(c) => {
+                    // Of a list, an id too long to be read is left out (and counted); the
+                    // others count. All hits of one message share its position, and the stores
+                    // apply them together.
+                    for product in c.products {
+                        if product.len() > self.max_id_bytes {
+                            metrics::counter!("features_listed_ids_skipped_total").increment(1);
+                            continue;
+                        }
+                        hits.push(Hit { product, counter: c.counter, t_ms: c.t_ms, source: 0, seq: d.seq });
+                    }
+                }
                 None => {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("features_events_skipped_total").increment(1);

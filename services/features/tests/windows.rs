@@ -268,6 +268,44 @@ async fn memory_big_batches_count_once() {
     big_batches_count_once(&MemoryStore::new(Layout::default_layout(), 1000, 100)).await;
 }
 
+/// Results pages: each message lists 30 products (one hit each, all with the message's
+/// position). 500 of them are 15,000 hits, more than one Redis transaction takes: every
+/// listed product counts once, and applying the batch again (a redelivery) with 10 new pages
+/// counts only those. (That no message is split across two transactions, so a crash between
+/// them cannot leave one half counted, is `store::redis::chunk_tests`.)
+async fn listed_products_count_once_across_chunks(store: &dyn WindowStore) {
+    let now = 1_767_225_600_000;
+    let page = |seq: u64| -> Vec<Hit> { (0..30).map(|k| hit(&format!("l{}", (seq * 7 + k * 13) % 2000), 0, now - 1000, seq)).collect() };
+    let batch = |n: u64| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, n)], hits: (1..=n).flat_map(page).collect() };
+    let r = store.apply(&batch(500)).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (15_000, 0));
+    let r = store.apply(&batch(510)).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (300, 15_000));
+    let ids: Vec<String> = (0..2000).map(|i| format!("l{i}")).collect();
+    let sums = store.read(&ids).await.unwrap();
+    let mut want = vec![0i64; 2000];
+    for seq in 1..=510u64 {
+        for k in 0..30 {
+            want[((seq * 7 + k * 13) % 2000) as usize] += 1;
+        }
+    }
+    let got: Vec<i64> = sums.values.iter().map(|v| v[0]).collect();
+    assert_eq!(got, want, "impressions_1h per product");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_listed_products_count_once_across_chunks() {
+    let prefix = unique_prefix("listed");
+    let store = redis_store(Layout::default_layout(), &prefix, 100).await;
+    listed_products_count_once_across_chunks(&store).await;
+    cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_listed_products_count_once_across_chunks() {
+    listed_products_count_once_across_chunks(&MemoryStore::new(Layout::default_layout(), 5000, 100)).await;
+}
+
 /// A schedule lost (deleted by hand, say) leaves a bucket the expiry cannot find; the next
 /// event of that product drops it (it is already due), so the sums are right again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,8 +39,8 @@ use super::product_state::{ProductState, decode_sums, encode_sums};
 use super::{ApplyReport, ExpireReport, StoreError, Sums, WindowStore};
 use crate::layout::{Batch, Hit, Layout, aggregate};
 
-/// A transaction takes whole products (all their hits of the batch, so each product is
-/// aggregated over the whole batch and touched once) until it holds this many products ...
+/// A transaction takes whole messages (all the hits of a message: one product, or each
+/// product of a list) until it holds this many products ...
 const APPLY_CHUNK_PRODUCTS: usize = 3000;
 /// ... or this many hits: bounds how long one transaction blocks Redis (a few ms).
 const APPLY_CHUNK_HITS: usize = 10_000;
@@ -145,10 +145,10 @@ impl RedisStore {
         &self.opts.prefix
     }
 
-    /// Applies the batch aggregated per product over the whole batch (a product is touched
-    /// once per batch, however many of its hits it holds), in chunks of whole products (one
-    /// transaction each, so Redis is never blocked long: [`APPLY_CHUNK_PRODUCTS`],
-    /// [`APPLY_CHUNK_HITS`]). Each chunk carries the marks (source, position) of its own
+    /// Applies the batch in chunks of whole messages, in position order, aggregated per
+    /// product within each chunk (one transaction each, so Redis is never blocked long:
+    /// [`APPLY_CHUNK_PRODUCTS`], [`APPLY_CHUNK_HITS`]; a batch of single-product events under
+    /// those bounds is one chunk, each product touched once). Each chunk carries the marks (source, position) of its own
     /// hits and stores the highest position it applied, so "above the stored position means
     /// new" stays true whenever a batch is cut short; the batch's positions of uncounted
     /// deliveries go with the last chunk. Positions of one batch interleave across its
@@ -169,22 +169,8 @@ impl RedisStore {
         }
         let name_of = |source: usize| index_of.get(source).copied().unwrap_or(0);
         let mut hits: Vec<&Hit> = batch.hits.iter().collect();
-        hits.sort_unstable_by(|a, b| a.product.cmp(&b.product).then(a.seq.cmp(&b.seq)));
-        let mut chunks: Vec<&[&Hit]> = Vec::new();
-        let (mut from, mut products) = (0, 0);
-        for k in 0..hits.len() {
-            let ends_product = hits.get(k + 1).is_none_or(|next| next.product != hits[k].product);
-            if ends_product {
-                products += 1;
-                if products >= APPLY_CHUNK_PRODUCTS || k + 1 - from >= APPLY_CHUNK_HITS {
-                    chunks.push(&hits[from..=k]);
-                    (from, products) = (k + 1, 0);
-                }
-            }
-        }
-        if from < hits.len() || chunks.is_empty() {
-            chunks.push(&hits[from..]);
-        }
+        hits.sort_by_key(|h| (name_of(h.source), h.seq));
+        let chunks = message_chunks(&hits, &name_of);
         let mut report = ApplyReport::default();
         let mut own = None;
         let last = chunks.len() - 1;
@@ -562,5 +548,54 @@ impl WindowStore for RedisStore {
             let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
             Ok(())
         })
+    }
+}
+
+/// Cuts hits sorted by (source, position) into transactions of whole messages: every hit of
+/// one message (a list of products) is applied in the transaction that marks its position,
+/// or none is, so a crash between two transactions of a batch never leaves a message half
+/// counted and marked. A chunk closes at a message boundary once it holds
+/// [`APPLY_CHUNK_PRODUCTS`] products or [`APPLY_CHUNK_HITS`] hits.
+fn message_chunks<'h>(hits: &'h [&'h Hit], name_of: &dyn Fn(usize) -> usize) -> Vec<&'h [&'h Hit]> {
+    let mut chunks: Vec<&[&Hit]> = Vec::new();
+    let mut from = 0;
+    let mut products: HashSet<&str> = HashSet::new();
+    for k in 0..hits.len() {
+        products.insert(hits[k].product.as_str());
+        let message = |h: &Hit| (name_of(h.source), h.seq);
+        let ends_message = hits.get(k + 1).is_none_or(|next| message(next) != message(hits[k]));
+        if ends_message && (products.len() >= APPLY_CHUNK_PRODUCTS || k + 1 - from >= APPLY_CHUNK_HITS) {
+            chunks.push(&hits[from..=k]);
+            from = k + 1;
+            products.clear();
+        }
+    }
+    if from < hits.len() || chunks.is_empty() {
+        chunks.push(&hits[from..]);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn no_message_spans_two_transactions() {
+        // 700 results pages of 30 products each (21,000 hits: three transactions or more).
+        let hits: Vec<Hit> = (1..=700u64)
+            .flat_map(|seq| (0..30u64).map(move |k| Hit { product: format!("p{}", (seq * 7 + k * 13) % 5000), counter: 0, t_ms: 1, source: 0, seq }))
+            .collect();
+        let refs: Vec<&Hit> = hits.iter().collect();
+        let chunks = message_chunks(&refs, &|s| s);
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), hits.len());
+        for pair in chunks.windows(2) {
+            let (last, first) = (pair[0][pair[0].len() - 1].seq, pair[1][0].seq);
+            assert!(last < first, "message {last} / {first} split across transactions");
+        }
+        for c in &chunks {
+            assert!(c.len() <= APPLY_CHUNK_HITS + 29, "bounded: {}", c.len());
+        }
     }
 }
