@@ -168,9 +168,25 @@ impl RedisStore {
             index_of.push(i);
         }
         let name_of = |source: usize| index_of.get(source).copied().unwrap_or(0);
+        // Messages of one product (most) go in chunks of whole products, so each product is
+        // aggregated over them and touched once; messages that list several products go
+        // after, in chunks of whole messages (see `message_chunks`).
         let mut hits: Vec<&Hit> = batch.hits.iter().collect();
         hits.sort_by_key(|h| (name_of(h.source), h.seq));
-        let chunks = message_chunks(&hits, &name_of);
+        let (mut singles, mut listed): (Vec<&Hit>, Vec<&Hit>) = (Vec::with_capacity(hits.len()), Vec::new());
+        let mut k = 0;
+        while k < hits.len() {
+            let message = (name_of(hits[k].source), hits[k].seq);
+            let end = k + hits[k..].iter().take_while(|h| (name_of(h.source), h.seq) == message).count();
+            if end - k == 1 { singles.push(hits[k]) } else { listed.extend_from_slice(&hits[k..end]) }
+            k = end;
+        }
+        singles.sort_unstable_by(|a, b| a.product.cmp(&b.product).then(a.seq.cmp(&b.seq)));
+        let mut chunks = product_chunks(&singles);
+        chunks.extend(message_chunks(&listed, &name_of).into_iter().filter(|c| !c.is_empty()));
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
         let mut report = ApplyReport::default();
         let mut own = None;
         let last = chunks.len() - 1;
@@ -549,6 +565,29 @@ impl WindowStore for RedisStore {
             Ok(())
         })
     }
+}
+
+/// Cuts the hits of single-product messages, sorted by product, into transactions of whole
+/// products (all their hits of the batch, so each product is aggregated over the batch and
+/// touched once), closing a chunk once it holds [`APPLY_CHUNK_PRODUCTS`] products or
+/// [`APPLY_CHUNK_HITS`] hits.
+fn product_chunks<'h>(hits: &'h [&'h Hit]) -> Vec<&'h [&'h Hit]> {
+    let mut chunks: Vec<&[&Hit]> = Vec::new();
+    let (mut from, mut products) = (0, 0);
+    for k in 0..hits.len() {
+        let ends_product = hits.get(k + 1).is_none_or(|next| next.product != hits[k].product);
+        if ends_product {
+            products += 1;
+            if products >= APPLY_CHUNK_PRODUCTS || k + 1 - from >= APPLY_CHUNK_HITS {
+                chunks.push(&hits[from..=k]);
+                (from, products) = (k + 1, 0);
+            }
+        }
+    }
+    if from < hits.len() {
+        chunks.push(&hits[from..]);
+    }
+    chunks
 }
 
 /// Cuts hits sorted by (source, position) into transactions of whole messages: every hit of
