@@ -255,3 +255,25 @@ impl Validate for FeaturesConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_keys(t: &str, path: &str) -> FeaturesConfig {
+        let mut c = FeaturesConfig { api_key_hashes: vec!["a".repeat(64)], ..FeaturesConfig::default() };
+        c.counters[0].keys.insert(t.into(), path.into());
+        c
+    }
+
+    #[test]
+    fn key_paths_are_checked_at_start() {
+        assert!(FeaturesConfig { api_key_hashes: vec!["a".repeat(64)], ..FeaturesConfig::default() }.validate().is_ok());
+        assert!(with_keys("product_viewed", "data.attributes.items[*]").validate().is_ok());
+        let err = |c: FeaturesConfig| c.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(with_keys("product_viewed", "data.attributes.items[*].id")).contains("only a final [*]"));
+        assert!(err(with_keys("product_viewed", "data..x")).contains("invalid JSON path"));
+        assert!(err(with_keys("product_liked", "data.attributes.product_id")).contains("does not count"));
+        assert!(err(FeaturesConfig::default()).contains("FEATURES_API_KEY_HASHES"), "an API key is required");
+    }
+}

@@ -90,11 +90,9 @@ impl Layout {
         let mut types = HashMap::new();
         for (i, c) in counters.iter().enumerate() {
             for t in &c.event_types {
-                // Paths are checked with the configuration; a bad one falls back to the default.
+                // Paths are checked with the configuration (a bad one is refused at start).
                 let path = c.keys.get(t).map_or(crate::config::DEFAULT_KEY_PATH, String::as_str);
-                let (path, list) = crate::config::parse_key_path(path)
-                    .or_else(|_| crate::config::parse_key_path(crate::config::DEFAULT_KEY_PATH))
-                    .unwrap_or_else(|_| unreachable_default());
+                let Ok((path, list)) = crate::config::parse_key_path(path) else { continue };
                 types.insert(t.clone(), (i, Key { path, list }));
             }
         }
@@ -242,11 +240,6 @@ pub fn aggregate<'h>(layout: &Layout, hits: impl IntoIterator<Item = &'h Hit>, n
         }
     }
     out
-}
-
-/// The default key path always parses.
-fn unreachable_default() -> (event_contract::wire::FieldPath, bool) {
-    (event_contract::wire::FieldPath::parse("data.attributes.product_id").unwrap_or_else(|_| unreachable!("a constant path")), false)
 }
 
 #[cfg(test)]

@@ -84,3 +84,38 @@ async fn a_product_id_that_could_never_be_read_is_dead_lettered_and_replayed_onc
     task.await.expect("stopped");
     cleanup(&prefix).await;
 }
+
+/// A results page listing more products than one event may (1,000) is dead-lettered with its
+/// reason, never counted in part; pages around it count each listed product once, and an id
+/// in a list too long to be read is left out while the others count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_results_page_is_dead_lettered_and_the_pages_around_it_count() {
+    let prefix = unique_prefix("pages");
+    let bus = InProcessBus::new(10_000, 64 << 20);
+    let (url, stop, task) = start(&bus, &prefix, 16).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let page = |i: usize, ids: Vec<String>| {
+        let list = ids.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",");
+        let payload = format!(r#"{{"data":{{"id":"s{i}","type":"search_results_shown","attributes":{{"product_ids":[{list}]}}}},"meta":{{"created_at":{now}}}}}"#);
+        OutMessage { subject: "raw-event.search_results_shown".into(), id: format!("s{i}"), payload: payload.into() }
+    };
+    let mut msgs: Vec<OutMessage> = (0..20).map(|i| page(i, (0..30).map(|k| format!("q{}", (i + k) % 40)).collect())).collect();
+    msgs.insert(10, page(100, (0..1001).map(|k| format!("x{k}")).collect()));
+    msgs.push(page(101, vec!["q0".into(), "y".repeat(40)]));
+    assert!(bus.publish_batch(msgs).await.iter().all(Result::is_ok));
+    let ids: Vec<String> = (0..40).map(|p| format!("q{p}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while impressions(&url, &ids).await.iter().sum::<i64>() < 20 * 30 + 1 {
+        assert!(Instant::now() < deadline, "the pages around the oversized one were not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(impressions(&url, &ids).await.iter().sum::<i64>(), 601, "each listed product once");
+    assert_eq!(impressions(&url, &["x0".to_owned()]).await, [0], "the oversized page counted in no part");
+    let letters = bus.dead_letters("features", 0, 10).await.expect("dead letters");
+    assert_eq!(letters.len(), 1, "only the oversized page");
+    let q = event_contract::wire::QuarantineMessage::decode(&letters[0].payload).expect("dead letter");
+    assert!(q.detail.contains("1001 products"), "{}", q.detail);
+    let _ = stop.send(true);
+    task.await.expect("stopped");
+    cleanup(&prefix).await;
+}
