@@ -53,21 +53,25 @@ impl Lake {
     /// The events of one file, rebuilt as JSON values (a number no f64 holds exactly comes
     /// back as the nearest f64: [`Lake::read_events_json`] keeps its digits).
     pub async fn read_events(&self, file: &DataFile) -> Result<Vec<Value>, LakeError> {
-        let (schema, batches) = self.read_batches(file).await?;
-        let mut out = Vec::new();
-        for batch in &batches {
-            out.extend(decode(&schema, &file.partition.event_type, batch)?);
-        }
-        Ok(out)
+        self.read_decoded(file, decode).await
     }
 
     /// The events of one file, rebuilt as JSON texts with every digit of their numbers, as
     /// written (`eventctl cat`); object members sorted by key.
     pub async fn read_events_json(&self, file: &DataFile) -> Result<Vec<String>, LakeError> {
+        self.read_decoded(file, decode_json).await
+    }
+
+    /// The events of one file, each batch rebuilt by `decode`.
+    async fn read_decoded<T>(
+        &self,
+        file: &DataFile,
+        decode: fn(&crate::TypeSchema, &str, &arrow_array::RecordBatch) -> Result<Vec<T>, LakeError>,
+    ) -> Result<Vec<T>, LakeError> {
         let (schema, batches) = self.read_batches(file).await?;
         let mut out = Vec::new();
         for batch in &batches {
-            out.extend(decode_json(&schema, &file.partition.event_type, batch)?);
+            out.extend(decode(&schema, &file.partition.event_type, batch)?);
         }
         Ok(out)
     }

@@ -65,16 +65,6 @@ impl ApiKeys {
 
     /// Checks an `Authorization` header value.
     pub fn check(&self, authorization: Option<&str>) -> AuthResult {
-        let Some(key) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
-            return AuthResult::Unauthenticated;
-        };
-        let h = hash_key(key);
-        if self.revoked.contains(&h) {
-            AuthResult::Revoked
-        } else if self.active.contains(&h) {
-            AuthResult::Allowed
-        } else {
-            AuthResult::Unauthenticated
-        }
+        self.check_key(authorization).0
     }
 }

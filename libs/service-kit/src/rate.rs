@@ -60,10 +60,12 @@ impl std::fmt::Debug for KeyRateLimit {
 }
 
 impl KeyRateLimit {
-    /// Takes one request of `key`'s allowance: `Ok`, or the whole seconds to wait (at least 1).
-    pub fn check(&self, key: &str) -> Result<(), u64> {
+    /// Takes one request of `key`'s allowance (a key's hash, as [`crate::auth::ApiKeys::check_key`]
+    /// gives it): `Ok`, or the whole seconds to wait (at least 1).
+    #[allow(clippy::ptr_arg)] // the keyed limiter looks up &K, K = String: no copy of the key
+    pub fn check(&self, key: &String) -> Result<(), u64> {
         // Only configured keys get here, so the map of keys stays bounded.
-        match self.limiter.check_key(&key.to_owned()) {
+        match self.limiter.check_key(key) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
@@ -80,11 +82,12 @@ mod tests {
     #[test]
     fn a_key_gets_its_burst_then_waits_and_keys_are_apart() {
         let limit = RateLimitConfig::new(1, 3).limiter().expect("limited");
+        let (a, b) = ("a".to_owned(), "b".to_owned());
         for _ in 0..3 {
-            assert_eq!(limit.check("a"), Ok(()));
+            assert_eq!(limit.check(&a), Ok(()));
         }
-        assert_eq!(limit.check("a"), Err(1), "the fourth request at once waits about a second");
-        assert_eq!(limit.check("b"), Ok(()), "another key has its own allowance");
+        assert_eq!(limit.check(&a), Err(1), "the fourth request at once waits about a second");
+        assert_eq!(limit.check(&b), Ok(()), "another key has its own allowance");
         assert!(RateLimitConfig::default().limiter().is_none());
         assert!(RateLimitConfig::new(5, 0).check().is_err());
     }
