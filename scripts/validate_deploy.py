@@ -182,7 +182,59 @@ def self_test():
         sys.exit(1)
 
 
+# A value for each secret a service reads from a Secret, shaped as the real one (the env
+# check below needs the service to accept it, not to use it).
+SECRET_PLACEHOLDERS = [
+    (re.compile(r"_HASHES$"), "a" * 64),
+    (re.compile(r"REDIS_URL$"), "redis://redis:6379"),
+    (re.compile(r"DATABASE_URL$"), "postgres://eventplat@postgres:5432/eventplat"),
+    (re.compile(r"SECRET$"), "0123456789abcdef0123456789abcdef"),
+]
+
+
+def service_envs(service):
+    """The environment each k8s container and compose service of `service` runs with
+    (ConfigMaps through envFrom with their prefixes, literal values, secrets as placeholders):
+    what `scripts/validate_deploy.py --env SERVICE` prints as JSON for the services' tests."""
+    out = []
+    files = sorted((ROOT / "k8s").glob("*.yaml"))
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
+    for d in docs:
+        kind = d.get("kind")
+        spec = {"Deployment": lambda: d["spec"]["template"]["spec"], "Job": lambda: d["spec"]["template"]["spec"],
+                "CronJob": lambda: d["spec"]["jobTemplate"]["spec"]["template"]["spec"]}.get(kind)
+        if spec is None:
+            continue
+        for c in containers(spec()):
+            if not c.get("image", "").startswith(f"ghcr.io/eventplat/{service}:") or c.get("args") or c.get("command"):
+                continue
+            env = {}
+            for ref in c.get("envFrom", []) or []:
+                data = maps.get(ref.get("configMapRef", {}).get("name"), {})
+                env.update({ref.get("prefix", "") + k: str(v) for k, v in data.items()})
+            for e in c.get("env", []) or []:
+                if "value" in e:
+                    env[e["name"]] = str(e["value"])
+                elif "secretKeyRef" in (e.get("valueFrom") or {}):
+                    env[e["name"]] = next((v for pat, v in SECRET_PLACEHOLDERS if pat.search(e["name"])), "placeholder")
+            out.append({"where": f"k8s {kind}/{d['metadata']['name']} container {c['name']}", "env": env})
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, svc in (compose.get("services") or {}).items():
+        if (svc.get("build") or {}).get("target") != service:
+            continue
+        env = {}
+        for k, v in (svc.get("environment") or {}).items():
+            m = re.fullmatch(r"\$\{[A-Z0-9_]+:-(.*)\}", str(v))
+            env[k] = m.group(1) if m else str(v)
+        out.append({"where": f"docker-compose.yml service {name}", "env": env})
+    return out
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--env":
+        print(json.dumps(service_envs(sys.argv[2])))
+        sys.exit(0)
     self_test()
     check_k8s(sys.argv[1])
     check_compose()

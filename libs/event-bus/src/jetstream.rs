@@ -519,6 +519,45 @@ impl Bus for JetStreamBus {
         })
     }
 
+    fn rewind<'a>(&'a self, spec: &'a ConsumerSpec, since_ms: i64) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let start_time = async_nats::datetime::from_nanos(i128::from(since_ms.max(0)) * 1_000_000)
+                .map_err(|e| BusError::Rejected(format!("rewind to {since_ms}: {e}")))?;
+            let stream = self
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(|e| BusError::Unavailable(format!("stream {:?}: {e}", self.stream)))?;
+            if let Err(e) = stream.delete_consumer(&spec.name).await {
+                // A durable that does not exist yet is fine; anything else is not.
+                if stream.get_consumer::<consumer::pull::Config>(&spec.name).await.is_ok() {
+                    return Err(BusError::Unavailable(format!("deleting consumer {:?} to rewind it: {e}", spec.name)));
+                }
+            }
+            let filters = spec.filter_subjects();
+            let (filter_subject, filter_subjects) = match filters.as_slice() {
+                [one] => (one.clone(), Vec::new()),
+                many => (String::new(), many.to_vec()),
+            };
+            stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(spec.name.clone()),
+                    filter_subject,
+                    filter_subjects,
+                    deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: spec.ack_wait,
+                    max_ack_pending: spec.max_ack_pending,
+                    max_deliver: -1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| map_consumer_error(&spec.name, e))?;
+            tracing::info!(consumer = %spec.name, since_ms, "consumer rewound");
+            Ok(())
+        })
+    }
+
     /// Reads `dead-letter.<consumer>` from the stream with an ephemeral consumer (no acks),
     /// from `since_ms`, up to the stream's last message when it starts.
     fn dead_letters<'a>(&'a self, consumer: &'a str, since_ms: i64, limit: usize) -> BoxFuture<'a, Result<Vec<StoredLetter>, BusError>> {

@@ -149,4 +149,15 @@ pub trait Bus: Publisher {
     fn positions_survive_restart(&self) -> bool {
         true
     }
+
+    /// Makes the durable consumer `spec.name` deliver every message published at or after
+    /// `since_ms` again (and everything later), whatever it acked before: a consumer whose
+    /// state was rebuilt from elsewhere (the features' windows from the lake) takes over
+    /// from there, recognising what it finds already applied. JetStream deletes the durable
+    /// and creates it again with that start time (its unacked deliveries come back too). The
+    /// in-process bus has nothing older than its consumers' subscriptions: nothing to do.
+    fn rewind<'a>(&'a self, spec: &'a ConsumerSpec, since_ms: i64) -> BoxFuture<'a, Result<(), BusError>> {
+        let _ = (spec, since_ms);
+        Box::pin(async { Ok(()) })
+    }
 }

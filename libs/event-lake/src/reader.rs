@@ -22,6 +22,17 @@ pub struct DataFile {
     pub meta: ObjectMeta,
 }
 
+/// A table's files and recent bus positions at one version ([`Lake::recent_snapshot`]).
+#[derive(Debug, Clone)]
+pub struct RecentSnapshot {
+    /// The table version read.
+    pub version: i64,
+    /// Its data files (of the hours asked for).
+    pub files: Vec<DataFile>,
+    /// The bus positions its recent commits hold (unsorted, may repeat).
+    pub positions: Vec<u64>,
+}
+
 impl Lake {
     /// The committed data files of the newest snapshot of each table (optionally of one
     /// type), by partition: read from the tables' logs.
@@ -43,6 +54,29 @@ impl Lake {
         }
         files.sort_by(|a, b| (&a.partition, &a.meta.location).cmp(&(&b.partition, &b.meta.location)));
         Ok(files)
+    }
+
+    /// One type's table at one snapshot, for a rebuild of state from the lake: its files of
+    /// hours in `[from, to)` and the bus positions recorded by its commits made at or after
+    /// `since_ms` (read from the newest commit back; `None` when the type has no table).
+    /// Both come from the same version, so every event of the files listed was committed
+    /// by a commit read here or by an older one.
+    pub async fn recent_snapshot(&self, event_type: &str, hours: Option<(i64, i64)>, since_ms: i64) -> Result<Option<RecentSnapshot>, LakeError> {
+        use futures::StreamExt;
+        let Some(table) = self.root.open_table(event_type).await? else { return Ok(None) };
+        let files = table.files(hours)?.into_iter().map(|f| DataFile { partition: f.partition, meta: f.meta }).collect();
+        let mut positions = Vec::new();
+        let mut infos = table.table.history(None);
+        while let Some(info) = infos.next().await {
+            let info = info?;
+            if info.timestamp.is_some_and(|t| t < since_ms) {
+                break;
+            }
+            if let Some(ranges) = info.info.get(crate::writer::PROVENANCE_POSITIONS).and_then(|v| v.as_str()) {
+                positions.extend(crate::writer::parse_ranges(ranges).map_err(|e| LakeError::Corrupt(format!("commit info of {event_type:?}: {e}")))?);
+            }
+        }
+        Ok(Some(RecentSnapshot { version: table.version(), files, positions }))
     }
 
     /// Reads a whole data file.

@@ -18,15 +18,26 @@ pub struct ServiceArgs {
     /// variables override it.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// Load and validate the configuration (defaults, file, environment), print the verdict
+    /// and exit (0 when valid) without binding or connecting anything.
+    #[arg(long, global = true)]
+    pub check_config: bool,
 }
 
 impl ServiceArgs {
     /// Loads the service's configuration: defaults, then `--config FILE`, then `<prefix>_*`.
+    /// With `--check-config`, a valid configuration prints `configuration OK` and the process
+    /// exits 0 here (an invalid one is returned as the error, as without the flag).
     pub fn load<T>(&self, prefix: &str) -> Result<T, ConfigError>
     where
         T: DeserializeOwned + Serialize + Default + Validate,
     {
-        crate::config::load(prefix, self.config.as_deref())
+        let config = crate::config::load(prefix, self.config.as_deref())?;
+        if self.check_config {
+            println!("configuration OK ({prefix}_*)");
+            std::process::exit(0);
+        }
+        Ok(config)
     }
 }
 
@@ -44,10 +55,16 @@ pub fn parse(name: &'static str, about: &'static str) -> ServiceArgs {
 /// `timeout` (it went on to serve), exited non-zero, or wrote no output. `env` is set for the
 /// run (e.g. a listen address the caller holds, so serving would fail).
 pub fn answer_of(exe: &str, args: &[&str], env: &[(&str, &str)], timeout: std::time::Duration) -> Result<String, String> {
+    let mut command = std::process::Command::new(exe);
+    command.envs(env.iter().copied());
+    answer_with(command, exe, args, timeout)
+}
+
+/// Runs `command` with `args` and waits for its answer (see [`answer_of`]).
+fn answer_with(mut command: std::process::Command, exe: &str, args: &[&str], timeout: std::time::Duration) -> Result<String, String> {
     use std::io::Read;
-    let mut child = std::process::Command::new(exe)
+    let mut child = command
         .args(args)
-        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -106,4 +123,40 @@ pub fn check_service_cli(exe: &str, name: &str, version: &str, prefix: &str, hel
     let config = format!("/nonexistent/{name}.toml");
     let missing = answer_of(exe, &["--config", &config], &env, quick).expect_err("a missing file is refused");
     assert!(missing.contains("does not exist"), "{missing}");
+    check_deploy_env(exe, name);
+}
+
+/// For the services' tests: every environment the deployment files give the service (each
+/// k8s container of its image, with its ConfigMaps' prefixes and placeholders for its
+/// secrets, and its docker-compose service; listed by `scripts/validate_deploy.py --env`)
+/// is accepted by its configuration (`--check-config`), so that an unknown or malformed
+/// variable fails a test instead of crash-looping a pod. Uses the project's Python
+/// (`EVENTPLAT_PYTHON` from `scripts/services.sh env`; else `python3` with PyYAML).
+pub fn check_deploy_env(exe: &str, service: &str) {
+    let python = std::env::var("EVENTPLAT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/validate_deploy.py");
+    let out = std::process::Command::new(&python)
+        .args([script, "--env", service])
+        .output()
+        .unwrap_or_else(|e| panic!("running {python} {script}: {e} (scripts/services.sh env sets EVENTPLAT_PYTHON)"));
+    assert!(out.status.success(), "{script} --env {service}: {}", String::from_utf8_lossy(&out.stderr));
+    let envs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} --env {service}: {e}"));
+    assert!(!envs.is_empty(), "no deployment of {service} found in k8s/ or docker-compose.yml");
+    for deployment in &envs {
+        let vars: Vec<(String, String)> = deployment["env"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(e) = answer_of_clean(exe, &["--check-config"], &env, std::time::Duration::from_secs(10)) {
+            panic!("{}: the service refuses its environment: {e}", deployment["where"]);
+        }
+    }
+}
+
+/// [`answer_of`] with only `env` in the environment (as a container starts).
+fn answer_of_clean(exe: &str, args: &[&str], env: &[(&str, &str)], timeout: std::time::Duration) -> Result<String, String> {
+    let mut child = std::process::Command::new(exe);
+    child.env_clear().envs(env.iter().copied());
+    answer_with(child, exe, args, timeout)
 }

@@ -35,6 +35,18 @@ pub fn load<T>(prefix: &str, file: Option<&std::path::Path>) -> Result<T, Config
 where
     T: DeserializeOwned + Serialize + Default + Validate,
 {
+    let config: T = load_unchecked(prefix, file)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// [`load`] without [`Validate::validate`]: for a tool that uses part of a service's
+/// configuration and checks that part itself (e.g. `eventctl features export` needs the
+/// features' counters, not their API keys).
+pub fn load_unchecked<T>(prefix: &str, file: Option<&std::path::Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.exists() {
@@ -43,9 +55,7 @@ where
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(Env::prefixed(&format!("{prefix}_")).split("__"));
-    let config: T = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    config.validate()?;
-    Ok(config)
+    figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 #[derive(serde::Deserialize)]

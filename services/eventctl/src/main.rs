@@ -12,6 +12,8 @@
 //! - `catalog`: the lake's Delta tables registered in the AWS Glue Data Catalog for Athena
 //!   (`catalog sync`);
 //! - `stats`: per-user daily statistics (`stats backfill`, `stats migrate`);
+//! - `features`: the features' windows rebuilt from the lake (`features backfill`) and
+//!   point-in-time training values (`features export`);
 //! - `query` / `kpi`: SQL and daily KPIs straight from the lake.
 //!
 //! `query` and `kpi` need the `query` feature (DataFusion), `timeline` and `catalog` the `aws`
@@ -69,6 +71,9 @@ enum Command {
     /// Per-user daily statistics.
     #[command(subcommand)]
     Stats(cmd::stats::StatsCommand),
+    /// The features' windows from the lake: rebuild (backfill), point-in-time training export.
+    #[command(subcommand)]
+    Features(cmd::features::FeaturesCommand),
     /// SQL over the lake: each event type a table.
     #[cfg(feature = "query")]
     Query(cmd::query::QueryArgs),
@@ -122,6 +127,7 @@ fn run(cli: Cli) -> Result<i32> {
         #[cfg(not(feature = "aws"))]
         Command::Catalog(_) => cmd::not_built("catalog", "aws"),
         Command::Stats(c) => cmd::stats::run(c),
+        Command::Features(c) => cmd::features::run(c),
         #[cfg(feature = "query")]
         Command::Query(args) => cmd::query::run(args),
         #[cfg(not(feature = "query"))]

@@ -114,6 +114,29 @@ pub struct FeaturesConfig {
     pub revoked_key_hashes: Vec<String>,
     /// The bus.
     pub bus: JetStreamConfig,
+    /// Rebuilding the windows from the lake ([`crate::backfill`]).
+    pub backfill: BackfillConfig,
+}
+
+/// When the updater rebuilds the windows from the lake by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// The lake (a local folder or `s3://bucket/prefix`); empty: no rebuild.
+    pub lake: String,
+    /// Rebuild when the updater starts on an empty store (a new Redis, or one that lost its
+    /// data), before it consumes the bus.
+    pub on_empty: bool,
+    /// The handover margin, seconds: the updater takes over from the messages published
+    /// this long before the rebuild started (must exceed the lake writer's latency; see
+    /// [`crate::backfill`]).
+    pub margin_secs: u64,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig { lake: String::new(), on_empty: true, margin_secs: 900 }
+    }
 }
 
 impl FeaturesConfig {
@@ -158,6 +181,7 @@ impl Default for FeaturesConfig {
             api_key_hashes: Vec::new(),
             revoked_key_hashes: Vec::new(),
             bus: JetStreamConfig::default(),
+            backfill: BackfillConfig::default(),
         }
     }
 }
@@ -186,17 +210,11 @@ fn name_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-impl Validate for FeaturesConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+impl FeaturesConfig {
+    /// The counters and windows alone (what the lake commands, `eventctl features backfill`
+    /// and `export`, need; the service checks them with the rest).
+    pub fn validate_layout(&self) -> Result<(), ConfigError> {
         let bad = |field, reason: String| Err(ConfigError::Value { field, reason });
-        for (field, addr) in [("listen", &self.listen), ("grpc_listen", &self.grpc_listen)] {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                return bad(field, format!("{addr:?} must be an address like 0.0.0.0:8084"));
-            }
-        }
-        if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
-            return bad("redis_url", format!("{e}"));
-        }
         if self.counters.is_empty() || self.windows.is_empty() {
             return bad("counters", "at least one counter and one window are needed".into());
         }
@@ -233,6 +251,25 @@ impl Validate for FeaturesConfig {
                 return bad("windows", format!("window {:?}: at most 10,000 buckets", w.name));
             }
         }
+        if self.key_prefix.is_empty() {
+            return bad("key_prefix", "key_prefix must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl Validate for FeaturesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: String| Err(ConfigError::Value { field, reason });
+        for (field, addr) in [("listen", &self.listen), ("grpc_listen", &self.grpc_listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(field, format!("{addr:?} must be an address like 0.0.0.0:8084"));
+            }
+        }
+        if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+            return bad("redis_url", format!("{e}"));
+        }
+        self.validate_layout()?;
         if let Err(reason) = service_kit::auth::check_key_hashes(&self.api_key_hashes, &self.revoked_key_hashes, "FEATURES_API_KEY_HASHES") {
             return bad("api_key_hashes", reason);
         }

@@ -199,6 +199,12 @@ pub struct Batch {
     pub hits: Vec<Hit>,
     /// Highest position delivered per source in this batch (counted or not).
     pub positions: Vec<(usize, u64)>,
+    /// Positions recorded as applied without a hit (a rebuild from the lake marks the bus
+    /// positions the lake holds, so that the updater skips them when they come again).
+    pub marks: Vec<(usize, u64)>,
+    /// The hits' positions are not bus positions (a rebuild's running numbers): they are
+    /// counted without being looked up or recorded.
+    pub unmarked: bool,
 }
 
 /// One increment of one window bucket (and of the window's sum).

@@ -5,10 +5,12 @@
 //! (`features.v1.Features/GetFeatures`) from the same function.
 
 pub mod api;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod layout;
+pub mod export;
 pub mod openapi;
 pub mod query;
 pub mod service;

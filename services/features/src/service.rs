@@ -41,6 +41,41 @@ pub enum ServiceError {
     /// A server failed.
     #[error("serving: {0}")]
     Serve(String),
+    /// The rebuild from the lake failed.
+    #[error("rebuilding the windows from the lake: {0}")]
+    Backfill(#[from] crate::backfill::BackfillError),
+}
+
+/// Before the updater consumes: rebuilds the windows from the lake when the store is empty
+/// (and `backfill.on_empty` with a lake), then takes over a finished rebuild (this one, or
+/// one `eventctl features backfill` wrote) by rewinding the consumer to its handover instant.
+async fn take_over(
+    config: &FeaturesConfig,
+    layout: &Layout,
+    store: &dyn WindowStore,
+    bus: &dyn Bus,
+    spec: &event_bus::ConsumerSpec,
+    source: &str,
+) -> Result<(), ServiceError> {
+    if !config.backfill.lake.is_empty() && config.backfill.on_empty && store.is_empty().await? {
+        let lake = event_lake::Lake::open(&config.backfill.lake, event_lake::WriteOptions::default()).map_err(crate::backfill::BackfillError::from)?;
+        let options = crate::backfill::BackfillOptions {
+            margin_ms: (config.backfill.margin_secs as i64).saturating_mul(1000),
+            source: bus.positions_survive_restart().then(|| source.to_owned()),
+            reset: false,
+            max_id_bytes: config.max_id_bytes,
+        };
+        let now = crate::clock::Clock::now_ms(&SystemClock);
+        let report = crate::backfill::backfill(&lake, layout, store, now, &options).await?;
+        tracing::info!(events = report.handover.events, hits = report.handover.hits, marked = report.handover.marked, seconds = report.seconds, "windows rebuilt from the lake");
+    }
+    if let Some(mut h) = crate::backfill::pending_handover(store).await? {
+        bus.rewind(spec, h.from_ms).await?;
+        h.rewound = true;
+        store.set_handover(&h).await?;
+        tracing::info!(from_ms = h.from_ms, "took over from the rebuild: consumer rewound");
+    }
+    Ok(())
 }
 
 /// The assembled features service, ready to run.
@@ -78,6 +113,7 @@ impl Features {
             // Positions under one name must be comparable: JetStream stream sequences are the
             // stream's; the in-process bus numbers each durable on its own.
             let source = if bus.positions_survive_restart() { config.bus.stream.clone() } else { spec.name.clone() };
+            take_over(config, &layout, &*store, &*bus, &spec, &source).await?;
             let consumer = Consumer::subscribe(bus, spec).await?;
             Some((consumer, Updater::new(layout.clone(), store.clone(), Arc::new(SystemClock), source, config.max_id_bytes)))
         } else {

@@ -118,7 +118,7 @@ impl Handler for Updater {
         Box::pin(async move {
             self.stats.received.fetch_add(deliveries.len() as u64, Ordering::Relaxed);
             let (hits, position, rejected) = self.hits(deliveries);
-            let batch = Batch { now_ms: self.clock.now_ms(), sources: vec![self.source.clone()], hits, positions: vec![(0, position)] };
+            let batch = Batch { marks: Vec::new(), unmarked: false, now_ms: self.clock.now_ms(), sources: vec![self.source.clone()], hits, positions: vec![(0, position)] };
             let started = std::time::Instant::now();
             let r = self.store.apply(&batch).await.map_err(|e| {
                 metrics::counter!("features_flush_failures_total").increment(1);

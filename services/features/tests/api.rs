@@ -87,7 +87,7 @@ async fn http_and_grpc_give_the_same_answers_for_a_batch_of_1000() {
         seq += 1;
         hits.push(hit(&p, 2, now - 3 * 86_400_000, seq));
     }
-    store.apply(&Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, seq)], hits }).await.unwrap();
+    store.apply(&Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, seq)], hits }).await.unwrap();
     store.expire(now).await.unwrap();
     let (http, grpc) = serve(store).await;
 

@@ -61,6 +61,18 @@ impl<S: WindowStore> WindowStore for LostReplies<S> {
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.ready()
     }
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.is_empty()
+    }
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.clear()
+    }
+    fn handover(&self) -> BoxFuture<'_, Result<Option<features::store::Handover>, StoreError>> {
+        self.inner.handover()
+    }
+    fn set_handover<'a>(&'a self, h: &'a features::store::Handover) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.set_handover(h)
+    }
 }
 
 const TYPES: [&str; 5] = ["product_viewed", "product_liked", "product_favorited", "conversation_started", "product_sold"];

@@ -65,7 +65,7 @@ async fn windows_match_the_exact_computation(store: &dyn WindowStore) {
             let product = format!("p{}", rng.below(PRODUCTS));
             hits.push(hit(&product, rng.below(3) as usize, now - age, seq));
         }
-        let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, seq)], hits: hits.clone() };
+        let batch = Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, seq)], hits: hits.clone() };
         let r = store.apply(&batch).await.expect("apply");
         assert_eq!(r.applied, hits.len());
         for mut h in hits {
@@ -123,7 +123,7 @@ async fn memory_windows_match_the_exact_computation_and_empty_out() {
 /// counts only its new hits.
 async fn exactly_once_and_edges(store: &dyn WindowStore) {
     let now = 1_767_225_600_000 + 30 * 60_000 + 500; // 00:30:00.5
-    let b = |hits: Vec<Hit>, pos| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    let b = |hits: Vec<Hit>, pos| Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
     // Exactly at the edges of the 1h window (1-minute buckets): 23:31:00.000 is in, 23:30:59.999 is out.
     let in_edge = now - 500 - 59 * 60_000;
     let r = store.apply(&b(vec![hit("e", 0, in_edge, 1), hit("e", 0, in_edge - 1, 2), hit("e", 0, now, 3)], 3)).await.unwrap();
@@ -176,7 +176,7 @@ async fn redis_concurrent_writers_count_once() {
     let run = |store: Arc<features::RedisStore>, hits: Vec<Hit>, size: usize| async move {
         for part in hits.chunks(size) {
             let max = part.iter().map(|h| h.seq).max().unwrap_or(0);
-            let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, max)], hits: part.to_vec() };
+            let batch = Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, max)], hits: part.to_vec() };
             // As the updater does: a write refused too often (contention) is retried.
             while store.apply(&batch).await.is_err() {}
             while store.expire(now).await.is_err() {}
@@ -215,7 +215,7 @@ async fn redis_unreadable_state_is_restarted() {
     let now = 1_767_225_600_000 + 30 * 60_000;
     let mut c = redis_conn().await;
     let _: () = redis::cmd("SET").arg(format!("{prefix}st:bad")).arg("not a state").query_async(&mut c).await.unwrap();
-    let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, 2)], hits: vec![hit("bad", 0, now, 1), hit("good", 0, now, 2)] };
+    let batch = Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, 2)], hits: vec![hit("bad", 0, now, 1), hit("good", 0, now, 2)] };
     assert_eq!(store.apply(&batch).await.unwrap().applied, 2);
     let v = store.read(&["bad".to_string(), "good".to_string()]).await.unwrap().values;
     assert_eq!((v[0][0], v[1][0]), (1, 1));
@@ -232,7 +232,7 @@ async fn memory_exactly_once_and_edges() {
 async fn memory_store_does_not_count_new_products_beyond_its_bound() {
     let store = Arc::new(MemoryStore::new(Layout::default_layout(), 2, 100));
     let now = 1_767_225_600_000;
-    let batch = Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, 4)], hits: vec![hit("a", 0, now, 1), hit("b", 0, now, 2), hit("c", 0, now, 3), hit("a", 0, now, 4)] };
+    let batch = Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, 4)], hits: vec![hit("a", 0, now, 1), hit("b", 0, now, 2), hit("c", 0, now, 3), hit("a", 0, now, 4)] };
     store.apply(&batch).await.unwrap();
     assert_eq!(store.products(), 2);
     let v = store.read(&["a".into(), "b".into(), "c".into()]).await.unwrap().values;
@@ -244,7 +244,7 @@ async fn memory_store_does_not_count_new_products_beyond_its_bound() {
 async fn big_batches_count_once(store: &dyn WindowStore) {
     let now = 1_767_225_600_000;
     let mk = |n: u64| -> Vec<Hit> { (1..=n).map(|s| hit(&format!("b{}", s % 7), (s % 3) as usize, now - (s as i64 % 5000), s)).collect() };
-    let batch = |hits: Vec<Hit>, pos| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    let batch = |hits: Vec<Hit>, pos| Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
     let r = store.apply(&batch(mk(12_000), 12_000)).await.unwrap();
     assert_eq!((r.applied, r.duplicates), (12_000, 0));
     let r = store.apply(&batch(mk(12_010), 12_010)).await.unwrap();
@@ -276,7 +276,7 @@ async fn memory_big_batches_count_once() {
 async fn listed_products_count_once_across_chunks(store: &dyn WindowStore) {
     let now = 1_767_225_600_000;
     let page = |seq: u64| -> Vec<Hit> { (0..30).map(|k| hit(&format!("l{}", (seq * 7 + k * 13) % 2000), 0, now - 1000, seq)).collect() };
-    let batch = |n: u64| Batch { now_ms: now, sources: vec!["s".into()], positions: vec![(0, n)], hits: (1..=n).flat_map(page).collect() };
+    let batch = |n: u64| Batch { marks: Vec::new(), unmarked: false, now_ms: now, sources: vec!["s".into()], positions: vec![(0, n)], hits: (1..=n).flat_map(page).collect() };
     let r = store.apply(&batch(500)).await.unwrap();
     assert_eq!((r.applied, r.duplicates), (15_000, 0));
     let r = store.apply(&batch(510)).await.unwrap();
@@ -313,7 +313,7 @@ async fn redis_lost_schedule_heals_on_the_next_event() {
     let prefix = unique_prefix("heal");
     let store = redis_store(Layout::default_layout(), &prefix, 100).await;
     let now = 1_767_225_600_000 + 10 * 60_000;
-    let b = |hits: Vec<Hit>, pos, at| Batch { now_ms: at, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
+    let b = |hits: Vec<Hit>, pos, at| Batch { marks: Vec::new(), unmarked: false, now_ms: at, sources: vec!["s".into()], positions: vec![(0, pos)], hits };
     store.apply(&b(vec![hit("x", 0, now, 1)], 1, now)).await.unwrap();
     let mut c = redis_conn().await;
     for k in keys(&prefix).await.into_iter().filter(|k| k.contains(":due:")) {

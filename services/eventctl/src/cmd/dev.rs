@@ -154,6 +154,8 @@ async fn serve(args: DevArgs) -> Result<i32> {
         listen: args.features_listen.clone(),
         grpc_listen: args.features_grpc_listen.clone(),
         api_key_hashes: vec![hash_key(&key)],
+        // The windows are rebuilt from the lake before the features API answers.
+        backfill: features::config::BackfillConfig { lake: args.lake.clone(), ..Default::default() },
         ..features::FeaturesConfig::default()
     };
     let features_service = features::Features::build(&features_config, Some(shared.clone())).await.context("starting the features service")?;

@@ -10,6 +10,7 @@ pub mod compact;
 pub mod vacuum;
 pub mod demo;
 pub mod dev;
+pub mod features;
 pub mod generate;
 pub mod ingest;
 #[cfg(feature = "query")]

@@ -35,6 +35,21 @@ struct State {
     done: Vec<Option<i64>>,
     sources: HashMap<String, Source>,
     as_of_ms: i64,
+    handover: Option<super::Handover>,
+}
+
+impl State {
+    fn empty(windows: usize) -> State {
+        State {
+            products: HashMap::new(),
+            due: BTreeMap::new(),
+            closed: vec![None; windows],
+            done: vec![None; windows],
+            sources: HashMap::new(),
+            as_of_ms: 0,
+            handover: None,
+        }
+    }
 }
 
 /// Windows in memory.
@@ -54,14 +69,7 @@ impl MemoryStore {
             layout,
             max_products,
             budget: budget.max(1),
-            state: Mutex::new(State {
-                products: HashMap::new(),
-                due: BTreeMap::new(),
-                closed: vec![None; nw],
-                done: vec![None; nw],
-                sources: HashMap::new(),
-                as_of_ms: 0,
-            }),
+            state: Mutex::new(State::empty(nw)),
         }
     }
 
@@ -84,7 +92,7 @@ impl MemoryStore {
             st.done[wi].get_or_insert(cur);
         }
         let name = |i: usize| batch.sources.get(i).map(String::as_str).unwrap_or("");
-        let dup = |st: &State, i: usize, seq: u64| st.sources.get(name(i)).is_some_and(|s| seq <= s.pos && s.seen.contains(&seq));
+        let dup = |st: &State, i: usize, seq: u64| !batch.unmarked && st.sources.get(name(i)).is_some_and(|s| seq <= s.pos && s.seen.contains(&seq));
         let fresh: Vec<_> = batch.hits.iter().filter(|h| !dup(st, h.source, h.seq)).collect();
         let duplicates = batch.hits.len() - fresh.len();
         let incs = aggregate(&self.layout, fresh.iter().copied(), batch.now_ms);
@@ -116,11 +124,13 @@ impl MemoryStore {
             metrics::counter!("features_memory_refused_total").increment(refused);
             tracing::warn!(max_products = self.max_products, refused, "in-memory windows full: events of new products not counted");
         }
-        for h in &fresh {
-            let s = st.sources.entry(name(h.source).to_owned()).or_default();
-            s.seen.insert(h.seq);
+        if !batch.unmarked {
+            for (i, seq) in fresh.iter().map(|h| (h.source, h.seq)).chain(batch.marks.iter().copied()) {
+                let s = st.sources.entry(name(i).to_owned()).or_default();
+                s.seen.insert(seq);
+            }
         }
-        for &(i, seq) in &batch.positions {
+        for &(i, seq) in batch.positions.iter().chain(&batch.marks) {
             let s = st.sources.entry(name(i).to_owned()).or_default();
             s.pos = s.pos.max(seq);
             let floor = s.pos.saturating_sub(SEEN_SPAN);
@@ -222,5 +232,32 @@ impl WindowStore for MemoryStore {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let st = self.lock();
+            Ok(st.products.is_empty() && st.sources.is_empty() && st.handover.is_none() && st.closed.iter().all(Option::is_none))
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let nw = self.layout.windows.len();
+            *st = State::empty(nw);
+            Ok(())
+        })
+    }
+
+    fn handover(&self) -> BoxFuture<'_, Result<Option<super::Handover>, StoreError>> {
+        Box::pin(async move { Ok(self.lock().handover.clone()) })
+    }
+
+    fn set_handover<'a>(&'a self, handover: &'a super::Handover) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.lock().handover = Some(handover.clone());
+            Ok(())
+        })
     }
 }

@@ -24,6 +24,7 @@ use crate::layout::Batch;
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisStoreOptions};
 
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,6 +65,32 @@ pub struct Sums {
     pub values: Vec<Vec<i64>>,
 }
 
+/// The record of a rebuild from the lake ([`crate::backfill`]), kept in the store: while it
+/// says `running`, the store holds a partial rebuild (a new run clears it first); once
+/// `done`, the updater restarts its bus consumer at `from_ms` the first time it starts on
+/// this store (and records `rewound`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Handover {
+    /// True once every event and mark of the rebuild is in the store.
+    pub done: bool,
+    /// When the rebuild started (its snapshot of the lake), epoch ms.
+    pub started_ms: i64,
+    /// The updater's consumer takes over from the messages published at or after this
+    /// instant (the lake's commits since then had their bus positions marked as applied).
+    pub from_ms: i64,
+    /// The bus source whose positions were marked (the JetStream stream), empty when none
+    /// were (the in-process bus).
+    pub source: String,
+    /// Events read from the lake.
+    pub events: u64,
+    /// Hits counted (an event of a list counts once per product).
+    pub hits: u64,
+    /// Bus positions marked as applied.
+    pub marked: u64,
+    /// True once the updater restarted its consumer at `from_ms`.
+    pub rewound: bool,
+}
+
 /// Windowed counters per product.
 pub trait WindowStore: Send + Sync + 'static {
     /// Counts the batch's hits and records its bus positions, atomically and exactly once:
@@ -82,4 +109,17 @@ pub trait WindowStore: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// True when the store holds nothing: no counts, no positions, no rebuild record (a new
+    /// Redis, or one that lost its data).
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Removes everything the store holds (before a rebuild).
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The rebuild record, if any.
+    fn handover(&self) -> BoxFuture<'_, Result<Option<Handover>, StoreError>>;
+
+    /// Stores the rebuild record.
+    fn set_handover<'a>(&'a self, handover: &'a Handover) -> BoxFuture<'a, Result<(), StoreError>>;
 }

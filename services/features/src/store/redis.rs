@@ -196,11 +196,16 @@ impl RedisStore {
                 max[name_of(h.source)] = max[name_of(h.source)].max(h.seq);
             }
             if k == last {
-                for &(si, q) in &batch.positions {
+                for &(si, q) in batch.positions.iter().chain(&batch.marks) {
                     max[name_of(si)] = max[name_of(si)].max(q);
                 }
             }
-            let r = self.apply_chunk(batch.now_ms, &names, &max, chunk, &name_of, &mut own).await?;
+            if batch.unmarked {
+                // Running numbers of a rebuild, not bus positions: nothing to store.
+                max.iter_mut().for_each(|m| *m = 0);
+            }
+            let extra: &[(usize, u64)] = if k == last { &batch.marks } else { &[] };
+            let r = self.apply_chunk(batch.now_ms, &names, &max, chunk, extra, batch.unmarked, &name_of, &mut own).await?;
             report.applied += r.applied;
             report.duplicates += r.duplicates;
         }
@@ -212,19 +217,23 @@ impl RedisStore {
     /// the states of the chunk's products, adds the increments that are still inside their
     /// windows, then writes the marks, the new states and views, the schedule additions
     /// for new buckets and the positions at once.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_chunk(
         &self,
         now_ms: i64,
         names: &[&str],
         max: &[u64],
         chunk: &[&Hit],
+        extra_marks: &[(usize, u64)],
+        unmarked: bool,
         name_of: &(dyn Fn(usize) -> usize + Sync),
         own: &mut Option<(i64, Vec<u64>)>,
     ) -> Result<ApplyReport, StoreError> {
         let meta = self.key("meta");
         let mut conn = self.writer.clone();
         // Marks in (source, position) order: consecutive ones share a bitmap key.
-        let mut all_marks: Vec<(usize, u64)> = chunk.iter().map(|h| (name_of(h.source), h.seq)).collect();
+        let hit_marks = chunk.iter().filter(|_| !unmarked).map(|h| (name_of(h.source), h.seq));
+        let mut all_marks: Vec<(usize, u64)> = hit_marks.chain(extra_marks.iter().map(|&(s, q)| (name_of(s), q))).collect();
         all_marks.sort_unstable();
         all_marks.dedup();
         for _attempt in 0..MAX_TRANSACTION_ATTEMPTS {
@@ -236,7 +245,7 @@ impl RedisStore {
                 _ => markers.pos.clone(),
             };
             let seen = self.applied_before(&mut conn, names, &threshold, &all_marks).await?;
-            let hits: Vec<&Hit> = chunk.iter().copied().filter(|h| !seen.contains(&(name_of(h.source), h.seq))).collect();
+            let hits: Vec<&Hit> = chunk.iter().copied().filter(|h| unmarked || !seen.contains(&(name_of(h.source), h.seq))).collect();
             let incs = aggregate(&self.layout, hits.iter().copied(), now_ms);
             let products: Vec<&str> = incs.iter().map(|(p, _)| *p).collect();
             let mut states = self.states(&mut conn, &products).await?;
@@ -565,6 +574,68 @@ impl WindowStore for RedisStore {
             Ok(())
         })
     }
+
+    /// Empty when neither `meta` (written by every apply) nor the rebuild record exists.
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let n: u64 = redis::cmd("EXISTS").arg(self.key("meta")).arg(self.key("handover")).query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(n == 0)
+        })
+    }
+
+    /// Unlinks every key under the prefix (`SCAN` in steps of 1,000: Redis is never blocked
+    /// long).
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let pattern = format!("{}*", glob_escape(&self.opts.prefix));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut conn).await.map_err(unavailable)?;
+                if !keys.is_empty() {
+                    let _: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await.map_err(unavailable)?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    fn handover(&self) -> BoxFuture<'_, Result<Option<super::Handover>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let raw: Option<String> = redis::cmd("GET").arg(self.key("handover")).query_async(&mut conn).await.map_err(unavailable)?;
+            match raw {
+                None => Ok(None),
+                Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Misconfigured(format!("the rebuild record {} is unreadable: {e}", self.key("handover")))),
+            }
+        })
+    }
+
+    fn set_handover<'a>(&'a self, handover: &'a super::Handover) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.writer.clone();
+            let text = serde_json::to_string(handover).map_err(|e| StoreError::Misconfigured(e.to_string()))?;
+            let _: () = redis::cmd("SET").arg(self.key("handover")).arg(text).query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
+
+/// A key prefix as a `SCAN MATCH` pattern that matches it literally.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 4);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Cuts the hits of single-product messages, sorted by product, into transactions of whole
