@@ -48,7 +48,7 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 /// The quarantine table's folder below the lake root.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// How many times a commit re-reads the table and retries after losing a race.
-const MAX_ATTEMPTS: usize = 64;
+pub(crate) const MAX_ATTEMPTS: usize = 64;
 /// Tables whose snapshot the commit path keeps between commits (see [`SnapshotCache`]).
 const CACHED_TABLES: usize = 64;
 /// The quarantine table's key in the [`SnapshotCache`] (a `/` never occurs in a type name).
@@ -337,7 +337,7 @@ fn metadata_action(schema: &TypeSchema, table_id: Option<&str>) -> Result<Metada
 }
 
 /// The table property holding [`CHECKPOINT_INTERVAL`].
-const CHECKPOINT_INTERVAL_KEY: &str = "delta.checkpointInterval";
+pub(crate) const CHECKPOINT_INTERVAL_KEY: &str = "delta.checkpointInterval";
 
 /// The protocol of the tables this library creates: reader 1, writer 2 (readable by every
 /// Delta reader, Athena included).
@@ -348,7 +348,7 @@ fn default_protocol() -> Result<Protocol, DeltaTableError> {
 /// Commits a table's first version, create-if-absent: the protocol, `metadata` and `actions`
 /// together. Returns the version committed; a writer that created the table first makes it
 /// fail with a retryable or transaction error (the caller re-reads).
-async fn commit_creation(
+pub(crate) async fn commit_creation(
     log_store: LogStoreRef,
     metadata: Metadata,
     actions: impl IntoIterator<Item = Action>,
@@ -362,7 +362,7 @@ async fn commit_creation(
     Ok(CommitBuilder::from(props).with_actions(all).with_max_retries(0).build(None, log_store, op).await?.version() as i64)
 }
 
-fn is_retryable(e: &DeltaTableError) -> bool {
+pub(crate) fn is_retryable(e: &DeltaTableError) -> bool {
     match e {
         DeltaTableError::VersionAlreadyExists(_) => true,
         DeltaTableError::Transaction { source } => matches!(
@@ -410,7 +410,7 @@ impl LakeStore {
     }
 
     /// A folder below a local lake's root (`None` on S3).
-    fn local_dir(&self, dir: &str) -> Option<std::path::PathBuf> {
+    pub(crate) fn local_dir(&self, dir: &str) -> Option<std::path::PathBuf> {
         if self.base_url.scheme() != "file" {
             return None;
         }
@@ -488,7 +488,7 @@ impl LakeStore {
     /// (Delta's local log store moves the entry into place without a sync, and the lake writer
     /// acks events once their commit returns: a power cut must not take the commit back). On
     /// S3 a PUT is durable when answered.
-    async fn persist_commit(&self, dir: &str, version: i64) -> Result<(), LakeError> {
+    pub(crate) async fn persist_commit(&self, dir: &str, version: i64) -> Result<(), LakeError> {
         let Some(log) = self.local_dir(&format!("{dir}/_delta_log")) else { return Ok(()) };
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::File::open(log.join(format!("{version:020}.json")))?.sync_all()?;

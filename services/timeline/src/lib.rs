@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod cursor;
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
+pub mod history;
 pub mod item;
 pub mod lake_fetch;
 pub mod openapi;

@@ -1,6 +1,9 @@
 //! `eventctl timeline ...`: administration of the per-user history store. `init` creates
 //! the DynamoDB table (partition key `pk`, sort key `sk`, on-demand billing) and enables
-//! TTL on `ttl`, idempotently: running it again changes nothing.
+//! TTL on `ttl`, idempotently: running it again changes nothing. `backfill` builds the
+//! lake's per-user history table (`history/`) from the per-type tables, up to their newest
+//! versions, with the timeline's user paths (`--config FILE`, `TIMELINE_*`); it goes on
+//! from where the previous build stopped.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -11,6 +14,21 @@ use timeline::{DynamoConfig, DynamoStore};
 pub enum TimelineCommand {
     /// Create the DynamoDB table (keys, TTL) if it does not exist.
     Init(InitArgs),
+    /// Build the lake's per-user history table from the per-type tables (incremental).
+    Backfill(BackfillArgs),
+}
+
+/// Options of `eventctl timeline backfill`.
+#[derive(Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub lake: super::LakeArgs,
+    /// Timeline configuration file (its user paths); `TIMELINE_*` variables apply too.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `eventctl timeline init`.
@@ -31,7 +49,32 @@ pub struct InitArgs {
 pub fn run(cmd: TimelineCommand) -> Result<i32> {
     match cmd {
         TimelineCommand::Init(args) => init(args),
+        TimelineCommand::Backfill(args) => backfill(args),
     }
+}
+
+fn backfill(args: BackfillArgs) -> Result<i32> {
+    let config: timeline::TimelineConfig = service_kit::config::load_unchecked("TIMELINE", args.config.as_deref()).context("the timeline configuration")?;
+    let users = timeline::user::UserPaths::new(&config.default_user_paths, &config.user_paths).map_err(|e| anyhow::anyhow!("the timeline's user paths: {e}"))?;
+    let lake = args.lake.open()?;
+    let rt = super::runtime(None)?;
+    let report = rt.block_on(timeline::history::build(&lake, &users, &timeline::history::BuildOptions::default())).context("building the history table")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "history: {} events of {} types ({} without a user) -> {} rows in {} files, {} commits, in {:.1} s ({:.0} events/s)",
+            report.events,
+            report.types,
+            report.without_user,
+            report.rows,
+            report.files_written,
+            report.commits,
+            report.seconds,
+            report.events as f64 / report.seconds.max(1e-9)
+        );
+    }
+    Ok(0)
 }
 
 fn init(args: InitArgs) -> Result<i32> {
