@@ -45,6 +45,9 @@ pub const HISTORY_DIR: &str = "history";
 pub const USER_BUCKETS: u32 = 64;
 /// Rows per data page: a user's events span few pages, each fetched alone.
 pub const PAGE_ROWS: usize = 256;
+/// The application transaction recording when the last complete build started (epoch ms):
+/// every event committed to the lake before then is in the table.
+pub const BUILT_APP: &str = "history:built";
 /// The application transaction of a source type.
 pub fn txn_app(event_type: &str) -> String {
     format!("history:{event_type}")
@@ -167,6 +170,12 @@ impl LakeStore {
             }
         }
         Ok(out)
+    }
+
+    /// When the last complete build of the history started (epoch ms; `None`: never built).
+    pub async fn history_built(&self) -> Result<Option<i64>, LakeError> {
+        let Some(table) = self.open_history().await? else { return Ok(None) };
+        Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), BUILT_APP).await?)
     }
 
     /// Commits history files with the source versions they hold (`txns`: `history:<type>`

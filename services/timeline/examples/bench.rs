@@ -105,6 +105,7 @@ async fn main() {
         limits: PageLimits::default(),
         retry_after_secs: 1,
         in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+        cold: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -14,6 +14,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use event_lake::Lake;
+use event_lake::history::UserQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use service_kit::auth::{ApiKeys, AuthResult};
@@ -59,6 +60,9 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// Requests in flight.
     pub in_flight: Arc<Semaphore>,
+    /// The cold tier (the lake's history table) under the same API; `None`: the hot tier
+    /// alone.
+    pub cold: Option<Arc<crate::tiers::ColdTier>>,
 }
 
 /// Query parameters of a page.
@@ -115,7 +119,8 @@ pub struct TimelineEvent {
     pub attributes_in_lake_only: bool,
     /// The lake partition holding the full event.
     pub lake_partition: String,
-    /// When this entry leaves the hot window (epoch seconds).
+    /// When this entry leaves the hot window (epoch seconds); 0 for an event served from the
+    /// lake's history table (kept for good).
     pub expires_at: i64,
     /// With `include=payload`: the full event from the lake, when found (numbers with the
     /// digits they were sent with).
@@ -227,6 +232,91 @@ fn to_event(it: Item) -> Result<TimelineEvent, StoreError> {
     })
 }
 
+/// One page over both tiers (see [`crate::tiers`]): below the seam from the history table,
+/// at or above it from the hot store, in the page's order, the second filling what the first
+/// leaves of the page. The cursor is the last position returned.
+async fn stitched(state: &AppState, parsed: &Parsed, seam: Option<i64>) -> Result<(Vec<TimelineEvent>, Option<String>), ApiError> {
+    let q = &parsed.query;
+    let hot_page = |from: i64, after: Option<String>, limit: usize| {
+        let query = PageQuery { from, after, limit, ..q.clone() };
+        async move {
+            state.store.query(&query).await.map_err(|e| {
+                tracing::warn!(error = %e, "query failed");
+                ApiError::unavailable("store_unavailable", e.to_string(), state.retry_after_secs)
+            })
+        }
+    };
+    let hot_events = |items: Vec<crate::item::Item>| -> Result<Vec<TimelineEvent>, ApiError> {
+        items.into_iter().map(|it| to_event(it).map_err(|e| ApiError::internal("corrupt_item", e.to_string()))).collect()
+    };
+    let (Some(seam), Some(cold)) = (seam, &state.cold) else {
+        let page = hot_page(q.from, q.after.clone(), q.limit).await?;
+        let next = page.next_after.as_deref().map(|sk| cursor::encode(q.order, sk));
+        return Ok((hot_events(page.items)?, next));
+    };
+    let after: Option<(i64, String)> = q.after.as_deref().and_then(crate::item::parse_sort_key);
+    let cold_page = |limit: usize, after: Option<(i64, String)>| {
+        let types = q.types.clone();
+        let user = q.user.clone();
+        async move {
+            let uq = UserQuery { user: &user, from: q.from, to: q.to.min(seam), types: &types, newest_first: q.order == Order::Desc, after, limit };
+            cold.page(&uq).await.map_err(|e| {
+                tracing::warn!(error = %e, "history read failed");
+                ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs)
+            })
+        }
+    };
+    let cold_events = |rows: Vec<event_lake::history::HistoryRow>| -> Result<Vec<TimelineEvent>, ApiError> {
+        rows.into_iter().map(|r| crate::tiers::cold_event(r, parsed.payload).map_err(|e| ApiError::internal("corrupt_history", e))).collect()
+    };
+    let position = |e: &TimelineEvent| cursor::encode(q.order, &crate::item::sort_key(e.created_at, &e.id));
+    let mut events = Vec::new();
+    let cold_range = q.from < seam;
+    let hot_range = q.to > seam;
+    match q.order {
+        Order::Asc => {
+            // Below the seam first (unless the cursor is past it).
+            if cold_range && after.as_ref().is_none_or(|(t, _)| *t < seam) {
+                let page = cold_page(q.limit, after.clone()).await?;
+                let more = page.more;
+                events = cold_events(page.rows)?;
+                if more || events.len() == q.limit {
+                    let next = events.last().filter(|_| more || hot_range).map(position);
+                    return Ok((events, next));
+                }
+            }
+            if hot_range {
+                let hot_after = q.after.clone().filter(|_| after.as_ref().is_some_and(|(t, _)| *t >= seam));
+                let page = hot_page(q.from.max(seam), hot_after, q.limit - events.len()).await?;
+                events.extend(hot_events(page.items)?);
+                let next = page.next_after.as_deref().map(|sk| cursor::encode(q.order, sk));
+                return Ok((events, next));
+            }
+            Ok((events, None))
+        }
+        Order::Desc => {
+            // At or above the seam first (unless the cursor is below it).
+            if hot_range && after.as_ref().is_none_or(|(t, _)| *t >= seam) {
+                let page = hot_page(q.from.max(seam), q.after.clone(), q.limit).await?;
+                events = hot_events(page.items)?;
+                if page.next_after.is_some() || events.len() == q.limit {
+                    let next = events.last().filter(|_| page.next_after.is_some() || cold_range).map(position);
+                    return Ok((events, next));
+                }
+            }
+            if cold_range {
+                let cold_after = after.filter(|(t, _)| *t < seam);
+                let page = cold_page(q.limit - events.len(), cold_after).await?;
+                let more = page.more;
+                events.extend(cold_events(page.rows)?);
+                let next = events.last().filter(|_| more).map(position);
+                return Ok((events, next));
+            }
+            Ok((events, None))
+        }
+    }
+}
+
 /// A user's events, time-ordered, one page at a time.
 #[utoipa::path(
     get,
@@ -261,38 +351,40 @@ pub async fn get_events(
         return error(ApiError::invalid("invalid_parameter", "include=payload: this server has no lake configured"));
     }
     let started = Instant::now();
-    let page = match state.store.query(&parsed.query).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "query failed");
-            return error(ApiError::unavailable("store_unavailable", e.to_string(), state.retry_after_secs));
-        }
-    };
-    metrics::histogram!("timeline_query_seconds").record(started.elapsed().as_secs_f64());
-    let mut payloads = None;
-    if parsed.payload
-        && let Some(lake) = &state.lake
-    {
-        match crate::lake_fetch::fetch(lake, &page.items).await {
-            Ok(found) => payloads = Some(found),
+    let seam = match &state.cold {
+        None => None,
+        Some(cold) => match cold.seam().await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "lake read failed");
+                tracing::warn!(error = %e, "history table unreadable");
                 return error(ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs));
             }
-        }
-    }
-    let next_cursor = page.next_after.as_deref().map(|sk| cursor::encode(parsed.query.order, sk));
-    let mut events = Vec::with_capacity(page.items.len());
-    for it in page.items {
-        match to_event(it) {
-            Ok(ev) => events.push(ev),
-            Err(e) => return error(ApiError::internal("corrupt_item", e.to_string())),
-        }
-    }
+        },
+    };
+    let (mut events, next_cursor) = match stitched(&state, &parsed, seam).await {
+        Ok(page) => page,
+        Err(e) => return error(e),
+    };
+    metrics::histogram!("timeline_query_seconds").record(started.elapsed().as_secs_f64());
     let mut payloads_missing = None;
-    if let Some(mut found) = payloads {
-        for ev in &mut events {
-            ev.payload = found.remove(&ev.id);
+    if parsed.payload {
+        // Cold events carry their payload already; hot ones are read from the lake.
+        let hot: Vec<&TimelineEvent> = events.iter().filter(|e| e.payload.is_none()).collect();
+        if let (Some(lake), false) = (&state.lake, hot.is_empty()) {
+            let wanted: Vec<(String, i64, String)> = hot.iter().map(|e| (e.id.clone(), e.created_at, e.lake_partition.clone())).collect();
+            match crate::lake_fetch::fetch_events(lake, &wanted).await {
+                Ok(mut found) => {
+                    for ev in &mut events {
+                        if ev.payload.is_none() {
+                            ev.payload = found.remove(&ev.id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lake read failed");
+                    return error(ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs));
+                }
+            }
         }
         payloads_missing = Some(events.iter().filter(|e| e.payload.is_none()).count());
     }

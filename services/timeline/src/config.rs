@@ -41,6 +41,11 @@ pub struct TimelineConfig {
     /// Days an item stays in the table after its event time (the hot window; the lake keeps
     /// everything). Events already older than this are not written.
     pub hot_window_days: u32,
+    /// How late an event reaches the lake at most, seconds: the API serves the lake's
+    /// history table below `last build start - lateness` and the hot tier above (see
+    /// `timeline::tiers`; 0 < lateness, and the build must run more often than the hot
+    /// window minus this).
+    pub history_lateness_secs: u64,
     /// JSON paths (dotted) naming the user, for types without their own entry.
     #[serde(deserialize_with = "service_kit::config::string_list")]
     pub default_user_paths: Vec<String>,
@@ -131,6 +136,7 @@ impl Default for TimelineConfig {
             sqlite_path: "./timeline.db".into(),
             lake: "./lake".into(),
             hot_window_days: 30,
+            history_lateness_secs: 3600,
             default_user_paths: vec![crate::user::DEFAULT_USER_PATH.into()],
             user_paths: BTreeMap::new(),
             item_budget_bytes: 1024,

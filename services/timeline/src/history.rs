@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use event_contract::wire::EventView;
-use event_lake::history::{HistoryRow, USER_BUCKETS, bucket_of, data_adds, month_of, txn_app};
+use event_lake::history::{BUILT_APP, HistoryRow, USER_BUCKETS, bucket_of, data_adds, month_of, txn_app};
 use event_lake::reader::DataFile;
 use event_lake::table::CommitOutcome;
 use event_lake::{Lake, LakeError};
@@ -65,6 +65,7 @@ pub struct BuildReport {
 /// Builds the history table up to the newest version of every type's table.
 pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Result<BuildReport, LakeError> {
     let started = Instant::now();
+    let started_ms = chrono::Utc::now().timestamp_millis();
     let mut report = BuildReport::default();
     let types = lake.root.table_types().await?;
     let progress = lake.root.history_progress(&types).await?;
@@ -138,6 +139,8 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
             }
         }
     }
+    // Every event committed before this build started is in the table now.
+    lake.root.commit_history(Vec::new(), &[(BUILT_APP.to_owned(), started_ms)]).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -92,6 +92,12 @@ pub fn sort_key(created_at: i64, id: &str) -> String {
     format!("{:0width$}#{id}", created_at.clamp(0, MAX_TIME_MS), width = TIME_DIGITS)
 }
 
+/// The (created_at, id) of a sort key made by [`sort_key`].
+pub fn parse_sort_key(sk: &str) -> Option<(i64, String)> {
+    let (t, id) = sk.split_once('#')?;
+    Some((t.parse().ok()?, id.to_owned()))
+}
+
 /// Inclusive sort-key bounds selecting event times in `[from, to)`: no sort key equals
 /// `hi` (they all carry `#id` after the time), so BETWEEN lo AND hi is exactly that range.
 pub fn range_bounds(from: i64, to: i64) -> (String, String) {

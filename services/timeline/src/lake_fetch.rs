@@ -18,10 +18,16 @@ const CONCURRENT_PARTITIONS: usize = 4;
 /// The full events of `items` found in the lake, by event id, as the lake rebuilds them
 /// (`eventctl cat`'s text: every number with its digits).
 pub async fn fetch(lake: &Lake, items: &[Item]) -> Result<HashMap<String, Box<RawValue>>, event_lake::LakeError> {
-    // Owned keys: the stream's futures must not borrow from `items` (the handler is Send).
+    let wanted: Vec<(String, i64, String)> = items.iter().map(|it| (it.id().to_owned(), it.created_at(), it.lake.clone())).collect();
+    fetch_events(lake, &wanted).await
+}
+
+/// [`fetch`] of events given as (id, created_at, lake partition).
+pub async fn fetch_events(lake: &Lake, events: &[(String, i64, String)]) -> Result<HashMap<String, Box<RawValue>>, event_lake::LakeError> {
+    // Owned keys: the stream's futures must not borrow from `events` (the handler is Send).
     let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
-    for it in items {
-        wanted.entry(it.lake.clone()).or_default().insert(it.id().to_owned());
+    for (id, _, partition) in events {
+        wanted.entry(partition.clone()).or_default().insert(id.clone());
     }
     let found: Vec<Vec<(String, Box<RawValue>)>> = futures::stream::iter(wanted)
         .map(|(dir, ids)| read_partition(lake, dir, ids))

@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod service;
 pub mod sqlite;
 pub mod store;
+pub mod tiers;
 pub mod user;
 
 pub use api::{AppState, PageLimits, router};

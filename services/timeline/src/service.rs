@@ -85,11 +85,12 @@ impl Timeline {
         let (handlers, counters) = handlers(store.clone(), items, config.consumer.concurrency);
         let state = Arc::new(AppState {
             store,
-            lake: Some(lake),
+            lake: Some(lake.clone()),
             keys: ApiKeys::new(&config.api_key_hashes, &config.revoked_key_hashes),
             limits: config.limits(),
             retry_after_secs: config.retry_after_secs,
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_requests)),
+            cold: Some(Arc::new(crate::tiers::ColdTier::new(lake.clone(), (config.history_lateness_secs as i64).saturating_mul(1000)))),
         });
         Ok(Timeline { state, consumer, handlers, counters, sqlite })
     }

@@ -59,6 +59,7 @@ async fn events_on_jetstream_reach_the_api_once_each_even_when_published_again()
         limits: PageLimits::default(),
         retry_after_secs: 1,
         in_flight: Arc::new(tokio::sync::Semaphore::new(8)),
+        cold: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

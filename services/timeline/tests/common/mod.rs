@@ -81,6 +81,7 @@ pub struct Harness {
     pub dynamo: Option<DynamoStore>,
     pub bus: InProcessBus,
     pub lake: Arc<Lake>,
+    pub cold: Option<Arc<timeline::tiers::ColdTier>>,
     stop: watch::Sender<bool>,
     counters: (Arc<Counters>, Arc<TimelineCounters>),
     consumer: tokio::task::JoinHandle<event_bus::consumer::Report>,
@@ -94,6 +95,16 @@ impl Harness {
     }
 
     pub async fn with_options(backend: Backend, name: &str, opts: ItemOptions) -> Harness {
+        Harness::build(backend, name, opts, None).await
+    }
+
+    /// With the cold tier (the lake's history table) stitched in, complete `lateness_ms`
+    /// below its last build.
+    pub async fn with_cold(backend: Backend, name: &str, opts: ItemOptions, lateness_ms: i64) -> Harness {
+        Harness::build(backend, name, opts, Some(lateness_ms)).await
+    }
+
+    async fn build(backend: Backend, name: &str, opts: ItemOptions, cold_lateness_ms: Option<i64>) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, dynamo): (Arc<dyn Store>, Option<DynamoStore>) = match backend {
             Backend::Sqlite => {
@@ -114,6 +125,7 @@ impl Harness {
         let (handlers, counters) = timeline::handlers(store.clone(), Arc::new(opts), 1);
         let counters = (consumer.counters(), counters);
         let consumer = tokio::spawn(consumer.run(handlers, stop_rx));
+        let cold = cold_lateness_ms.map(|l| Arc::new(timeline::tiers::ColdTier::new(lake.clone(), l)));
         let state = Arc::new(AppState {
             store: store.clone(),
             lake: Some(lake.clone()),
@@ -121,13 +133,14 @@ impl Harness {
             limits: PageLimits::default(),
             retry_after_secs: 1,
             in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+            cold: cold.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, router(state)).await;
         });
-        Harness { backend, base, store, dynamo, bus, lake, stop, counters, consumer, published: 0, _dir: dir }
+        Harness { backend, base, store, dynamo, bus, lake, cold, stop, counters, consumer, published: 0, _dir: dir }
     }
 
     /// Publishes events (no bus dedup: a repeat is a redelivery to the consumer) and waits
