@@ -140,6 +140,18 @@ impl Default for BackfillConfig {
 }
 
 impl FeaturesConfig {
+    /// How to reach the windows in Redis (the service, and `eventctl features backfill`).
+    pub fn redis_options(&self, read_connections: usize) -> crate::store::RedisStoreOptions {
+        crate::store::RedisStoreOptions {
+            url: self.redis_url.clone(),
+            prefix: self.key_prefix.clone(),
+            dedup_ttl_secs: self.dedup_ttl_secs,
+            expire_budget: self.expire_budget,
+            timeout: std::time::Duration::from_millis(self.redis_timeout_ms),
+            read_connections,
+        }
+    }
+
     /// The updater's consumer: one filter subject per counted event type, batches cut at the
     /// freshness interval, the expiry on the same tick; acks without waiting for the server
     /// (a lost ack only brings a message back, and its redelivery is recognised as counted).

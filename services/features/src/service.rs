@@ -4,7 +4,6 @@
 //! in-process bus, the same way.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use event_bus::consumer::{Consumer, Report};
 use event_bus::{Bus, BusError};
@@ -15,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::clock::SystemClock;
 use crate::config::{Backend, FeaturesConfig};
 use crate::query::FeatureReader;
-use crate::store::{MemoryStore, RedisStore, RedisStoreOptions, StoreError, WindowStore};
+use crate::store::{MemoryStore, RedisStore, StoreError, WindowStore};
 use crate::updater::{Updater, UpdaterStats};
 use crate::Layout;
 
@@ -92,20 +91,7 @@ impl Features {
         let layout = Layout::new(&config.counters, &config.windows);
         let store: Arc<dyn WindowStore> = match config.backend {
             Backend::Memory => Arc::new(MemoryStore::new(layout.clone(), MAX_MEMORY_PRODUCTS, config.expire_budget)),
-            Backend::Redis => Arc::new(
-                RedisStore::connect(
-                    layout.clone(),
-                    RedisStoreOptions {
-                        url: config.redis_url.clone(),
-                        prefix: config.key_prefix.clone(),
-                        dedup_ttl_secs: config.dedup_ttl_secs,
-                        expire_budget: config.expire_budget,
-                        timeout: Duration::from_millis(config.redis_timeout_ms),
-                        read_connections: 4,
-                    },
-                )
-                .await?,
-            ),
+            Backend::Redis => Arc::new(RedisStore::connect(layout.clone(), config.redis_options(4)).await?),
         };
         let updater = if config.updater {
             let bus = bus.ok_or(ServiceError::NoBus)?;

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 use event_lake::Lake;
 use features::config::MAX_LIST_IDS;
 use features::export::{EventTimes, Spine, point_in_time};
-use features::{FeaturesConfig, Layout, RedisStore, RedisStoreOptions};
+use features::{FeaturesConfig, Layout, RedisStore};
 
 use super::LakeArgs;
 
@@ -96,17 +96,7 @@ async fn backfill(args: BackfillArgs) -> Result<i32> {
     }
     let layout = Layout::new(&config.counters, &config.windows);
     let lake = args.lake.open()?;
-    let store = RedisStore::connect(
-        layout.clone(),
-        RedisStoreOptions {
-            url: config.redis_url.clone(),
-            prefix: config.key_prefix.clone(),
-            dedup_ttl_secs: config.dedup_ttl_secs,
-            expire_budget: config.expire_budget,
-            timeout: Duration::from_millis(config.redis_timeout_ms),
-            read_connections: 1,
-        },
-    )
+    let store = RedisStore::connect(layout.clone(), config.redis_options(1))
     .await
     .with_context(|| format!("connecting to Redis at {}", event_bus::redact_url(&config.redis_url)))?;
     let options = features::backfill::BackfillOptions {
