@@ -26,7 +26,8 @@ use super::LakeArgs;
 /// Subcommands of `eventctl features`.
 #[derive(Subcommand)]
 pub enum FeaturesCommand {
-    /// Rebuild the windows in Redis from the lake; the updater takes over at its next start.
+    /// Rebuild the windows in Redis from the lake (stop the updater first); it takes over
+    /// exactly once at its next start.
     Backfill(BackfillArgs),
     /// Point-in-time feature values for a spine of (product_id, ts), as Parquet.
     Export(ExportArgs),
