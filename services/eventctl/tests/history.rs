@@ -188,3 +188,69 @@ fn the_history_holds_every_event_once_per_user_incrementally() {
     assert_eq!(history["problems"], json!([]), "{}", history["problems"]);
     assert_eq!(got(&history), expected(&all), "every event once per user after incremental builds");
 }
+
+/// `eventctl dev` builds the history table of its lake on a schedule: events older than the
+/// seam (an hour back) are served from it, newer ones from the hot tier, each once.
+#[test]
+fn dev_moves_old_events_to_the_history_table() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventctl"))
+        .args(["dev", "--lake", dir.path().join("lake").to_str().unwrap(), "--api-key", "k", "--max-age-secs", "1", "--history-every-secs", "1"])
+        .args(["--listen", "127.0.0.1:0", "--timeline-listen", "127.0.0.1:0", "--stats-listen", "127.0.0.1:0"])
+        .args(["--features-listen", "127.0.0.1:0", "--features-grpc-listen", "127.0.0.1:0"])
+        .arg("--timeline-db")
+        .arg(dir.path().join("timeline.db"))
+        .arg("--stats-db")
+        .arg(dir.path().join("stats.db"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("eventctl dev");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _dev = Kill(child);
+    let mut addr = |name: &str| loop {
+        let line = lines.next().expect("banner").expect("line");
+        if let Some(rest) = line.trim_start().strip_prefix(name) {
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let gateway = addr("gateway");
+    let timeline = addr("timeline").replace("{user_id}", "uz");
+    let _drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let now = chrono::Utc::now().timestamp_millis();
+    let body: String = (0..40)
+        .map(|i| {
+            let t = if i % 2 == 0 { now - 2 * 3_600_000 - i } else { now - 60_000 - i };
+            json!({"data": {"id": format!("d{i:02}"), "type": "product_viewed", "attributes": {"user_id": "uz"}}, "meta": {"created_at": t}}).to_string() + "\n"
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let r = client.post(&gateway).bearer_auth("k").header("Content-Type", "application/x-ndjson").body(body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let page: Value = client.get(&timeline).bearer_auth("k").query(&[("limit", "1000")]).send().await.unwrap().json().await.unwrap();
+            let events = page["events"].as_array().unwrap();
+            let cold = events.iter().filter(|e| e["expires_at"] == 0).count();
+            let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+            ids.dedup();
+            if events.len() == 40 && ids.len() == 40 && cold == 20 {
+                assert!(events.iter().filter(|e| e["expires_at"] == 0).all(|e| e["created_at"].as_i64().unwrap() < now - 3_600_000));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the old events did not move to the history table: {page}");
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+}

@@ -63,6 +63,11 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// The cold tier this timeline serves (to refresh its seam after a build in-process).
+    pub fn cold(&self) -> Option<Arc<crate::tiers::ColdTier>> {
+        self.state.cold.clone()
+    }
+
     /// Opens the store and the lake and creates the consumer on `bus` (messages are kept for
     /// it from now on).
     pub async fn build(config: &TimelineConfig, bus: Arc<dyn Bus>) -> Result<Timeline, BuildError> {

@@ -54,6 +54,9 @@ pub struct DevArgs {
     /// SQLite file of the timeline.
     #[arg(long, env = "EVENTCTL_TIMELINE_DB", default_value = "./dev-data/timeline.db")]
     pub timeline_db: std::path::PathBuf,
+    /// How often the lake's per-user history table (the timeline's cold tier) is built.
+    #[arg(long, default_value_t = 60)]
+    pub history_every_secs: u64,
     /// Address of the per-user statistics API.
     #[arg(long, env = "EVENTCTL_STATS_LISTEN", default_value = "127.0.0.1:8083")]
     pub stats_listen: String,
@@ -118,6 +121,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
     };
     let lake_writer = LakeWriterService::build(&lw_config, shared.clone()).await.with_context(|| format!("starting the lake writer on {}", args.lake))?;
     let lake_url = lake_writer.lake().root.url.clone();
+    let history_lake = lake_writer.lake();
     let lake_writer = lake_writer.start(None, shutdown.clone());
     // Per-user statistics: SQLite + in-process cache, its aggregator on its own durable.
     let key = args.api_key.clone().unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
@@ -175,6 +179,31 @@ async fn serve(args: DevArgs) -> Result<i32> {
     let timeline = timeline::Timeline::build(&timeline_config, shared.clone()).await.context("starting the timeline")?;
     let timeline_listener = tokio::net::TcpListener::bind(&args.timeline_listen).await.with_context(|| format!("binding {}", args.timeline_listen))?;
     let timeline_addr = timeline_listener.local_addr()?;
+    // The lake's per-user history table, built every `--history-every-secs` as a CronJob does
+    // in production: events leave the hot tier for the cold one without a reader noticing.
+    let history_task = {
+        let lake = history_lake.clone();
+        let cold = timeline.cold();
+        let paths = timeline::user::UserPaths::new(&timeline_config.default_user_paths, &timeline_config.user_paths).map_err(|e| anyhow::anyhow!("the timeline's user paths: {e}"))?;
+        let every = Duration::from_secs(args.history_every_secs.max(1));
+        let mut stop = shutdown.consume.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                match timeline::history::build(&lake, &paths, &Default::default()).await {
+                    Ok(r) if r.commits > 0 => tracing::info!(events = r.events, rows = r.rows, "history table built"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "building the history table failed; trying again later"),
+                }
+                if let Some(c) = &cold {
+                    c.refresh().await;
+                }
+            }
+        })
+    };
     let timeline_task = tokio::spawn(timeline.run(timeline_listener, shutdown.clone()));
 
     // The gateway with its production defaults (the same assembly as its binary), the key
@@ -242,6 +271,8 @@ async fn serve(args: DevArgs) -> Result<i32> {
         // A consumer that failed ended without draining its durable.
         complete = log_left(&bus, &durables, "a consumer ended early") == 0;
     }
+    // A build in progress is left uncommitted (the next run writes it again).
+    history_task.abort();
     let (events, timeline_report, stats_report, features_report) = drained.context("the drain task failed")?;
     let events = events.context("the lake writer's consumer failed")?;
     match timeline_report {
