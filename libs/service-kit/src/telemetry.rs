@@ -47,11 +47,11 @@ impl LogFormat {
 /// commit at INFO and a normal race between two writers at WARN or ERROR ("conflict
 /// detected", "version already exists"), which our commit path retries and reports itself;
 /// its kernel's snapshot builder logs an ERROR when asked for a table that does not exist
-/// yet ("No files in log segment"), which it returns to us as "not a table". Other Delta
-/// warnings stay. `RUST_LOG` replaces the whole default (set
+/// yet ("No files in log segment"), which it returns to us as "not a table"; the kernel logs
+/// every snapshot it loads and every scan at INFO (kept at WARN). Other Delta warnings stay. `RUST_LOG` replaces the whole default (set
 /// `RUST_LOG=info,deltalake_core=debug` to see them all).
 pub const LIBRARY_DIRECTIVES: &str =
-    "deltalake_core=warn,deltalake_core::kernel::transaction=off,buoyant_kernel::snapshot::builder=off";
+    "deltalake_core=warn,deltalake_core::kernel::transaction=off,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off";
 
 /// The filter used when `RUST_LOG` is unset: `default_filter`, then [`LIBRARY_DIRECTIVES`].
 pub fn default_directives(default_filter: &str) -> String {
@@ -123,6 +123,7 @@ mod tests {
             assert!(shown.contains("deltalake_core::kernel::transaction=off"), "{shown}");
             assert!(shown.contains("deltalake_core=warn"), "{shown}");
             assert!(shown.contains("buoyant_kernel::snapshot::builder=off"), "{shown}");
+            assert!(shown.contains("buoyant_kernel=warn"), "{shown}");
         }
         assert!(default_directives("info").starts_with("info,"));
     }

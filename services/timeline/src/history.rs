@@ -23,6 +23,9 @@ use event_lake::{Lake, LakeError};
 
 use crate::user::UserPaths;
 
+/// How often a build that found nothing new still records its start (the seam moves on).
+const IDLE_RECORD_MS: i64 = 3_600_000;
+
 /// How a build runs.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -139,8 +142,12 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
             }
         }
     }
-    // Every event committed before this build started is in the table now.
-    lake.root.commit_history(Vec::new(), &[(BUILT_APP.to_owned(), started_ms)]).await?;
+    // Every event committed before this build started is in the table now. (With nothing new,
+    // the record moves on at most hourly: an idle lake does not get a commit per run.)
+    let recorded = lake.root.history_built().await?;
+    if report.commits > 0 || recorded.is_none_or(|b| b < started_ms - IDLE_RECORD_MS) {
+        lake.root.commit_history(Vec::new(), &[(BUILT_APP.to_owned(), started_ms)]).await?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
