@@ -43,6 +43,9 @@ pub const HISTORY_DIR: &str = "history";
 /// (month, bucket) partition. 64 buckets keep a bucket's hour of the brief's traffic (1e9
 /// events a day) at ~40 MB of compressed events per file, large enough for S3 reads.
 pub const USER_BUCKETS: u32 = 64;
+/// Bytes read from a file's end at once when it is opened: the footer, the metadata and the
+/// page index in one request.
+const FOOTER_HINT_BYTES: usize = 256 << 10;
 /// Rows per data page: a user's events span few pages, each fetched alone.
 pub const PAGE_ROWS: usize = 256;
 /// The application transaction recording when the last complete build started (epoch ms):
@@ -384,7 +387,13 @@ impl LakeStore {
         // (Deprecated in parquet 59 in favour of a hand-written `AsyncFileReader`; it still
         // reads ranges through object_store as wanted here.)
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.store.clone(), Path::from(path)).with_file_size(size);
+        // One suffix read for the footer, the metadata and the page index (they sit at the end);
+        // a small file is read whole by it.
+        let reader = ParquetObjectReader::new(self.store.clone(), Path::from(path))
+            .with_file_size(size)
+            .with_footer_size_hint(FOOTER_HINT_BYTES.min(size as usize))
+            .with_preload_column_index(true)
+            .with_preload_offset_index(true);
         let options = ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let meta = builder.metadata().clone();

@@ -12,6 +12,7 @@ mod error;
 pub mod buffer;
 pub mod column_plan;
 pub mod compact;
+pub mod counting;
 pub mod history;
 pub mod layout;
 pub mod node;

@@ -5,7 +5,11 @@
 //! types; an unknown user reads nothing; user keys with unusual bytes work.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use event_lake::history::{HistoryRow, UserQuery, bucket_of, month_of, txn_app, USER_BUCKETS};
+use std::sync::Arc;
+
 use event_lake::{Lake, WriteOptions};
 
 const DAY: i64 = 86_400_000;
@@ -96,4 +100,51 @@ async fn a_users_pages_follow_each_other_in_both_orders() {
     let q = UserQuery { user: "nobody", from: 0, to: i64::MAX, types: &[], newest_first: true, after: None, limit: 10 };
     let page = lake.root.read_user_history(&q).await.unwrap();
     assert!(page.rows.is_empty() && !page.more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_page_of_a_heavy_user_costs_a_few_dozen_requests() {
+    use event_lake::counting::{CountingStore, ReadStats};
+    let url = common::s3_lake_url("history");
+    let mut lake = Lake::open(&url, WriteOptions::default()).unwrap();
+    let start = 1_750_000_000_000; // 2025-06-15: 24 months of events
+    // A heavy user (4,000 events over 24 months) among 300 others, in two builds.
+    let others: Vec<String> = (0..300).map(|i| format!("other-{i}")).collect();
+    let mut users: Vec<&str> = others.iter().map(String::as_str).collect();
+    users.extend(std::iter::repeat_n("heavy", 100));
+    let two_years = |mut r: Vec<HistoryRow>| {
+        for (k, row) in r.iter_mut().enumerate() {
+            row.created_at = start + (k as i64 * 7_919_311_u64 as i64) % (730 * DAY);
+            row.event = format!(r#"{{"data":{{"id":"{}"}},"pad":"{}"}}"#, row.id, "x".repeat(600));
+        }
+        r
+    };
+    let first = two_years(rows(&users, 6000, start, 3));
+    let second = two_years(rows(&users, 4000, start, 4));
+    commit(&lake, first.clone(), 1).await;
+    commit(&lake, second.clone(), 2).await;
+    let heavy = first.iter().chain(&second).filter(|r| r.user == "heavy").count();
+    assert!(heavy > 2000, "{heavy}");
+    let bucket = bucket_of("heavy", USER_BUCKETS).to_string();
+    let (mut bucket_files, mut all_bytes) = (0, 0u64);
+    {
+        let table = lake.root.open_history().await.unwrap().unwrap();
+        for f in table.snapshot().unwrap().log_data().iter() {
+            if f.partition_values_map().get("bucket").cloned().flatten().as_deref() == Some(bucket.as_str()) {
+                bucket_files += 1;
+                all_bytes += f.size() as u64;
+            }
+        }
+    }
+
+    // Count what one page reads.
+    let stats = Arc::new(ReadStats::default());
+    lake.root.store = Arc::new(CountingStore::new(lake.root.store.clone(), stats.clone()));
+    let q = UserQuery { user: "heavy", from: 0, to: i64::MAX, types: &[], newest_first: true, after: None, limit: 1000 };
+    let page = lake.root.read_user_history(&q).await.unwrap();
+    assert_eq!(page.rows.len(), 1000);
+    let read = stats.snapshot();
+    eprintln!("one page of 1,000: {} GETs, {} bytes of {} in the bucket's {} files, {} files opened", read.get_requests, read.bytes_read, all_bytes, bucket_files, page.files_opened);
+    assert!(read.get_requests <= 60, "{} GET requests for one page", read.get_requests);
+    assert!(page.files_opened < bucket_files, "months past the page are not opened: {} of {bucket_files}", page.files_opened);
 }

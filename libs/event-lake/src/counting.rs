@@ -103,7 +103,7 @@ impl ReadStats {
 }
 
 /// True for a path inside a Delta log.
-pub(crate) fn is_log(location: &Path) -> bool {
+pub fn is_log(location: &Path) -> bool {
     let p = location.as_ref();
     p.starts_with("_delta_log/") || p.contains("/_delta_log/")
 }
