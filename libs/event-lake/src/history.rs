@@ -241,11 +241,18 @@ impl LakeStore {
 }
 
 /// The data files a version of a type's table added (appends: `dataChange` true; the files
-/// a compaction rewrote hold rows already added), from that version's log entry.
+/// a compaction rewrote hold rows already added), from that version's log entry; an error
+/// when that entry no longer exists.
 pub async fn data_adds(table: &EventTable, version: i64) -> Result<Vec<DataFile>, LakeError> {
     let Ok(v) = u64::try_from(version) else { return Ok(Vec::new()) };
-    let Some(bytes) = table.table.log_store().read_commit_entry(v as _).await? else { return Ok(Vec::new()) };
     let dir = table_dir(&table.event_type);
+    // A version below the table's head whose entry is gone was removed by the log's retention:
+    // the build fell too far behind, and skipping it would lose its events from the history.
+    let Some(bytes) = table.table.log_store().read_commit_entry(v as _).await? else {
+        return Err(LakeError::Corrupt(format!(
+            "{dir}: the log entry of version {version} is gone (log retention): the history cannot be built past it; rebuild the type's history from its snapshot"
+        )));
+    };
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| LakeError::Corrupt(format!("{dir} version {version}: {e}")))?;
