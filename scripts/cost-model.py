@@ -102,6 +102,58 @@ def lake_storage(monthly_bytes: float, month: int, r: dict, p: dict) -> tuple[fl
     return standard, glacier, cost
 
 
+def history_day_bytes(a: dict) -> float:
+    """Bytes the history table grows by a day: every event once per user it names, as JSON
+    in zstd-compressed Parquet."""
+    w, m = a["workload"], a["measured"]
+    return w["events_per_day"] * w["event_bytes"] * w["users_per_event"] / m["history_ratio"]
+
+
+def history_rewrites(a: dict) -> float:
+    """Times compaction rewrites a row of the history table in its month (size-tiered: the
+    build files into a run, then log_fanout of the month's growth over the first run's size,
+    then the closed month once)."""
+    run = a["run"]
+    builds_day = 86_400 / run["history_build_every_secs"]
+    month_bucket = history_day_bytes(a) * DAYS / run["history_buckets"]
+    first_run = history_day_bytes(a) / builds_day / run["history_buckets"] * run["history_l0_trigger"]
+    tiers = max(0.0, math.log(max(month_bucket / max(first_run, 1.0), 1.0), run["history_fanout"]))
+    return 1 + math.ceil(tiers) + 1
+
+
+def history_lines(b: Bill, s: str, a: dict) -> None:
+    """The cold tier (issue 24): the lake's per-user history table, its build and compaction."""
+    w, r, m, run, p = a["workload"], a["retention"], a["measured"], a["run"], a["prices"]
+    day = history_day_bytes(a)
+    hr = dict(r, lake_standard_days=r["history_standard_days"])
+    std, gla, cost = lake_storage(day * DAYS, 10**6, hr, p)
+    b.add(s, f"history table S3 storage, steady state ({r['lake_months']:.0f} months kept, as the lake)", cost,
+          f"{w['events_per_day'] * w['event_bytes'] / TB:.0f} TB/day x {w['users_per_event']} users per event / {m['history_ratio']} (zstd JSON) = {day / TB:.2f} TB/day: "
+          f"grows {day * 365 / TB:,.0f} TB a year; {std / TB:.0f} TB Standard ({r['history_standard_days']:.0f} days) + {gla / TB:.0f} TB Glacier IR")
+    rewrites = history_rewrites(a)
+    b.add(s, f"history files merged away, kept {r['history_vacuum_days']:.0f} day(s)", gb(day * (rewrites - 1) * r["history_vacuum_days"]) * p["s3_standard_gb_month"],
+          f"compaction rewrites a row {rewrites:.0f} times in its month (size-tiered, fan-out {run['history_fanout']:.0f}); the inputs stay until vacuum")
+    ev_s = w["events_per_day"] / 86_400
+    build_cores = ev_s / m["history_build_events_s_per_core"]
+    compact_cores = day * rewrites / 86_400 / 1e6 / m["history_compact_mb_s_per_core"]
+    b.add(s, "history build + compaction (CronJob)", (build_cores + compact_cores) * run["headroom"] * p["vcpu_hour"] * HOURS,
+          f"{ev_s:,.0f} events/s / {m['history_build_events_s_per_core']:,} per core = {build_cores:.1f} cores + rewriting {day * rewrites / TB:.1f} TB/day at {m['history_compact_mb_s_per_core']} MB/s per core = {compact_cores:.1f} cores (x {run['headroom']:.0f} headroom)")
+    builds_day = 86_400 / run["history_build_every_secs"]
+    puts = builds_day * run["history_buckets"] * 1.1 * (1 + rewrites) + day * rewrites / 32e6 + builds_day * 2
+    gets_month = w["timeline_reads_per_day"] * m["history_gets_per_page"] * DAYS
+    glacier_gb = w["timeline_reads_per_day"] * m["history_mb_per_page"] / 1000 * DAYS
+    b.add(s, "history S3 requests and Glacier IR retrievals", puts * DAYS / 1000 * p["s3_put_per_1000"] + gets_month / 1000 * p["s3_get_per_1000"] + glacier_gb * p["s3_glacier_ir_retrieval_gb"],
+          f"{builds_day * run['history_buckets'] * 1.1:,.0f} build files/day + compaction outputs (32 MB parts); {w['timeline_reads_per_day']:,.0f} pages/day x {m['history_gets_per_page']} GETs, {m['history_mb_per_page']} MB each")
+
+
+def history_in_dynamodb(a: dict) -> float:
+    """The alternative to the history table: every item kept in DynamoDB for the lake's
+    retention (storage only; writes are the same)."""
+    w, r, m, p = a["workload"], a["retention"], a["measured"], a["prices"]
+    items = w["events_per_day"] * w["users_per_event"] * 365 * r["lake_months"] / 12
+    return gb(items * (m["timeline_item_bytes"] + 100)) * p["dynamodb_storage_gb_month"]
+
+
 def ours(a: dict) -> Bill:
     """The platform as built: NATS JetStream on EC2, Parquet/Delta on S3, DynamoDB, RDS, ElastiCache."""
     w, r, m, run, p = a["workload"], a["retention"], a["measured"], a["run"], a["prices"]
@@ -135,11 +187,10 @@ def ours(a: dict) -> Bill:
     # --- scenario 1: the lake
     s = "1 lake (OLAP)"
     lake_day = raw_day / m["parquet_ratio"]
-    history = 2.0 if w.get("history_table") else 1.0
-    monthly = lake_day * DAYS * history
+    monthly = lake_day * DAYS
     std, gla, store_usd = lake_storage(monthly, 10**6, r, p)
     b.add(s, f"S3 storage, steady state ({r['lake_months']:.0f} months kept)", store_usd,
-          f"{lake_day / TB:.2f} TB/day of Parquet ({raw_day / TB:.0f} TB / {m['parquet_ratio']}){' x 2 (the per-user history copy)' if history > 1 else ''}: {std / TB:.0f} TB Standard ({r['lake_standard_days']:.0f} days) + {gla / TB:.0f} TB Glacier IR")
+          f"{lake_day / TB:.2f} TB/day of Parquet ({raw_day / TB:.0f} TB / {m['parquet_ratio']}): grows {lake_day * 365 / TB:,.0f} TB a year; {std / TB:.0f} TB Standard ({r['lake_standard_days']:.0f} days) + {gla / TB:.0f} TB Glacier IR")
     b.add(s, f"S3 removed files kept {r['lake_vacuum_days']:.0f} days (time travel)", gb(lake_day * r["lake_vacuum_days"]) * p["s3_standard_gb_month"],
           f"compaction replaces a day's files; the inputs stay until vacuum: {lake_day * r['lake_vacuum_days'] / TB:.1f} TB Standard")
     files_day = w["event_types"] * 24 * run["flushes_per_partition_hour"] * run["lake_writer_pods"]
@@ -152,7 +203,7 @@ def ours(a: dict) -> Bill:
     comp_cores = lake_day * run["compactions_per_day"] * m["parquet_ratio"] / 86_400 / 1e6 / m["compaction_mb_s_per_core"]
     b.add(s, "compaction compute", comp_cores * p["vcpu_hour"] * HOURS,
           f"re-reads and rewrites each day once: {comp_cores:.1f} cores (rate assumed equal to the writer's)")
-    s3_day = lake_day * (1 + 2 * run["compactions_per_day"]) * history
+    s3_day = lake_day * (1 + 2 * run["compactions_per_day"])
     nat_usd = gb(s3_day) * p["nat_gb"] * DAYS + 3 * p["nat_hour"] * HOURS
     if run["s3_via"] == "nat":
         b.add(s, "S3 traffic through NAT gateways", nat_usd, f"{s3_day / TB:.1f} TB/day to and from S3 x ${p['nat_gb']}/GB: use a gateway endpoint (free)")
@@ -175,6 +226,8 @@ def ours(a: dict) -> Bill:
     b.add(s, "DynamoDB reads", 50 * p["dynamodb_rcu_hour"] * HOURS, f"{w['timeline_reads_per_day']:,.0f} requests/day: 50 RCU provisioned")
     tl_cores = ev_s / m["timeline_events_s_per_core"] + (ev_s * m.get("bus_decode_us_per_event", 0) / 1e6 if compress else 0.0)
     b.add(s, "timeline pods", vcpus(tl_cores, run) * p["vcpu_hour"] * HOURS, f"{ev_s:,.0f} events/s / {m['timeline_events_s_per_core']:,} per core")
+    if w.get("history_table"):
+        history_lines(b, s, a)
 
     # --- scenario 3: stats
     s = "3 stats (mobile)"
@@ -257,8 +310,20 @@ def scaled(a: dict, factor: float) -> dict:
 def growth(a: dict) -> list[tuple[int, float]]:
     """The lake's storage bill in months 1, 3, 6, 12, 24 and 36 of its life."""
     w, r, m, p = a["workload"], a["retention"], a["measured"], a["prices"]
-    monthly = w["events_per_day"] * w["event_bytes"] / m["parquet_ratio"] * DAYS * (2.0 if w.get("history_table") else 1.0)
+    monthly = w["events_per_day"] * w["event_bytes"] / m["parquet_ratio"] * DAYS
     return [(mo, lake_storage(monthly, mo, r, p)[2]) for mo in (1, 3, 6, 12, 24, 36)]
+
+
+def history_growth(a: dict) -> list[tuple[int, float, float]]:
+    """The history table's size (TB) and storage bill in months 1, 3, 6, 12, 24 and 36."""
+    r, p = a["retention"], a["prices"]
+    hr = dict(r, lake_standard_days=r["history_standard_days"])
+    monthly = history_day_bytes(a) * DAYS
+    out = []
+    for mo in (1, 3, 6, 12, 24, 36):
+        std, gla, cost = lake_storage(monthly, mo, hr, p)
+        out.append((mo, (std + gla) / TB, cost))
+    return out
 
 
 def markdown(a: dict) -> str:
@@ -275,6 +340,15 @@ def markdown(a: dict) -> str:
             "| month of the lake | " + " | ".join(str(mo) for mo, _ in growth(a)) + " |",
             "|---|" + "---:|" * len(growth(a)),
             "| S3 storage $/month | " + " | ".join(usd(c) for _, c in growth(a)) + " |"]
+    if a["workload"].get("history_table"):
+        hg = history_growth(a)
+        out += ["| history table, TB | " + " | ".join(f"{t:,.0f}" for _, t, _ in hg) + " |",
+                "| history table $/month | " + " | ".join(usd(c) for _, _, c in hg) + " |"]
+        s2 = "2 timeline (history API)"
+        cold = sum(l.usd for l in b.lines if l.scenario == s2 and l.item.startswith("history"))
+        out += ["", f"Scenario 2 costs {usd(b.total(s2))}/month, of which the cold tier (history table, its build, compaction "
+                f"and reads) {usd(cold)}. Keeping every event's item in DynamoDB for the lake's {a['retention']['lake_months']:.0f} months "
+                f"instead would cost {usd(history_in_dynamodb(a))}/month in DynamoDB storage alone."]
     out += ["", "Bus and lake ingest, the part that differs between the designs ($/month):", "",
             "| design | 0.1x (1e8 events/day) | 1x | 10x |", "|---|---:|---:|---:|"]
     rows: dict[str, list[float]] = {}

@@ -113,12 +113,26 @@ pub fn is_log(location: &Path) -> bool {
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     stats: Arc<ReadStats>,
+    latency: Option<std::time::Duration>,
 }
 
 impl CountingStore {
     /// Wraps a store.
     pub fn new(inner: Arc<dyn ObjectStore>, stats: Arc<ReadStats>) -> Self {
-        CountingStore { inner, stats }
+        CountingStore { inner, stats, latency: None }
+    }
+
+    /// Adds `latency` before each GET (benchmarks: a local lake answering like S3, whose
+    /// first byte takes tens of milliseconds).
+    pub fn with_get_latency(mut self, latency: std::time::Duration) -> Self {
+        self.latency = Some(latency);
+        self
+    }
+
+    async fn wait(&self) {
+        if let Some(l) = self.latency {
+            tokio::time::sleep(l).await;
+        }
     }
 }
 
@@ -140,6 +154,7 @@ impl ObjectStore for CountingStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let head = options.head;
+        self.wait().await;
         let result = self.inner.get_opts(location, options).await?;
         if !head {
             self.stats.read(location, result.range.end.saturating_sub(result.range.start));
@@ -148,6 +163,7 @@ impl ObjectStore for CountingStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.wait().await;
         let out = self.inner.get_ranges(location, ranges).await?;
         self.stats.read(location, out.iter().map(|b| b.len() as u64).sum());
         Ok(out)

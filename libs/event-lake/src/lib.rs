@@ -14,6 +14,7 @@ pub mod column_plan;
 pub mod compact;
 pub mod counting;
 pub mod history;
+pub mod history_compact;
 pub mod layout;
 pub mod node;
 pub mod quarantine;

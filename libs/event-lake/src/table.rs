@@ -841,6 +841,23 @@ impl crate::Lake {
             let dir = table_dir(&t);
             report.deleted.extend(metrics.files_deleted.iter().map(|p| format!("{dir}/{p}")));
         }
+        // The history table (its compaction leaves removed files too), with the whole lake,
+        // keeping removed files at most a day: its readers (the timeline's pages) read the
+        // newest snapshot, and a day of a second copy of its rewrites is what it costs.
+        if event_type.is_none()
+            && let Some(history) = self.root.open_history().await?
+        {
+            let (_, metrics) = history
+                .vacuum()
+                .with_retention_period(retention.min(chrono::Duration::days(crate::history::VACUUM_RETENTION_DAYS)))
+                .with_enforce_retention_duration(false)
+                .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+                .with_dry_run(dry_run)
+                .await?;
+            report.tables += 1;
+            report.files_deleted += metrics.files_deleted.len() as u64;
+            report.deleted.extend(metrics.files_deleted.iter().map(|p| format!("{}/{p}", crate::history::HISTORY_DIR)));
+        }
         Ok(report)
     }
 }

@@ -357,7 +357,7 @@ impl Lake {
 
     /// True when data files skip their fsync until [`Lake::sync_written`]: asked for, and
     /// possible (syncfs is Linux's; elsewhere each file is fsynced as written).
-    fn defers_sync(&self) -> bool {
+    pub(crate) fn defers_sync(&self) -> bool {
         self.options.defer_sync && cfg!(target_os = "linux")
     }
 

@@ -108,8 +108,9 @@ async fn on_s3_a_page_of_a_heavy_user_costs_a_few_dozen_requests() {
     let url = common::s3_lake_url("history");
     let mut lake = Lake::open(&url, WriteOptions::default()).unwrap();
     let start = 1_750_000_000_000; // 2025-06-15: 24 months of events
-    // A heavy user (4,000 events over 24 months) among 300 others, in two builds.
-    let others: Vec<String> = (0..300).map(|i| format!("other-{i}")).collect();
+    // A heavy user (4,000 events over 24 months) among 300 others of its bucket (a reader of
+    // the heavy user opens nothing else), in two builds.
+    let others: Vec<String> = (0..).map(|i| format!("other-{i}")).filter(|u| bucket_of(u, USER_BUCKETS) == bucket_of("heavy", USER_BUCKETS)).take(300).collect();
     let mut users: Vec<&str> = others.iter().map(String::as_str).collect();
     users.extend(std::iter::repeat_n("heavy", 100));
     let two_years = |mut r: Vec<HistoryRow>| {
@@ -147,4 +148,143 @@ async fn on_s3_a_page_of_a_heavy_user_costs_a_few_dozen_requests() {
     eprintln!("one page of 1,000: {} GETs, {} bytes of {} in the bucket's {} files, {} files opened", read.get_requests, read.bytes_read, all_bytes, bucket_files, page.files_opened);
     assert!(read.get_requests <= 60, "{} GET requests for one page", read.get_requests);
     assert!(page.files_opened < bucket_files, "months past the page are not opened: {} of {bucket_files}", page.files_opened);
+
+    // Compacted (the months closed: a run each), the same page reads one file per month.
+    let opts = event_lake::history_compact::HistoryCompactOptions::default();
+    let report = lake.compact_history(&opts, start + 800 * DAY).await.unwrap();
+    assert!(report.merges > 0, "{report:?}");
+    let stats = Arc::new(ReadStats::default());
+    let inner = lake.root.store.clone();
+    lake.root.store = Arc::new(CountingStore::new(inner, stats.clone()));
+    let compacted = lake.root.read_user_history(&q).await.unwrap();
+    let read_after = stats.snapshot();
+    eprintln!("compacted: {} GETs, {} bytes, {} files opened", read_after.get_requests, read_after.bytes_read, compacted.files_opened);
+    assert_eq!(compacted.rows, page.rows, "the same page");
+    assert!(read_after.get_requests < read.get_requests, "{} GETs after compaction, {} before", read_after.get_requests, read.get_requests);
+}
+
+/// The table's rows (every live file read whole), sorted; and a few users' histories through
+/// the reader, oldest first.
+async fn histories(lake: &Lake, users: &[&str]) -> (Vec<(String, i64, String, String)>, Vec<Vec<(i64, String, String)>>) {
+    use arrow_array::cast::AsArray;
+    let table = lake.root.open_history().await.unwrap().unwrap();
+    let root = lake.root.local_dir.clone().unwrap();
+    let mut all = Vec::new();
+    for f in table.snapshot().unwrap().log_data().iter() {
+        let file = std::fs::File::open(root.join("history").join(f.path().as_ref())).unwrap();
+        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            let b = b.unwrap();
+            let (u, c, id, e) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<arrow_array::types::Int64Type>(), b.column(2).as_string::<i32>(), b.column(4).as_string::<i32>());
+            for r in 0..b.num_rows() {
+                all.push((u.value(r).to_owned(), c.value(r), id.value(r).to_owned(), e.value(r).to_owned()));
+            }
+        }
+    }
+    all.sort();
+    let mut some = Vec::new();
+    for u in users.iter().step_by(25).chain(users.iter().rev().take(2)) {
+        let (rows, _) = all_pages(lake, u, 500, false, 0, i64::MAX, &[]).await;
+        some.push(rows.into_iter().map(|r| (r.created_at, r.id, r.event)).collect());
+    }
+    (all, some)
+}
+
+/// (files, runs' ranges) of the history table per (month, bucket).
+async fn layout(lake: &Lake) -> std::collections::BTreeMap<(String, String), (usize, Vec<(String, String, String)>)> {
+    let table = lake.root.open_history().await.unwrap().unwrap();
+    let mut out: std::collections::BTreeMap<(String, String), (usize, Vec<(String, String, String)>)> = Default::default();
+    for f in table.snapshot().unwrap().log_data().iter() {
+        let v = f.partition_values_map();
+        let key = (v["month"].clone().unwrap(), v["bucket"].clone().unwrap());
+        let entry = out.entry(key).or_default();
+        entry.0 += 1;
+        let name = f.path().rsplit('/').next().unwrap().to_owned();
+        if let Some(rest) = name.strip_prefix("run-") {
+            let stats: serde_json::Value = serde_json::from_str(&f.stats().unwrap()).unwrap();
+            let run = rest[..rest.rfind('-').unwrap()].to_owned();
+            entry.1.push((run, stats["minValues"]["user"].as_str().unwrap().to_owned(), stats["maxValues"]["user"].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+/// Compaction (`Lake::compact_history`): twelve builds leave twelve files in a partition;
+/// compaction merges them into a run of files with disjoint user ranges (a user's rows in one
+/// file), every user's history unchanged; a reader of a user then opens one file per month;
+/// a crash before the commit changes nothing; two compactions at once keep every row once; a
+/// closed month ends as one run; vacuum deletes the files merged away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_build_files_into_runs_and_keeps_every_row_once() {
+    use event_lake::history_compact::HistoryCompactOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), WriteOptions::default()).unwrap();
+    // 2026-03-02 .. 2026-03-28: one month; users of a few buckets.
+    let start = 1_772_409_600_000 + DAY;
+    let names: Vec<String> = (0..400).map(|i| format!("user-{i}")).chain(["quote\"d/slash".to_owned(), "émile ☃".to_owned()]).collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    for build in 0..12u64 {
+        let mut r = rows(&users, 4000, start, 100 + build);
+        for row in &mut r {
+            row.created_at = start + (row.created_at - start) % (26 * DAY);
+        }
+        commit(&lake, r, build as i64 + 1).await;
+    }
+    let before = histories(&lake, &users).await;
+    let files_before: usize = layout(&lake).await.values().map(|(n, _)| n).sum();
+    assert!(layout(&lake).await.values().all(|(n, _)| *n == 12), "a file per build and partition");
+    let march_open = start + 3 * DAY;
+
+    // A crash between writing the runs and committing them: nothing changes.
+    let opts = HistoryCompactOptions { target_file_bytes: 32 << 10, crash_before_commit: true, ..Default::default() };
+    let r = lake.compact_history(&opts, march_open).await.unwrap();
+    assert!(r.interrupted && r.merges == 0);
+    assert_eq!(histories(&lake, &users).await, before);
+
+    // Two compactions at once: each partition merged once, every row once.
+    let opts = HistoryCompactOptions { target_file_bytes: 32 << 10, ..Default::default() };
+    let (a, b) = tokio::join!(lake.compact_history(&opts, march_open), lake.compact_history(&opts, march_open));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let partitions = layout(&lake).await.len() as u64;
+    assert_eq!(a.merges + b.merges, partitions, "each partition once: {a:?} {b:?}");
+    assert_eq!(histories(&lake, &users).await, before, "every user's history unchanged");
+    let after = layout(&lake).await;
+    let files_after: usize = after.values().map(|(n, _)| n).sum();
+    assert!(after.values().all(|(n, runs)| *n == runs.len()), "only run files left");
+    assert!(files_after < files_before, "{files_after} files of {files_before}");
+    for ((month, bucket), (_, runs)) in &after {
+        let mut ranges: Vec<&(String, String, String)> = runs.iter().collect();
+        ranges.sort_by(|x, y| x.1.cmp(&y.1));
+        assert!(ranges.iter().all(|r| r.0 == ranges[0].0), "one run in {month}/{bucket}");
+        for w in ranges.windows(2) {
+            assert!(w[0].2 < w[1].1, "disjoint user ranges in {month}/{bucket}: {:?} then {:?}", w[0], w[1]);
+        }
+    }
+    assert!(after.values().any(|(n, _)| *n > 1), "small target: runs of several files");
+    // A reader of one user opens one file of the run.
+    for u in ["user-7", "émile ☃", "quote\"d/slash"] {
+        let q = UserQuery { user: u, from: 0, to: i64::MAX, types: &[], newest_first: true, after: None, limit: 1000 };
+        let page = lake.root.read_user_history(&q).await.unwrap();
+        assert_eq!(page.files_opened, 1, "{u}");
+    }
+    // Nothing more to do in an open month.
+    assert_eq!(lake.compact_history(&opts, march_open).await.unwrap().merges, 0);
+
+    // Three more builds, then the month closes: one run per partition.
+    for build in 12..15u64 {
+        let mut r = rows(&users, 300, start, 100 + build);
+        for row in &mut r {
+            row.created_at = start + (row.created_at - start) % (26 * DAY);
+        }
+        commit(&lake, r, build as i64 + 1).await;
+    }
+    let before = histories(&lake, &users).await;
+    let closed = lake.compact_history(&opts, start + 40 * DAY).await.unwrap();
+    assert_eq!(closed.merges, partitions);
+    assert_eq!(histories(&lake, &users).await, before);
+    assert!(layout(&lake).await.values().all(|(_, runs)| runs.iter().all(|r| r.0 == runs[0].0)), "one run per closed partition");
+
+    // Vacuum deletes the merged-away files (retention 0), and readers go on.
+    let v = lake.vacuum(None, chrono::Duration::zero(), false).await.unwrap();
+    assert!(v.deleted.iter().filter(|p| p.starts_with("history/")).count() >= files_before, "{v:?}");
+    assert_eq!(histories(&lake, &users).await, before);
 }

@@ -190,11 +190,21 @@ fn the_history_holds_every_event_once_per_user_incrementally() {
 }
 
 /// `eventctl dev` builds the history table of its lake on a schedule: events older than the
-/// seam (an hour back) are served from it, newer ones from the hot tier, each once.
+/// seam (an hour back) are served from it, newer ones from the hot tier, each once. Events
+/// ingested with `eventctl ingest` into that lake (and built with `eventctl timeline backfill`)
+/// are in the same history.
 #[test]
 fn dev_moves_old_events_to_the_history_table() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let now = chrono::Utc::now().timestamp_millis();
+    let old: Vec<Value> = (0..10)
+        .map(|i| json!({"data": {"id": format!("old{i}"), "type": "product_viewed", "attributes": {"user_id": "uz"}}, "meta": {"created_at": now - 40 * DAY - i}}))
+        .collect();
+    ingest(lake.to_str().unwrap(), dir.path(), "old.ndjson", &old);
+    let report = backfill(lake.to_str().unwrap(), &config(dir.path()));
+    assert_eq!(report["rows"], 10);
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventctl"))
         .args(["dev", "--lake", dir.path().join("lake").to_str().unwrap(), "--api-key", "k", "--max-age-secs", "1", "--history-every-secs", "1"])
         .args(["--listen", "127.0.0.1:0", "--timeline-listen", "127.0.0.1:0", "--stats-listen", "127.0.0.1:0"])
@@ -226,7 +236,6 @@ fn dev_moves_old_events_to_the_history_table() {
     let gateway = addr("gateway");
     let timeline = addr("timeline").replace("{user_id}", "uz");
     let _drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
-    let now = chrono::Utc::now().timestamp_millis();
     let body: String = (0..40)
         .map(|i| {
             let t = if i % 2 == 0 { now - 2 * 3_600_000 - i } else { now - 60_000 - i };
@@ -245,7 +254,8 @@ fn dev_moves_old_events_to_the_history_table() {
             let cold = events.iter().filter(|e| e["expires_at"] == 0).count();
             let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
             ids.dedup();
-            if events.len() == 40 && ids.len() == 40 && cold == 20 {
+            if events.len() == 50 && ids.len() == 50 && cold == 30 {
+                assert!(ids.iter().filter(|i| i.starts_with("old")).count() == 10, "the ingested events too");
                 assert!(events.iter().filter(|e| e["expires_at"] == 0).all(|e| e["created_at"].as_i64().unwrap() < now - 3_600_000));
                 break;
             }

@@ -37,8 +37,21 @@ fn the_cost_model_uses_the_configuration_defaults() {
     let model = std::fs::read_to_string(root().join("docs/cost-model.toml")).expect("docs/cost-model.toml");
     let retention = section(&model, "retention");
     assert_eq!(value(&retention, "bus_hours") * 3600.0, event_bus::JetStreamConfig::default().max_age_secs as f64, "bus retention");
-    assert_eq!(value(&retention, "timeline_hot_days"), f64::from(timeline::TimelineConfig::default().hot_window_days), "timeline hot window");
+    let hot_days = timeline::TimelineConfig::default().hot_window_secs() as f64 / 86_400.0;
+    assert!((value(&retention, "timeline_hot_days") - hot_days).abs() < 0.01, "timeline hot window: {hot_days:.2} days");
+    assert_eq!(value(&retention, "history_vacuum_days"), event_lake::history::VACUUM_RETENTION_DAYS as f64, "history table's vacuum retention");
     assert_eq!(value(&retention, "stats_days"), f64::from(stats::StatsConfig::default().retention_days), "stats retention");
+}
+
+/// The hot window follows from the history build's period: the CronJob runs as often as the
+/// timeline's configuration says.
+#[test]
+fn the_history_cronjob_runs_as_often_as_the_hot_window_assumes() {
+    let text = std::fs::read_to_string(root().join("k8s/timeline.yaml")).expect("k8s/timeline.yaml");
+    let every = timeline::TimelineConfig::default().history_build_every_secs;
+    assert_eq!(every % 60, 0);
+    let schedule = format!("schedule: \"*/{} * * * *\"", every / 60);
+    assert!(text.contains(&schedule), "k8s/timeline.yaml: the timeline-history CronJob should have {schedule}");
 }
 
 #[test]
@@ -47,7 +60,7 @@ fn deployments_do_not_override_the_retentions() {
     files.push(root().join("docker-compose.yml"));
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml")) {
         let text = std::fs::read_to_string(f).expect("deployment file");
-        for setting in ["BUS__MAX_AGE_SECS", "TIMELINE_HOT_WINDOW_DAYS", "STATS_RETENTION_DAYS"] {
+        for setting in ["BUS__MAX_AGE_SECS", "TIMELINE_HISTORY_MAX_BUILD_LAG_SECS", "STATS_RETENTION_DAYS"] {
             assert!(!text.contains(setting), "{} sets {setting}: the retention is the configuration default (docs/cost-model.toml)", f.display());
         }
     }

@@ -235,7 +235,7 @@ fn to_event(it: Item) -> Result<TimelineEvent, StoreError> {
 /// One page over both tiers (see [`crate::tiers`]): below the seam from the history table,
 /// at or above it from the hot store, in the page's order, the second filling what the first
 /// leaves of the page. The cursor is the last position returned.
-async fn stitched(state: &AppState, parsed: &Parsed, seam: Option<i64>) -> Result<(Vec<TimelineEvent>, Option<String>), ApiError> {
+async fn stitched(state: &AppState, parsed: &Parsed, cold: Option<(i64, Arc<event_lake::history::HistorySnapshot>)>) -> Result<(Vec<TimelineEvent>, Option<String>), ApiError> {
     let q = &parsed.query;
     let hot_page = |from: i64, after: Option<String>, limit: usize| {
         let query = PageQuery { from, after, limit, ..q.clone() };
@@ -249,7 +249,7 @@ async fn stitched(state: &AppState, parsed: &Parsed, seam: Option<i64>) -> Resul
     let hot_events = |items: Vec<crate::item::Item>| -> Result<Vec<TimelineEvent>, ApiError> {
         items.into_iter().map(|it| to_event(it).map_err(|e| ApiError::internal("corrupt_item", e.to_string()))).collect()
     };
-    let (Some(seam), Some(cold)) = (seam, &state.cold) else {
+    let (Some((seam, snapshot)), Some(cold)) = (cold, &state.cold) else {
         let page = hot_page(q.from, q.after.clone(), q.limit).await?;
         let next = page.next_after.as_deref().map(|sk| cursor::encode(q.order, sk));
         return Ok((hot_events(page.items)?, next));
@@ -258,9 +258,10 @@ async fn stitched(state: &AppState, parsed: &Parsed, seam: Option<i64>) -> Resul
     let cold_page = |limit: usize, after: Option<(i64, String)>| {
         let types = q.types.clone();
         let user = q.user.clone();
+        let snapshot = snapshot.clone();
         async move {
             let uq = UserQuery { user: &user, from: q.from, to: q.to.min(seam), types: &types, newest_first: q.order == Order::Desc, after, limit };
-            cold.page(&uq).await.map_err(|e| {
+            cold.page(&snapshot, &uq).await.map_err(|e| {
                 tracing::warn!(error = %e, "history read failed");
                 ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs)
             })
@@ -351,17 +352,17 @@ pub async fn get_events(
         return error(ApiError::invalid("invalid_parameter", "include=payload: this server has no lake configured"));
     }
     let started = Instant::now();
-    let seam = match &state.cold {
+    let cold = match &state.cold {
         None => None,
-        Some(cold) => match cold.seam().await {
-            Ok(s) => s,
+        Some(cold) => match cold.snapshot().await {
+            Ok(s) => s.and_then(|s| cold.seam_of(Some(&s)).map(|seam| (seam, s))),
             Err(e) => {
                 tracing::warn!(error = %e, "history table unreadable");
                 return error(ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs));
             }
         },
     };
-    let (mut events, next_cursor) = match stitched(&state, &parsed, seam).await {
+    let (mut events, next_cursor) = match stitched(&state, &parsed, cold).await {
         Ok(page) => page,
         Err(e) => return error(e),
     };

@@ -38,14 +38,16 @@ pub struct TimelineConfig {
     pub sqlite_path: String,
     /// Lake root read by `include=payload` (local folder or `s3://bucket/prefix`).
     pub lake: String,
-    /// Days an item stays in the table after its event time (the hot window; the lake keeps
-    /// everything). Events already older than this are not written.
-    pub hot_window_days: u32,
     /// How late an event reaches the lake at most, seconds: the API serves the lake's
     /// history table below `last build start - lateness` and the hot tier above (see
-    /// `timeline::tiers`; 0 < lateness, and the build must run more often than the hot
-    /// window minus this).
+    /// `timeline::tiers`).
     pub history_lateness_secs: u64,
+    /// How often the history table is built, seconds (the `timeline-history` CronJob's
+    /// schedule; `eventctl dev --history-every-secs`).
+    pub history_build_every_secs: u64,
+    /// How long the history build may fall behind (failing, paused) before readers could
+    /// see a gap, seconds: time for the on-call to mend it (default 2 days, a weekend).
+    pub history_max_build_lag_secs: u64,
     /// JSON paths (dotted) naming the user, for types without their own entry.
     #[serde(deserialize_with = "service_kit::config::string_list")]
     pub default_user_paths: Vec<String>,
@@ -135,8 +137,9 @@ impl Default for TimelineConfig {
             dynamodb: DynamoConfig::default(),
             sqlite_path: "./timeline.db".into(),
             lake: "./lake".into(),
-            hot_window_days: 30,
             history_lateness_secs: 3600,
+            history_build_every_secs: 600,
+            history_max_build_lag_secs: 2 * 86_400,
             default_user_paths: vec![crate::user::DEFAULT_USER_PATH.into()],
             user_paths: BTreeMap::new(),
             item_budget_bytes: 1024,
@@ -155,13 +158,23 @@ impl Default for TimelineConfig {
 }
 
 impl TimelineConfig {
+    /// The hot tier's window, seconds: an item expires this long after its event time. The
+    /// hot tier only bridges the time until the history table holds an event: the seam is at
+    /// most `every + lateness` behind now while the build keeps its schedule, and the margin
+    /// `max_build_lag` covers a build that fails for that long. (Defaults: 1 h + 10 min + 2
+    /// days = 2 days 1 h 10 min.)
+    pub fn hot_window_secs(&self) -> i64 {
+        let secs = self.history_lateness_secs.saturating_add(self.history_build_every_secs).saturating_add(self.history_max_build_lag_secs);
+        i64::try_from(secs).unwrap_or(i64::MAX)
+    }
+
     /// How items are built from events.
     pub fn item_options(&self) -> Result<ItemOptions, ConfigError> {
         let paths = UserPaths::new(&self.default_user_paths, &self.user_paths)
             .map_err(|reason| ConfigError::Value { field: "user_paths", reason })?;
         Ok(ItemOptions {
             paths,
-            hot_window_secs: i64::from(self.hot_window_days) * 86_400,
+            hot_window_secs: self.hot_window_secs(),
             item_budget_bytes: self.item_budget_bytes,
             compress_min_bytes: self.compress_min_bytes,
         })
@@ -184,8 +197,11 @@ impl Validate for TimelineConfig {
             return bad("listen", "must be an address like 0.0.0.0:8082");
         }
         self.item_options()?;
-        if self.hot_window_days == 0 {
-            return bad("hot_window_days", "must be at least 1");
+        if self.history_lateness_secs == 0 || self.history_build_every_secs == 0 {
+            return bad("history_lateness_secs", "history_lateness_secs and history_build_every_secs must be positive");
+        }
+        if self.hot_window_secs() > 366 * 86_400 {
+            return bad("history_max_build_lag_secs", "the hot window (lateness + build period + max build lag) must stay within a year");
         }
         if self.item_budget_bytes < 256 || self.item_budget_bytes > 400 * 1024 {
             return bad("item_budget_bytes", "must be between 256 and 409600 (DynamoDB's item limit)");
@@ -222,7 +238,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "api_key_hashes = \"{hash}\"\nhot_window_days = 7\n[user_paths]\nproduct_sold = \"data.attributes.user_id, data.attributes.owner_id\"\nuser_signed_up = [\"data.attributes.user_id\"]\n"
+                "api_key_hashes = \"{hash}\"\nhistory_max_build_lag_secs = 86400\n[user_paths]\nproduct_sold = \"data.attributes.user_id, data.attributes.owner_id\"\nuser_signed_up = [\"data.attributes.user_id\"]\n"
             ),
         )
         .expect("write");
@@ -230,7 +246,7 @@ mod tests {
         assert_eq!(cfg.api_key_hashes, vec![hash]);
         assert_eq!(cfg.user_paths["product_sold"], vec!["data.attributes.user_id", "data.attributes.owner_id"]);
         let opts = cfg.item_options().expect("options");
-        assert_eq!(opts.hot_window_secs, 7 * 86_400);
+        assert_eq!(opts.hot_window_secs, 3600 + 600 + 86_400, "lateness + build period + max lag");
         assert_eq!(opts.paths.for_type("product_sold").len(), 2);
         assert_eq!(opts.paths.for_type("other").iter().map(FieldPath::as_str).collect::<Vec<_>>(), ["data.attributes.user_id"]);
 

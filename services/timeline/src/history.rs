@@ -4,19 +4,25 @@
 //!
 //! Incremental and restartable, exactly once: for each type, the history records the newest
 //! version of the type's table it holds (`history:<type>`). A type met for the first time is
-//! taken whole from its table's current snapshot (one history commit for all its files);
+//! taken from its table's current snapshot, in commits of about `chunk_bytes` of source
+//! files (a build that stops goes on with the same snapshot, after the chunks committed);
 //! after that, each new version's data files (appends; compactions rewrite rows already
 //! held and are skipped) go in commits of about `chunk_bytes` of source files, each
 //! recording the last version it holds. A build that stops anywhere writes nothing twice:
 //! files written and not committed are invisible (vacuum removes them), and the next build
 //! starts from the versions committed. The build must keep up within the lake's vacuum
 //! retention (a source file vacuumed before the build read it is reported as an error).
+//!
+//! After the build, the history table is compacted ([`event_lake::history_compact`]): the
+//! files each build adds are merged into runs with disjoint user ranges, so that a reader of
+//! one user opens a bounded number of files whatever the build's period.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use event_contract::wire::EventView;
-use event_lake::history::{BUILT_APP, HistoryRow, USER_BUCKETS, bucket_of, data_adds, month_of, txn_app};
+use event_lake::history_compact::{HistoryCompactOptions, HistoryCompactReport};
+use event_lake::history::{BUILT_APP, HistoryRow, USER_BUCKETS, bucket_of, data_adds, month_of, pack_snapshot_progress, snapshot_txn_app, txn_app, unpack_snapshot_progress};
 use event_lake::reader::DataFile;
 use event_lake::table::CommitOutcome;
 use event_lake::{Lake, LakeError};
@@ -32,11 +38,17 @@ pub struct BuildOptions {
     /// Source bytes per history commit (bounds the memory of a build: the rows of one chunk
     /// are held until their files are written).
     pub chunk_bytes: u64,
+    /// Compaction after the build (`None`: none).
+    pub compact: Option<HistoryCompactOptions>,
+    /// Test hook: after this many commits, stop once the next chunk's files are written,
+    /// before its commit (a build killed half-way).
+    #[doc(hidden)]
+    pub stop_after_commits: Option<usize>,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { chunk_bytes: 256 << 20 }
+        BuildOptions { chunk_bytes: 256 << 20, compact: Some(HistoryCompactOptions::default()), stop_after_commits: None }
     }
 }
 
@@ -61,6 +73,10 @@ pub struct BuildReport {
     pub without_user: u64,
     /// History files written.
     pub files_written: usize,
+    /// Stopped by the test hook.
+    pub stopped: bool,
+    /// The compaction that followed.
+    pub compaction: Option<HistoryCompactReport>,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -80,29 +96,62 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
             continue;
         }
         report.types += 1;
-        // (files, last version they hold) per commit.
-        let mut chunks: Vec<(Vec<DataFile>, i64)> = Vec::new();
-        match done {
+        // (files, the transactions their commit records) per commit.
+        let mut chunks: Vec<(Vec<DataFile>, Vec<(String, i64)>)> = Vec::new();
+        // The versions after the snapshot (or after what was done) go incrementally.
+        let incremental_from = match done {
             None => {
-                // First build of this type: its whole current snapshot, in one commit.
-                let files = table.files(None)?.into_iter().map(|f| DataFile { partition: f.partition, meta: f.meta }).collect();
-                chunks.push((files, head));
-            }
-            Some(done) => {
-                let mut current: (Vec<DataFile>, u64) = (Vec::new(), 0);
-                for version in done + 1..=head {
-                    for file in data_adds(&table, version).await? {
-                        current.1 += file.meta.size;
-                        current.0.push(file);
-                    }
-                    if current.1 >= options.chunk_bytes || version == head {
-                        chunks.push((std::mem::take(&mut current.0), version));
-                        current.1 = 0;
-                    }
+                // First build of this type: a snapshot, in chunks (files in path order), each
+                // commit recording how many of its files are done; the last one records the
+                // version. A build that stopped half-way goes on with the same snapshot, after
+                // the files committed.
+                let snapshot_app = snapshot_txn_app(event_type);
+                let (version, skip) = match lake.root.history_txn(&snapshot_app).await? {
+                    Some(packed) => unpack_snapshot_progress(packed),
+                    None => (head, 0),
+                };
+                let Some(at) = lake.root.open_table_at(event_type, Some(version)).await? else { continue };
+                let mut files: Vec<DataFile> = at.files(None)?.into_iter().map(|f| DataFile { partition: f.partition, meta: f.meta }).collect();
+                if files.len() > 0xFF_FFFF {
+                    return Err(LakeError::Internal(format!("{event_type}: {} files in one snapshot; compact the table first", files.len())));
                 }
+                files.sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
+                let total = files.len();
+                let mut rest = files.into_iter().skip(skip as usize).peekable();
+                let mut done_files = skip as usize;
+                if rest.peek().is_none() {
+                    // Nothing (left) to take: record the version.
+                    chunks.push((Vec::new(), vec![(snapshot_app.clone(), pack_snapshot_progress(version, total as u32)), (txn_app(event_type), version)]));
+                }
+                while rest.peek().is_some() {
+                    let (mut group, mut bytes) = (Vec::new(), 0u64);
+                    while let Some(f) = rest.next_if(|_| group.is_empty() || bytes < options.chunk_bytes) {
+                        bytes += f.meta.size;
+                        group.push(f);
+                    }
+                    done_files += group.len();
+                    let mut txns = vec![(snapshot_app.clone(), pack_snapshot_progress(version, done_files as u32))];
+                    if done_files == total {
+                        txns.push((txn_app(event_type), version));
+                    }
+                    chunks.push((group, txns));
+                }
+                version
+            }
+            Some(done) => done,
+        };
+        let mut current: (Vec<DataFile>, u64) = (Vec::new(), 0);
+        for version in incremental_from + 1..=head {
+            for file in data_adds(&table, version).await? {
+                current.1 += file.meta.size;
+                current.0.push(file);
+            }
+            if current.1 >= options.chunk_bytes || version == head {
+                chunks.push((std::mem::take(&mut current.0), vec![(txn_app(event_type), version)]));
+                current.1 = 0;
             }
         }
-        for (files, version) in chunks {
+        for (files, txns) in chunks {
             let mut groups: HashMap<(String, u32), Vec<HistoryRow>> = HashMap::new();
             for file in &files {
                 report.files_read += 1;
@@ -135,7 +184,13 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
             }
             report.files_written += adds.len();
             lake.sync_written().await?;
-            match lake.root.commit_history(adds, &[(txn_app(event_type), version)]).await? {
+            if options.stop_after_commits.is_some_and(|n| report.commits >= n) {
+                // (Its files are written: a build killed here leaves them uncommitted.)
+                report.stopped = true;
+                report.seconds = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+            match lake.root.commit_history(adds, &txns).await? {
                 CommitOutcome::Committed(_) => report.commits += 1,
                 // Another build committed these versions first: its files are the ones kept.
                 CommitOutcome::AlreadyCommitted => report.superseded += 1,
@@ -147,6 +202,9 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
     let recorded = lake.root.history_built().await?;
     if report.commits > 0 || recorded.is_none_or(|b| b < started_ms - IDLE_RECORD_MS) {
         lake.root.commit_history(Vec::new(), &[(BUILT_APP.to_owned(), started_ms)]).await?;
+    }
+    if let Some(opts) = &options.compact {
+        report.compaction = Some(lake.compact_history(opts, chrono::Utc::now().timestamp_millis()).await?);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

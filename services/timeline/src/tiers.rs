@@ -17,18 +17,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use event_lake::history::{HistoryRow, UserQuery};
+use event_lake::history::{HistoryRow, HistorySnapshot, UserQuery};
 use event_lake::{Lake, LakeError};
 use serde_json::value::RawValue;
 
-/// How long the seam is cached (one read of the history log per period).
-const SEAM_TTL: Duration = Duration::from_secs(10);
+/// How long a snapshot of the history table (and so the seam) is kept: one read of its log
+/// per period, not per page.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(10);
 
 /// The cold tier of the API.
 pub struct ColdTier {
     lake: Arc<Lake>,
     lateness_ms: AtomicI64,
-    cached: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
+    cached: tokio::sync::Mutex<Option<(Instant, Option<Arc<HistorySnapshot>>)>>,
 }
 
 impl ColdTier {
@@ -42,29 +43,44 @@ impl ColdTier {
         self.lateness_ms.store(lateness_ms, Ordering::Relaxed);
     }
 
-    /// Forgets the cached seam (after a build in the same process).
+    /// Forgets the cached snapshot (after a build in the same process).
     pub async fn refresh(&self) {
         *self.cached.lock().await = None;
     }
 
-    /// The seam `S`, or `None` while the history table has never been built (every page is
-    /// then served by the hot tier alone).
-    pub async fn seam(&self) -> Result<Option<i64>, LakeError> {
+    /// The snapshot pages read (the newest at most [`SNAPSHOT_TTL`] old; `None`: no table).
+    pub async fn snapshot(&self) -> Result<Option<Arc<HistorySnapshot>>, LakeError> {
         let mut cached = self.cached.lock().await;
-        let built = match *cached {
-            Some((at, built)) if at.elapsed() < SEAM_TTL => built,
-            _ => {
-                let built = self.lake.root.history_built().await?;
-                *cached = Some((Instant::now(), built));
-                built
-            }
-        };
-        Ok(built.map(|b| b - self.lateness_ms.load(Ordering::Relaxed)))
+        if let Some((at, snapshot)) = &*cached
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = self.lake.root.history_snapshot().await?.map(Arc::new);
+        // Alert when it nears the configured max build lag: past it, the hot tier has let go
+        // of events the history does not hold yet.
+        if let Some(b) = snapshot.as_ref().and_then(|s| s.built) {
+            let age = (chrono::Utc::now().timestamp_millis() - b).max(0) as f64 / 1000.0;
+            metrics::gauge!("timeline_history_build_age_seconds").set(age);
+        }
+        *cached = Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
     }
 
-    /// One page of the cold tier.
-    pub async fn page(&self, q: &UserQuery<'_>) -> Result<event_lake::history::UserPage, LakeError> {
-        self.lake.root.read_user_history(q).await
+    /// The seam `S` of a snapshot, or `None` while the history table has never been built
+    /// (every page is then served by the hot tier alone).
+    pub fn seam_of(&self, snapshot: Option<&HistorySnapshot>) -> Option<i64> {
+        snapshot.and_then(|s| s.built).map(|b| b - self.lateness_ms.load(Ordering::Relaxed))
+    }
+
+    /// The seam now ([`ColdTier::seam_of`] the current snapshot).
+    pub async fn seam(&self) -> Result<Option<i64>, LakeError> {
+        Ok(self.seam_of(self.snapshot().await?.as_deref()))
+    }
+
+    /// One page of the cold tier, from a snapshot.
+    pub async fn page(&self, snapshot: &HistorySnapshot, q: &UserQuery<'_>) -> Result<event_lake::history::UserPage, LakeError> {
+        self.lake.root.read_user_history_at(snapshot, q).await
     }
 }
 

@@ -174,6 +174,7 @@ async fn serve(args: DevArgs) -> Result<i32> {
         sqlite_path: args.timeline_db.display().to_string(),
         lake: args.lake.clone(),
         api_key_hashes: vec![hash_key(&key)],
+        history_build_every_secs: args.history_every_secs.max(1),
         ..timeline::TimelineConfig::default()
     };
     let timeline = timeline::Timeline::build(&timeline_config, shared.clone()).await.context("starting the timeline")?;

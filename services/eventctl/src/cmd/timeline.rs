@@ -3,7 +3,7 @@
 //! TTL on `ttl`, idempotently: running it again changes nothing. `backfill` builds the
 //! lake's per-user history table (`history/`) from the per-type tables, up to their newest
 //! versions, with the timeline's user paths (`--config FILE`, `TIMELINE_*`); it goes on
-//! from where the previous build stopped.
+//! from where the previous build stopped, then compacts the table (`--no-compact`: not).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -26,6 +26,9 @@ pub struct BackfillArgs {
     /// Timeline configuration file (its user paths); `TIMELINE_*` variables apply too.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// Do not compact the history table after the build.
+    #[arg(long)]
+    pub no_compact: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -58,7 +61,11 @@ fn backfill(args: BackfillArgs) -> Result<i32> {
     let users = timeline::user::UserPaths::new(&config.default_user_paths, &config.user_paths).map_err(|e| anyhow::anyhow!("the timeline's user paths: {e}"))?;
     let lake = args.lake.open()?;
     let rt = super::runtime(None)?;
-    let report = rt.block_on(timeline::history::build(&lake, &users, &timeline::history::BuildOptions::default())).context("building the history table")?;
+    let mut options = timeline::history::BuildOptions::default();
+    if args.no_compact {
+        options.compact = None;
+    }
+    let report = rt.block_on(timeline::history::build(&lake, &users, &options)).context("building the history table")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -73,6 +80,18 @@ fn backfill(args: BackfillArgs) -> Result<i32> {
             report.seconds,
             report.events as f64 / report.seconds.max(1e-9)
         );
+        if let Some(c) = &report.compaction {
+            println!(
+                "compaction: {} merges of {} files ({} MB) into {} files ({} MB), {} rows, in {:.1} s",
+                c.merges,
+                c.files_in,
+                c.bytes_in >> 20,
+                c.files_out,
+                c.bytes_out >> 20,
+                c.rows,
+                c.seconds
+            );
+        }
     }
     Ok(0)
 }
