@@ -28,6 +28,9 @@ use crate::schema::{CREATED_AT, ID};
 use crate::writer::Lake;
 use crate::LakeError;
 
+/// The application transaction counting a type table's compactions (its generation).
+pub const COMPACT_APP: &str = "compact";
+
 /// What to compact.
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
@@ -218,11 +221,29 @@ impl Lake {
             return Ok(());
         }
         if rewrote {
+            // Only if the inputs are still live, and no compaction of the table committed
+            // since (its generation, an application transaction, moves with each): delta-rs
+            // lets two commits remove the same files with `dataChange: false`, so two
+            // compactions of a partition at once would otherwise both add their outputs, and
+            // readers would see every row twice. A compaction committed between this check and
+            // the commit records the same generation: the commit is then refused.
+            let Some(table) = self.root.open_table(&key.event_type).await? else { return Ok(()) };
+            let live: HashSet<String> = table.files(Some((key.hour, key.hour + 1)))?.into_iter().map(|f| f.meta.location.to_string()).collect();
+            let generation = table.table.snapshot()?.transaction_version(table.table.log_store().as_ref(), COMPACT_APP).await?.unwrap_or(0);
+            if !files.iter().all(|f| live.contains(f.meta.location.as_ref())) {
+                tracing::warn!(partition = %key.dir(), "partition compacted concurrently; skipped");
+                return Ok(());
+            }
+            let txn = deltalake::kernel::Transaction::new_with_last_update(COMPACT_APP, generation + 1, Some(chrono::Utc::now().timestamp_millis()));
             let op = deltalake::protocol::DeltaOperation::Optimize {
                 predicate: Some(format!("date = '{}' AND hour = {}", crate::layout::date_hour(key.hour).0, crate::layout::date_hour(key.hour).1)),
                 target_size: self.options.target_file_bytes as i64,
             };
-            match self.root.commit(&key.event_type, actions, op, None, Default::default()).await {
+            match self.root.commit(&key.event_type, actions, op, Some(txn), Default::default()).await {
+                Ok(crate::table::CommitOutcome::AlreadyCommitted) => {
+                    tracing::warn!(partition = %key.dir(), "the table was compacted concurrently; partition skipped");
+                    return Ok(());
+                }
                 Ok(_) => {}
                 Err(LakeError::Delta(deltalake::DeltaTableError::Transaction { source })) => {
                     // Another compaction removed some of the same inputs first: its output
