@@ -109,14 +109,26 @@ def history_day_bytes(a: dict) -> float:
     return w["events_per_day"] * w["event_bytes"] * w["users_per_event"] / m["history_ratio"]
 
 
+def history_commits_per_day(a: dict) -> float:
+    """Build commits a day: one per chunk of source Parquet (the build's memory bound), at
+    least one per build."""
+    w, m, run = a["workload"], a["measured"], a["run"]
+    lake_day = w["events_per_day"] * w["event_bytes"] / m["parquet_ratio"]
+    return max(86_400 / run["history_build_every_secs"], lake_day / run["history_chunk_source_bytes"])
+
+
+def history_l0_file_bytes(a: dict) -> float:
+    """A build file: a commit's share of a day's history, in one bucket."""
+    return history_day_bytes(a) / history_commits_per_day(a) / a["run"]["history_buckets"]
+
+
 def history_rewrites(a: dict) -> float:
     """Times compaction rewrites a row of the history table in its month (size-tiered: the
     build files into a run, then log_fanout of the month's growth over the first run's size,
     then the closed month once)."""
     run = a["run"]
-    builds_day = 86_400 / run["history_build_every_secs"]
     month_bucket = history_day_bytes(a) * DAYS / run["history_buckets"]
-    first_run = history_day_bytes(a) / builds_day / run["history_buckets"] * run["history_l0_trigger"]
+    first_run = history_l0_file_bytes(a) * run["history_l0_trigger"]
     tiers = max(0.0, math.log(max(month_bucket / max(first_run, 1.0), 1.0), run["history_fanout"]))
     return 1 + math.ceil(tiers) + 1
 
@@ -138,12 +150,13 @@ def history_lines(b: Bill, s: str, a: dict) -> None:
     compact_cores = day * rewrites / 86_400 / 1e6 / m["history_compact_mb_s_per_core"]
     b.add(s, "history build + compaction (CronJob)", (build_cores + compact_cores) * run["headroom"] * p["vcpu_hour"] * HOURS,
           f"{ev_s:,.0f} events/s / {m['history_build_events_s_per_core']:,} per core = {build_cores:.1f} cores + rewriting {day * rewrites / TB:.1f} TB/day at {m['history_compact_mb_s_per_core']} MB/s per core = {compact_cores:.1f} cores (x {run['headroom']:.0f} headroom)")
-    builds_day = 86_400 / run["history_build_every_secs"]
-    puts = builds_day * run["history_buckets"] * 1.1 * (1 + rewrites) + day * rewrites / 32e6 + builds_day * 2
+    commits = history_commits_per_day(a)
+    files_day = commits * run["history_buckets"]
+    puts = files_day + day * rewrites / 32e6 + commits * 2
     gets_month = w["timeline_reads_per_day"] * m["history_gets_per_page"] * DAYS
     glacier_gb = w["timeline_reads_per_day"] * m["history_mb_per_page"] / 1000 * DAYS
     b.add(s, "history S3 requests and Glacier IR retrievals", puts * DAYS / 1000 * p["s3_put_per_1000"] + gets_month / 1000 * p["s3_get_per_1000"] + glacier_gb * p["s3_glacier_ir_retrieval_gb"],
-          f"{builds_day * run['history_buckets'] * 1.1:,.0f} build files/day + compaction outputs (32 MB parts); {w['timeline_reads_per_day']:,.0f} pages/day x {m['history_gets_per_page']} GETs, {m['history_mb_per_page']} MB each")
+          f"{files_day:,.0f} build files/day ({commits:,.0f} commits of {run['history_chunk_source_bytes'] / 2**20:.0f} MiB of source, {history_l0_file_bytes(a) / 1e6:.1f} MB per bucket) + compaction outputs (32 MB parts); {w['timeline_reads_per_day']:,.0f} pages/day x {m['history_gets_per_page']} GETs, {m['history_mb_per_page']} MB each")
 
 
 def history_in_dynamodb(a: dict) -> float:

@@ -496,16 +496,16 @@ impl LakeStore {
         }
         let ordered: Vec<Vec<(String, u64)>> = if q.newest_first { months.into_values().rev().collect() } else { months.into_values().collect() };
         // Months in waves read at once (files of a month too): the first month alone (a dense
-        // history fills its page from it), then as many months as the rows per month read so
-        // far say the page still needs (doubling while none held a row), at most
-        // MONTHS_AT_ONCE: a sparse history spans many months without a round trip per month
-        // one after another, and few months are read beyond the page.
+        // history fills its page from it; the cursor or the range may cut it, so it says
+        // nothing of the months before), then one more, then as many as the rows per whole
+        // month read so far say the page still needs (doubling while none held a row), at
+        // most MONTHS_AT_ONCE: a sparse history spans many months without a round trip per
+        // month one after another, and few months are read beyond the page.
         use futures::StreamExt;
         let mut ordered = ordered.into_iter().peekable();
-        let (mut wave, mut months_read) = (1usize, 0usize);
+        let (mut wave, mut months_read, mut whole_months, mut whole_rows) = (1usize, 0usize, 0usize, 0usize);
         'waves: while ordered.peek().is_some() {
             let months: Vec<Vec<(String, u64)>> = ordered.by_ref().take(wave).collect();
-            months_read += months.len();
             // (Futures boxed in vectors: closures over borrowed paths would not be `Send` for
             // every lifetime, which axum's handlers need.)
             let mut reads = Vec::with_capacity(months.len());
@@ -534,6 +534,11 @@ impl LakeStore {
                 if q.newest_first {
                     rows.reverse();
                 }
+                if months_read > 0 {
+                    whole_months += 1;
+                    whole_rows += rows.len();
+                }
+                months_read += 1;
                 page.rows.extend(rows);
                 if page.rows.len() > q.limit {
                     page.rows.truncate(q.limit);
@@ -543,8 +548,12 @@ impl LakeStore {
             }
             wave = if page.rows.is_empty() {
                 wave * 2
+            } else if whole_months == 0 {
+                1
+            } else if whole_rows == 0 {
+                wave * 2
             } else {
-                let per_month = page.rows.len().div_ceil(months_read).max(1);
+                let per_month = whole_rows.div_ceil(whole_months).max(1);
                 (q.limit + 1 - page.rows.len()).div_ceil(per_month)
             }
             .clamp(1, MONTHS_AT_ONCE);

@@ -26,8 +26,7 @@
 //! [`max_inputs`]: HistoryCompactOptions::max_inputs
 //! [`target_file_bytes`]: HistoryCompactOptions::target_file_bytes
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
@@ -295,10 +294,13 @@ impl Lake {
         let mut rows = 0u64;
         let run = uuid::Uuid::new_v4().simple().to_string();
         let mut readers: Vec<Reader> = inputs.iter().map(|i| Reader { files: i.files.iter().cloned().collect(), stream: None, batch: None, row: 0 }).collect();
-        let mut heap: BinaryHeap<Reverse<(String, i64, String, usize)>> = BinaryHeap::new();
+        // The inputs holding rows; the next row is the smallest of their current rows (a
+        // linear scan of at most `max_inputs` keys borrowed from the batches: no allocation
+        // per row).
+        let mut live: Vec<usize> = Vec::with_capacity(readers.len());
         for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(key) = r.advance(self).await? {
-                heap.push(Reverse((key.0, key.1, key.2, i)));
+            if r.fill(self).await? {
+                live.push(i);
             }
         }
         let mut out = RunWriter::new(month, bucket, run, opts.zstd_level);
@@ -307,16 +309,30 @@ impl Lake {
         let mut slots: Vec<RecordBatch> = Vec::new();
         let mut slot_of: Vec<Option<usize>> = vec![None; readers.len()];
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(WRITE_CHUNK_ROWS);
-        let mut last_user: Option<String> = None;
-        while let Some(Reverse((user, created_at, _, i))) = heap.pop() {
-            let new_user = last_user.as_deref() != Some(user.as_str());
+        let mut last_user = String::new();
+        loop {
+            let mut best: Option<(usize, (&str, i64, &str))> = None;
+            for &i in &live {
+                if let Some(k) = readers[i].key()
+                    && best.as_ref().is_none_or(|(_, b)| k < *b)
+                {
+                    best = Some((i, k));
+                }
+            }
+            let Some((i, (user, created_at, _))) = best else { break };
+            let new_user = rows == 0 || last_user != user;
             if new_user && out.full(opts.target_file_bytes) {
                 out.write(&slots, &picks)?;
                 picks.clear();
                 adds.push(self.finish_run_file(&mut out).await?);
             }
+            out.note(user, created_at);
+            if new_user {
+                last_user.clear();
+                last_user.push_str(user);
+            }
             let reader = &mut readers[i];
-            let Some(batch) = &reader.batch else { continue };
+            let Some(batch) = &reader.batch else { break };
             let slot = match slot_of[i] {
                 Some(s) => s,
                 None => {
@@ -326,11 +342,7 @@ impl Lake {
                 }
             };
             picks.push((slot, reader.row));
-            out.note(&user, created_at);
             rows += 1;
-            if new_user {
-                last_user = Some(user);
-            }
             reader.row += 1;
             if reader.row >= batch.num_rows() {
                 // The batch is done: the next one gets a new slot.
@@ -342,8 +354,8 @@ impl Lake {
                 slots.clear();
                 slot_of.iter_mut().for_each(|s| *s = None);
             }
-            if let Some(key) = readers[i].advance(self).await? {
-                heap.push(Reverse((key.0, key.1, key.2, i)));
+            if !readers[i].fill(self).await? {
+                live.retain(|&l| l != i);
             }
         }
         out.write(&slots, &picks)?;
@@ -374,17 +386,23 @@ struct Reader {
 type ObjectReader = parquet::arrow::async_reader::ParquetObjectReader;
 
 impl Reader {
-    /// Moves to the next row (loading batches and files as needed); its sort key, or `None`
-    /// at the end. The first call positions on the first row.
-    async fn advance(&mut self, lake: &Lake) -> Result<Option<(String, i64, String)>, LakeError> {
+    /// The current row's sort key (user, created_at, id), borrowed from its batch.
+    fn key(&self) -> Option<(&str, i64, &str)> {
+        let b = self.batch.as_ref().filter(|b| self.row < b.num_rows())?;
+        let user = b.column(0).as_string_opt::<i32>()?.value(self.row);
+        let created_at = b.column(1).as_primitive_opt::<arrow_array::types::Int64Type>()?.value(self.row);
+        let id = b.column(2).as_string_opt::<i32>()?.value(self.row);
+        Some((user, created_at, id))
+    }
+
+    /// Makes sure a row is current (loading the next batch or file when the batch is done);
+    /// false at the end of the input.
+    async fn fill(&mut self, lake: &Lake) -> Result<bool, LakeError> {
         loop {
             if let Some(b) = &self.batch
                 && self.row < b.num_rows()
             {
-                let user = b.column(0).as_string::<i32>().value(self.row).to_owned();
-                let created_at = b.column(1).as_primitive::<arrow_array::types::Int64Type>().value(self.row);
-                let id = b.column(2).as_string::<i32>().value(self.row).to_owned();
-                return Ok(Some((user, created_at, id)));
+                return Ok(true);
             }
             self.batch = None;
             self.row = 0;
@@ -397,11 +415,11 @@ impl Reader {
                     None => self.stream = None,
                 }
             }
-            let Some(file) = self.files.pop_front() else { return Ok(None) };
+            let Some(file) = self.files.pop_front() else { return Ok(false) };
             #[allow(deprecated)]
             let reader = ObjectReader::new(lake.root.store.clone(), Path::from(format!("{HISTORY_DIR}/{}", file.rel))).with_file_size(file.size);
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            if builder.schema().fields().len() != history_schema().fields().len() {
+            if !builder.schema().fields().iter().map(|f| f.name()).eq(history_schema().fields().iter().map(|f| f.name())) {
                 return Err(LakeError::Corrupt(format!("{HISTORY_DIR}/{}: not a history file", file.rel)));
             }
             self.stream = Some(builder.with_batch_size(READ_BATCH_ROWS).build()?);
