@@ -50,7 +50,7 @@ build_s = r["seconds"] - c["seconds"]
 print(f"events: {n:,} of {json_bytes / n:,.0f} B, {json_bytes / 1e6:,.0f} MB of JSON; {r['rows']:,} history rows ({r['rows'] / n:.2f} per event)")
 print(f"baseline, eventctl cat: {cat_s:.1f} s = {n / cat_s:,.0f} events/s")
 print(f"build: {build_s:.1f} s = {r['events'] / build_s:,.0f} events/s, {r['files_written']} files, {r['commits']} commits; ratio build time / baseline time = {build_s / cat_s:.2f}")
-print(f"compaction: {c['merges']} merges, {c['files_in']} files of {c['bytes_in'] / 1e6:,.1f} MB (zstd 3) into {c['files_out']} runs of {c['bytes_out'] / 1e6:,.1f} MB (zstd 9) in {c['seconds']:.1f} s = {c['bytes_in'] / 1e6 / max(c['seconds'], 1e-9):,.1f} MB/s read")
+print(f"compaction: {c['merges']} merges, {c['files_in']} files of {c['bytes_in'] / 1e6:,.1f} MB (build files) into {c['files_out']} runs of {c['bytes_out'] / 1e6:,.1f} MB (runs) in {c['seconds']:.1f} s = {c['bytes_in'] / 1e6 / max(c['seconds'], 1e-9):,.1f} MB/s read")
 print(f"storage: JSON x rows per event / history bytes = {json_bytes * r['rows'] / n / max(c['bytes_out'], 1):.2f} (runs), {json_bytes * r['rows'] / n / max(c['bytes_in'], 1):.2f} (build files)")
 PY
 fi

@@ -8,7 +8,8 @@
 //! - `schema`: the per-type schemas held by the lake;
 //! - `demo`: a generated sample ingested into a local lake;
 //! - `dev`: the whole platform in one process on embedded defaults;
-//! - `timeline`: the per-user history table (`timeline init`);
+//! - `timeline`: the lake's per-user history table (`timeline backfill`) and the DynamoDB
+//!   table (`timeline init`);
 //! - `catalog`: the lake's Delta tables registered in the AWS Glue Data Catalog for Athena
 //!   (`catalog sync`);
 //! - `stats`: per-user daily statistics (`stats backfill`, `stats migrate`);
@@ -16,7 +17,7 @@
 //!   point-in-time training values (`features export`);
 //! - `query` / `kpi`: SQL and daily KPIs straight from the lake.
 //!
-//! `query` and `kpi` need the `query` feature (DataFusion), `timeline` and `catalog` the `aws`
+//! `query` and `kpi` need the `query` feature (DataFusion), `catalog` and `timeline init` the `aws`
 //! feature (the AWS SDK); both are default. Built without one, its subcommands answer which feature to enable.
 
 mod cmd;
@@ -54,13 +55,9 @@ enum Command {
     Schema(cmd::schema::SchemaArgs),
     /// The whole platform in one process: gateway + lake writer on an in-process bus, local lake.
     Dev(cmd::dev::DevArgs),
-    /// The per-user event history (DynamoDB table).
-    #[cfg(feature = "aws")]
+    /// The per-user event history: the lake's history table (backfill), the DynamoDB table (init).
     #[command(subcommand)]
     Timeline(cmd::timeline::TimelineCommand),
-    /// The per-user event history (DynamoDB table); not in this build: needs the `aws` feature.
-    #[cfg(not(feature = "aws"))]
-    Timeline(cmd::NotBuilt),
     /// The lake's Delta tables in the AWS Glue Data Catalog (for Athena).
     #[cfg(feature = "aws")]
     #[command(subcommand)]
@@ -118,10 +115,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Lake(command) => cmd::lake::run(command),
         Command::Schema(args) => cmd::schema::run(args),
         Command::Dev(args) => cmd::dev::run(args),
-        #[cfg(feature = "aws")]
         Command::Timeline(c) => cmd::timeline::run(c),
-        #[cfg(not(feature = "aws"))]
-        Command::Timeline(_) => cmd::not_built("timeline", "aws"),
         #[cfg(feature = "aws")]
         Command::Catalog(c) => cmd::catalog::run(c),
         #[cfg(not(feature = "aws"))]

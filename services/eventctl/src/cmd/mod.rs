@@ -1,6 +1,6 @@
 //! The subcommands of `eventctl`, one module each, and what several of them share: the lake
 //! options, the runtime, sizes and broken pipes. `query` and `kpi` exist with the crate's
-//! `query` feature, `timeline` and `catalog` with `aws`; without them [`NotBuilt`] stands in
+//! `query` feature, `catalog` (and `timeline init`) with `aws`; without them [`NotBuilt`] stands in
 //! their place.
 
 pub mod cat;
@@ -21,7 +21,6 @@ pub mod query;
 pub mod replay;
 pub mod schema;
 pub mod stats;
-#[cfg(feature = "aws")]
 pub mod timeline;
 
 use std::sync::Arc;

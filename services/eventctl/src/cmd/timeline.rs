@@ -7,12 +7,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use timeline::{DynamoConfig, DynamoStore};
 
 /// Subcommands of `eventctl timeline`.
 #[derive(Subcommand)]
 pub enum TimelineCommand {
-    /// Create the DynamoDB table (keys, TTL) if it does not exist.
+    /// Create the DynamoDB table (keys, TTL) if it does not exist (needs the `aws` feature).
     Init(InitArgs),
     /// Build the lake's per-user history table from the per-type tables (incremental).
     Backfill(BackfillArgs),
@@ -51,7 +50,10 @@ pub struct InitArgs {
 /// Runs one `timeline` subcommand.
 pub fn run(cmd: TimelineCommand) -> Result<i32> {
     match cmd {
+        #[cfg(feature = "aws")]
         TimelineCommand::Init(args) => init(args),
+        #[cfg(not(feature = "aws"))]
+        TimelineCommand::Init(_) => super::not_built("timeline init", "aws"),
         TimelineCommand::Backfill(args) => backfill(args),
     }
 }
@@ -96,7 +98,9 @@ fn backfill(args: BackfillArgs) -> Result<i32> {
     Ok(0)
 }
 
+#[cfg(feature = "aws")]
 fn init(args: InitArgs) -> Result<i32> {
+    use timeline::{DynamoConfig, DynamoStore};
     let cfg = DynamoConfig { table: args.table, endpoint_url: args.endpoint_url, region: args.region, ..DynamoConfig::default() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let report = rt.block_on(async {
