@@ -72,6 +72,9 @@ pub struct HistoryCompactOptions {
     /// A month is closed (merged into one run) this long after its end (default 2 days: the
     /// history's lateness and the build's period are far below).
     pub month_grace_ms: i64,
+    /// Only the partitions of the buckets `b` with `b % n == i` (`Some((i, n))`): `n` jobs
+    /// compact disjoint partitions at once (a Kubernetes indexed Job).
+    pub shard: Option<(u32, u32)>,
     /// zstd level of the runs (default 3: level 9 stored generated 10 KiB events 5% smaller and
     /// merged them several times slower, `scripts/bench-history.sh`).
     pub zstd_level: i32,
@@ -82,7 +85,7 @@ pub struct HistoryCompactOptions {
 
 impl Default for HistoryCompactOptions {
     fn default() -> Self {
-        HistoryCompactOptions { l0_trigger: 8, fanout: 8, max_inputs: 16, target_file_bytes: 256 << 20, month_grace_ms: 2 * 86_400_000, zstd_level: 3, crash_before_commit: false }
+        HistoryCompactOptions { l0_trigger: 8, fanout: 8, max_inputs: 16, target_file_bytes: 256 << 20, month_grace_ms: 2 * 86_400_000, shard: None, zstd_level: 3, crash_before_commit: false }
     }
 }
 
@@ -221,6 +224,11 @@ impl Lake {
         }
         let planned = table.snapshot()?;
         for ((month, bucket), files) in partitions {
+            if let Some((i, n)) = opts.shard
+                && bucket % n.max(1) != i
+            {
+                continue;
+            }
             report.partitions_seen += 1;
             let generation = planned.transaction_version(table.log_store().as_ref(), &generation_app(&month, bucket)).await?.unwrap_or(0);
             let closed = month_end_ms(&month).is_some_and(|end| end + opts.month_grace_ms <= now_ms);

@@ -815,6 +815,21 @@ pub struct VacuumReport {
     pub deleted: Vec<String>,
 }
 
+/// Vacuums one table (its folder below the lake root: `dir`) into `report`.
+async fn vacuum_table(table: DeltaTable, dir: &str, retention: chrono::Duration, dry_run: bool, report: &mut VacuumReport) -> Result<(), LakeError> {
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(retention)
+        .with_enforce_retention_duration(false)
+        .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+        .with_dry_run(dry_run)
+        .await?;
+    report.tables += 1;
+    report.files_deleted += metrics.files_deleted.len() as u64;
+    report.deleted.extend(metrics.files_deleted.iter().map(|p| format!("{dir}/{p}")));
+    Ok(())
+}
+
 impl crate::Lake {
     /// Deletes the data files no snapshot newer than `retention` needs: files removed by
     /// compaction more than `retention` ago, and files never committed (a writer that crashed
@@ -828,18 +843,7 @@ impl crate::Lake {
         let mut report = VacuumReport { dry_run, ..VacuumReport::default() };
         for t in types {
             let Some(table) = self.root.open_table(&t).await? else { continue };
-            let (_, metrics) = table
-                .table
-                .vacuum()
-                .with_retention_period(retention)
-                .with_enforce_retention_duration(false)
-                .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
-                .with_dry_run(dry_run)
-                .await?;
-            report.tables += 1;
-            report.files_deleted += metrics.files_deleted.len() as u64;
-            let dir = table_dir(&t);
-            report.deleted.extend(metrics.files_deleted.iter().map(|p| format!("{dir}/{p}")));
+            vacuum_table(table.table, &table_dir(&t), retention, dry_run, &mut report).await?;
         }
         // The history table (its compaction leaves removed files too), with the whole lake,
         // keeping removed files at most a day: its readers (the timeline's pages) read the
@@ -847,16 +851,8 @@ impl crate::Lake {
         if event_type.is_none()
             && let Some(history) = self.root.open_history().await?
         {
-            let (_, metrics) = history
-                .vacuum()
-                .with_retention_period(retention.min(chrono::Duration::days(crate::history::VACUUM_RETENTION_DAYS)))
-                .with_enforce_retention_duration(false)
-                .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
-                .with_dry_run(dry_run)
-                .await?;
-            report.tables += 1;
-            report.files_deleted += metrics.files_deleted.len() as u64;
-            report.deleted.extend(metrics.files_deleted.iter().map(|p| format!("{}/{p}", crate::history::HISTORY_DIR)));
+            let retention = retention.min(chrono::Duration::days(crate::history::VACUUM_RETENTION_DAYS));
+            vacuum_table(history, crate::history::HISTORY_DIR, retention, dry_run, &mut report).await?;
         }
         Ok(report)
     }

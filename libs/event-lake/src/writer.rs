@@ -159,7 +159,8 @@ pub fn parse_ranges(text: &str) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// The lake: a store, its schema registry and write options.
+/// The lake: a store, its schema registry and write options (cheap to clone: shared).
+#[derive(Clone)]
 pub struct Lake {
     /// The opened root.
     pub root: LakeStore,

@@ -163,6 +163,18 @@ async fn on_s3_a_page_of_a_heavy_user_costs_a_few_dozen_requests() {
     assert!(read_after.get_requests < read.get_requests, "{} GETs after compaction, {} before", read_after.get_requests, read.get_requests);
 }
 
+/// Builds `range` (a commit each, version = build + 1) of `n` rows of `users` within `days`
+/// days from `start`.
+async fn builds(lake: &Lake, users: &[&str], range: std::ops::Range<u64>, n: usize, start: i64, days: i64, seed: u64) {
+    for build in range {
+        let mut r = rows(users, n, start, seed + build);
+        for row in &mut r {
+            row.created_at = start + (row.created_at - start) % (days * DAY);
+        }
+        commit(lake, r, build as i64 + 1).await;
+    }
+}
+
 /// The table's rows (every live file read whole), sorted; and a few users' histories through
 /// the reader, oldest first.
 async fn histories(lake: &Lake, users: &[&str]) -> (Vec<(String, i64, String, String)>, Vec<Vec<(i64, String, String)>>) {
@@ -222,13 +234,7 @@ async fn compaction_merges_build_files_into_runs_and_keeps_every_row_once() {
     let start = 1_772_409_600_000 + DAY;
     let names: Vec<String> = (0..400).map(|i| format!("user-{i}")).chain(["quote\"d/slash".to_owned(), "émile ☃".to_owned()]).collect();
     let users: Vec<&str> = names.iter().map(String::as_str).collect();
-    for build in 0..12u64 {
-        let mut r = rows(&users, 4000, start, 100 + build);
-        for row in &mut r {
-            row.created_at = start + (row.created_at - start) % (26 * DAY);
-        }
-        commit(&lake, r, build as i64 + 1).await;
-    }
+    builds(&lake, &users, 0..12, 4000, start, 26, 100).await;
     let before = histories(&lake, &users).await;
     let files_before: usize = layout(&lake).await.values().map(|(n, _)| n).sum();
     assert!(layout(&lake).await.values().all(|(n, _)| *n == 12), "a file per build and partition");
@@ -270,13 +276,7 @@ async fn compaction_merges_build_files_into_runs_and_keeps_every_row_once() {
     assert_eq!(lake.compact_history(&opts, march_open).await.unwrap().merges, 0);
 
     // Three more builds, then the month closes: one run per partition.
-    for build in 12..15u64 {
-        let mut r = rows(&users, 300, start, 100 + build);
-        for row in &mut r {
-            row.created_at = start + (row.created_at - start) % (26 * DAY);
-        }
-        commit(&lake, r, build as i64 + 1).await;
-    }
+    builds(&lake, &users, 12..15, 300, start, 26, 100).await;
     let before = histories(&lake, &users).await;
     let closed = lake.compact_history(&opts, start + 40 * DAY).await.unwrap();
     assert_eq!(closed.merges, partitions);
@@ -286,5 +286,30 @@ async fn compaction_merges_build_files_into_runs_and_keeps_every_row_once() {
     // Vacuum deletes the merged-away files (retention 0), and readers go on.
     let v = lake.vacuum(None, chrono::Duration::zero(), false).await.unwrap();
     assert!(v.deleted.iter().filter(|p| p.starts_with("history/")).count() >= files_before, "{v:?}");
+    assert_eq!(histories(&lake, &users).await, before);
+}
+
+/// Compaction in shards (`HistoryCompactOptions::shard`, an indexed Job's pods): shard 0 of 2
+/// merges the partitions of the even buckets only; shard 1 then the odd ones; rows unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_shards_take_disjoint_buckets() {
+    use event_lake::history_compact::HistoryCompactOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), WriteOptions::default()).unwrap();
+    let start = 1_772_409_600_000 + DAY; // March 2026
+    let names: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    builds(&lake, &users, 0..8, 400, start, 20, 300).await;
+    let before = histories(&lake, &users).await;
+    let now = start + 5 * DAY;
+    let even = lake.compact_history(&HistoryCompactOptions { shard: Some((0, 2)), ..Default::default() }, now).await.unwrap();
+    assert!(even.merges > 0);
+    for ((_, bucket), (files, runs)) in layout(&lake).await {
+        let b: u32 = bucket.parse().unwrap();
+        assert_eq!(runs.is_empty(), b % 2 == 1, "bucket {b}: {files} files, {} run files", runs.len());
+    }
+    let odd = lake.compact_history(&HistoryCompactOptions { shard: Some((1, 2)), ..Default::default() }, now).await.unwrap();
+    assert!(odd.merges > 0);
+    assert!(layout(&lake).await.values().all(|(n, runs)| *n == runs.len()), "every partition compacted");
     assert_eq!(histories(&lake, &users).await, before);
 }

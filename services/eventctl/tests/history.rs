@@ -170,6 +170,18 @@ fn the_history_holds_every_event_once_per_user_incrementally() {
 
     // Nothing new: nothing written.
     assert_eq!(backfill(lake, &config)["commits"], 0);
+    // Compaction alone, by shard (an indexed Job); a shard that cannot be is refused.
+    let bad = eventctl().args(["timeline", "compact", "--lake", lake, "--shard", "8/8"]).output().expect("compact");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("need 0 <= I < N <= 64"));
+    for index in ["0", "1"] {
+        // (As in the indexed Job of k8s/timeline.yaml.)
+        let out = ok(eventctl().args(["timeline", "compact", "--json", "--lake", lake, "--shards", "2"]).env("JOB_COMPLETION_INDEX", index).output().expect("compact"));
+        let shard = index;
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["partitions_seen"].as_u64().unwrap() > 0, "{shard}: {report}");
+    }
+    assert_eq!(got(&read_history(lake)), expected(&first), "compaction changes no history");
 
     // More events, some for old hours; a compaction rewrites files (its rows are held
     // already); two builds at once.

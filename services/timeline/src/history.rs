@@ -18,6 +18,8 @@
 //! one user opens a bounded number of files whatever the build's period.
 
 use std::collections::HashMap;
+
+use futures::StreamExt;
 use std::time::Instant;
 
 use event_contract::wire::EventView;
@@ -38,6 +40,8 @@ pub struct BuildOptions {
     /// Source bytes per history commit (bounds the memory of a build: the rows of one chunk
     /// are held until their files are written).
     pub chunk_bytes: u64,
+    /// Source files decoded, and history files written, at once (default: the cores).
+    pub parallel: usize,
     /// Compaction after the build (`None`: none).
     pub compact: Option<HistoryCompactOptions>,
     /// Test hook: after this many commits, stop once the next chunk's files are written,
@@ -48,7 +52,12 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { chunk_bytes: 256 << 20, compact: Some(HistoryCompactOptions::default()), stop_after_commits: None }
+        BuildOptions {
+            chunk_bytes: 256 << 20,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            compact: Some(HistoryCompactOptions::default()),
+            stop_after_commits: None,
+        }
     }
 }
 
@@ -79,6 +88,34 @@ pub struct BuildReport {
     pub compaction: Option<HistoryCompactReport>,
     /// Wall time, seconds.
     pub seconds: f64,
+}
+
+/// One source file's history rows, keyed by (month, bucket).
+struct FileRows {
+    bytes: u64,
+    events: u64,
+    without_user: u64,
+    rows: Vec<((String, u32), HistoryRow)>,
+}
+
+async fn rows_of(lake: &Lake, users: &UserPaths, event_type: &str, file: &DataFile) -> Result<FileRows, LakeError> {
+    let mut out = FileRows { bytes: file.meta.size, events: 0, without_user: 0, rows: Vec::new() };
+    for event in lake.read_events_json(file).await? {
+        out.events += 1;
+        let Ok(view) = EventView::parse(event.as_bytes()) else { continue };
+        let named = users.users(&view);
+        if named.is_empty() {
+            out.without_user += 1;
+            continue;
+        }
+        let month = month_of(view.created_at);
+        let (created_at, id) = (view.created_at, view.id.to_string());
+        for user in named {
+            let bucket = bucket_of(&user, USER_BUCKETS);
+            out.rows.push(((month.clone(), bucket), HistoryRow { user, created_at, id: id.clone(), event_type: event_type.to_owned(), event: event.clone() }));
+        }
+    }
+    Ok(out)
 }
 
 /// Builds the history table up to the newest version of every type's table.
@@ -152,35 +189,34 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
             }
         }
         for (files, txns) in chunks {
+            // The chunk's files decoded on every core (a task each, `parallel` at once), their
+            // rows grouped by (month, bucket); then a file per group, written `parallel` at once.
             let mut groups: HashMap<(String, u32), Vec<HistoryRow>> = HashMap::new();
-            for file in &files {
+            let parallel = options.parallel.max(1);
+            let mut decoded = futures::stream::iter(files.into_iter().map(|file| {
+                let (lake, users, event_type) = (lake.clone(), users.clone(), event_type.clone());
+                tokio::spawn(async move { rows_of(&lake, &users, &event_type, &file).await })
+            }))
+            .buffered(parallel);
+            while let Some(joined) = decoded.next().await {
+                let file = joined.map_err(|e| LakeError::Internal(format!("a history build task failed: {e}")))??;
                 report.files_read += 1;
-                report.bytes_read += file.meta.size;
-                for event in lake.read_events_json(file).await? {
-                    report.events += 1;
-                    let Ok(view) = EventView::parse(event.as_bytes()) else { continue };
-                    let named = users.users(&view);
-                    if named.is_empty() {
-                        report.without_user += 1;
-                        continue;
-                    }
-                    let month = month_of(view.created_at);
-                    for user in named {
-                        let bucket = bucket_of(&user, USER_BUCKETS);
-                        groups.entry((month.clone(), bucket)).or_default().push(HistoryRow {
-                            user,
-                            created_at: view.created_at,
-                            id: view.id.to_string(),
-                            event_type: event_type.clone(),
-                            event: event.clone(),
-                        });
-                        report.rows += 1;
-                    }
+                report.bytes_read += file.bytes;
+                report.events += file.events;
+                report.without_user += file.without_user;
+                for (key, row) in file.rows {
+                    report.rows += 1;
+                    groups.entry(key).or_default().push(row);
                 }
             }
-            let mut adds = Vec::with_capacity(groups.len());
-            for ((month, bucket), mut rows) in groups {
-                adds.push(lake.root.put_history_file(&month, bucket, &mut rows).await?);
+            let mut written = futures::stream::iter(groups.into_iter().map(|((month, bucket), mut rows)| {
+                let lake = lake.clone();
+                tokio::spawn(async move { lake.root.put_history_file(&month, bucket, &mut rows).await })
+            }))
+            .buffer_unordered(parallel);
+            let mut adds = Vec::new();
+            while let Some(joined) = written.next().await {
+                adds.push(joined.map_err(|e| LakeError::Internal(format!("a history write task failed: {e}")))??);
             }
             report.files_written += adds.len();
             lake.sync_written().await?;
