@@ -259,30 +259,23 @@ impl LakeStore {
         Ok(Some(table))
     }
 
-    /// The newest version of each source type's table the history holds (absent: none).
-    pub async fn history_progress(&self, types: &[String]) -> Result<HashMap<String, i64>, LakeError> {
+    /// The versions the history table's application transactions `apps` record (absent:
+    /// none, or no table), from one snapshot.
+    pub async fn history_txns(&self, apps: &[String]) -> Result<HashMap<String, i64>, LakeError> {
         let mut out = HashMap::new();
         let Some(table) = self.open_history().await? else { return Ok(out) };
         let snapshot = table.snapshot()?;
-        for t in types {
-            if let Some(v) = snapshot.transaction_version(table.log_store().as_ref(), &txn_app(t)).await? {
-                out.insert(t.clone(), v);
+        for app in apps {
+            if let Some(v) = snapshot.transaction_version(table.log_store().as_ref(), app).await? {
+                out.insert(app.clone(), v);
             }
         }
         Ok(out)
     }
 
-    /// The version an application transaction of the history table records (`None`: none,
-    /// or no table).
-    pub async fn history_txn(&self, app: &str) -> Result<Option<i64>, LakeError> {
-        let Some(table) = self.open_history().await? else { return Ok(None) };
-        Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app).await?)
-    }
-
     /// When the last complete build of the history started (epoch ms; `None`: never built).
     pub async fn history_built(&self) -> Result<Option<i64>, LakeError> {
-        let Some(table) = self.open_history().await? else { return Ok(None) };
-        Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), BUILT_APP).await?)
+        Ok(self.history_txns(&[BUILT_APP.to_owned()]).await?.remove(BUILT_APP))
     }
 
     /// Commits history files with the source versions they hold (`txns`: `history:<type>`

@@ -223,6 +223,8 @@ impl Lake {
             partitions.entry((f.0, f.1)).or_default().push(f.2);
         }
         let planned = table.snapshot()?;
+        // The table brought up to date before each commit (the new commits only).
+        let mut current = table.clone();
         for ((month, bucket), files) in partitions {
             if let Some((i, n)) = opts.shard
                 && bucket % n.max(1) != i
@@ -259,27 +261,23 @@ impl Lake {
                 }));
             }
             // One commit, on the newest snapshot, if the partition was not compacted since this
-            // run planned (its generation, an application transaction, is unchanged). delta-rs
-            // rebases the commit over concurrent appends (builds); a compaction of the same
-            // partition committed in between records the same transaction, which fails this
-            // one. (delta-rs does not fail two commits removing the same files with
-            // `dataChange: false`: without the generation, two compactions at once would both
-            // add their outputs, and every row would be there twice.)
-            let Some(table) = self.root.open_history().await? else { return Ok(report) };
+            // run planned: its generation (an application transaction) is unchanged, and as only
+            // compaction removes history files, its inputs are then all live. delta-rs rebases
+            // the commit over concurrent appends (builds); a compaction of the same partition
+            // committed in between records the same transaction, which fails this one.
+            // (delta-rs does not fail two commits removing the same files with `dataChange:
+            // false`: without the generation, two compactions at once would both add their
+            // outputs, and every row would be there twice.)
+            current.update_incremental(None).await?;
             let op = DeltaOperation::Optimize { predicate: Some(format!("month = '{month}' AND bucket = {bucket}")), target_size: opts.target_file_bytes as i64 };
-            let snapshot = table.snapshot()?;
+            let snapshot = current.snapshot()?;
             let app = generation_app(&month, bucket);
-            let now_generation = snapshot.transaction_version(table.log_store().as_ref(), &app).await?.unwrap_or(0);
-            let still_live = {
-                let live: std::collections::HashSet<String> = crate::history::live_files(&table)?.into_iter().map(|f| f.2.rel).collect();
-                inputs.iter().flat_map(|i| &i.files).all(|f| live.contains(&f.rel))
-            };
-            if !still_live || now_generation != generation {
+            if snapshot.transaction_version(current.log_store().as_ref(), &app).await?.unwrap_or(0) != generation {
                 report.superseded += 1;
                 continue;
             }
             let props = CommitProperties::default().with_application_transaction(Transaction::new_with_last_update(app, generation + 1, Some(now)));
-            match CommitBuilder::from(props).with_actions(actions).build(Some(snapshot as &dyn TableReference), table.log_store(), op).await {
+            match CommitBuilder::from(props).with_actions(actions).build(Some(snapshot as &dyn TableReference), current.log_store(), op).await {
                 Ok(c) => {
                     self.root.persist_commit(HISTORY_DIR, c.version() as i64).await?;
                     report.merges += 1;

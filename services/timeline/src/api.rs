@@ -355,7 +355,7 @@ pub async fn get_events(
     let cold = match &state.cold {
         None => None,
         Some(cold) => match cold.snapshot().await {
-            Ok(s) => s.and_then(|s| cold.seam_of(Some(&s)).map(|seam| (seam, s))),
+            Ok(s) => s.and_then(|s| cold.seam_of(&s).map(|seam| (seam, s))),
             Err(e) => {
                 tracing::warn!(error = %e, "history table unreadable");
                 return error(ApiError::unavailable("lake_unavailable", e.to_string(), state.retry_after_secs));

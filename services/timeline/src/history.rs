@@ -124,11 +124,13 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
     let started_ms = chrono::Utc::now().timestamp_millis();
     let mut report = BuildReport::default();
     let types = lake.root.table_types().await?;
-    let progress = lake.root.history_progress(&types).await?;
+    // What is done, per type: its last version held, or how far its first build got.
+    let apps: Vec<String> = types.iter().flat_map(|t| [txn_app(t), snapshot_txn_app(t)]).collect();
+    let progress = lake.root.history_txns(&apps).await?;
     for event_type in &types {
         let Some(table) = lake.root.open_table(event_type).await? else { continue };
         let head = table.version();
-        let done = progress.get(event_type).copied();
+        let done = progress.get(&txn_app(event_type)).copied();
         if done.is_some_and(|d| d >= head) || head < 0 {
             continue;
         }
@@ -143,8 +145,8 @@ pub async fn build(lake: &Lake, users: &UserPaths, options: &BuildOptions) -> Re
                 // version. A build that stopped half-way goes on with the same snapshot, after
                 // the files committed.
                 let snapshot_app = snapshot_txn_app(event_type);
-                let (version, skip) = match lake.root.history_txn(&snapshot_app).await? {
-                    Some(packed) => unpack_snapshot_progress(packed),
+                let (version, skip) = match progress.get(&snapshot_app) {
+                    Some(&packed) => unpack_snapshot_progress(packed),
                     None => (head, 0),
                 };
                 let Some(at) = lake.root.open_table_at(event_type, Some(version)).await? else { continue };

@@ -69,13 +69,8 @@ impl ColdTier {
 
     /// The seam `S` of a snapshot, or `None` while the history table has never been built
     /// (every page is then served by the hot tier alone).
-    pub fn seam_of(&self, snapshot: Option<&HistorySnapshot>) -> Option<i64> {
-        snapshot.and_then(|s| s.built).map(|b| b - self.lateness_ms.load(Ordering::Relaxed))
-    }
-
-    /// The seam now ([`ColdTier::seam_of`] the current snapshot).
-    pub async fn seam(&self) -> Result<Option<i64>, LakeError> {
-        Ok(self.seam_of(self.snapshot().await?.as_deref()))
+    pub fn seam_of(&self, snapshot: &HistorySnapshot) -> Option<i64> {
+        snapshot.built.map(|b| b - self.lateness_ms.load(Ordering::Relaxed))
     }
 
     /// One page of the cold tier, from a snapshot.
