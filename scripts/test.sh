@@ -6,7 +6,9 @@
 # workspace's tests with the locked dependency set. Extra arguments go to
 # cargo test, e.g.  scripts/test.sh -p event-lake -- --nocapture
 # Without arguments it first validates the deployment files offline
-# (scripts/validate-deploy.sh: k8s/ and docker-compose.yml).
+# (scripts/validate-deploy.sh: k8s/ and docker-compose.yml), and after the
+# workspace's tests runs those of the opt-in `cluster` feature (the KPI cluster
+# on Ballista: it builds DataFusion with its default features, so separately).
 #
 # Environment:
 #   CARGO_TARGET_DIR    build directory to use (CI points it at a cache outside
@@ -46,6 +48,12 @@ start=$SECONDS
 set +e
 cargo test --workspace --locked "$@" 2>&1 | tee "$output"
 rc=${PIPESTATUS[0]}
+if (($# == 0)); then
+  log "cargo test --locked -p eventctl --features cluster --test kpi_cluster"
+  cargo test --locked -p eventctl --features cluster --test kpi_cluster 2>&1 | tee -a "$output"
+  cluster_rc=${PIPESTATUS[0]}
+  if ((rc == 0)); then rc=$cluster_rc; fi
+fi
 set -e
 elapsed=$((SECONDS - start))
 

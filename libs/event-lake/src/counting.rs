@@ -27,6 +27,7 @@ pub struct ReadStats {
     lists: AtomicU64,
     log_bytes: AtomicU64,
     log_requests: AtomicU64,
+    scanned: AtomicU64,
     paths: Mutex<BTreeSet<String>>,
     listed: Mutex<BTreeSet<String>>,
 }
@@ -49,6 +50,11 @@ pub struct ReadSnapshot {
     /// Bytes received from Delta logs; not in `bytes_read`.
     #[serde(default)]
     pub log_bytes_read: u64,
+    /// Bytes of column data the Parquet reader fetched (footers not included), as the query
+    /// engine counts them: the same figure whether the query ran here or on a cluster's
+    /// executors, where the store's own counters above do not reach.
+    #[serde(default)]
+    pub scanned_bytes: u64,
 }
 
 impl ReadStats {
@@ -66,6 +72,20 @@ impl ReadStats {
             files_read: self.paths.lock().map(|p| p.iter().filter(|p| p.ends_with(".parquet")).count() as u64).unwrap_or(0),
             log_get_requests: self.log_requests.load(Ordering::Relaxed),
             log_bytes_read: self.log_bytes.load(Ordering::Relaxed),
+            scanned_bytes: self.scanned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds column bytes the query engine scanned (see [`ReadSnapshot::scanned_bytes`]).
+    pub fn add_scanned(&self, bytes: u64) {
+        self.scanned.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records files read elsewhere (by a cluster's executors), so that
+    /// [`ReadSnapshot::files_read`] counts them.
+    pub fn add_files_read(&self, paths: impl IntoIterator<Item = String>) {
+        if let Ok(mut p) = self.paths.lock() {
+            p.extend(paths);
         }
     }
 

@@ -1,6 +1,5 @@
 -- kpi: conversations_started
 -- title: Conversations started
--- merge: sum
 -- tables: conversation_started
 SELECT count(*) AS conversations
 FROM conversation_started

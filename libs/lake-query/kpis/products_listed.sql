@@ -1,7 +1,6 @@
 -- kpi: products_listed
 -- title: Products listed (distinct)
--- merge: distinct
 -- tables: product_listed
-SELECT DISTINCT product_id AS value
+SELECT count(DISTINCT product_id) AS value
 FROM product_listed
 WHERE date = DATE '{date}' AND product_id IS NOT NULL

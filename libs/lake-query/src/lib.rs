@@ -1,18 +1,20 @@
 //! SQL over the Parquet lake with DataFusion: each event type a table, partitions pruned from
 //! the query's type and time predicates without listing the whole lake, only the needed
-//! columns read, every byte read counted; and daily KPIs defined as SQL files, computed whole
-//! or in shards on several machines and merged exactly.
+//! columns read, every byte read counted; and daily KPIs defined as SQL files, computed here
+//! or on a Ballista cluster of several machines.
 //!
 //! - [`session`]: a DataFusion session over a lake (local folder or S3);
 //! - [`table`]: the tables (`<type>`, `lake.events`) and their pruned file listing;
 //! - [`prune`]: time predicates -> the hours a query can touch;
 //! - [`counting`]: the object store wrapper counting bytes read;
 //! - [`output`]: results as a table, CSV, JSON or Parquet;
-//! - [`kpi`]: the KPI definitions, partial results, merge and reports;
-//! - [`shard`]: the deterministic share of partitions of one machine;
+//! - [`kpi`]: the KPI definitions, runs and reports;
+//! - [`cluster`] (feature `cluster`): the Ballista scheduler, executors and job submission;
 //! - [`chart`]: the PNG chart of hourly volume by type.
 
 pub mod chart;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 /// The read-counting store (in `event_lake`, whose history reader is counted the same way).
 pub use event_lake::counting;
 pub mod kpi;
@@ -20,12 +22,10 @@ pub mod log_cache;
 pub mod output;
 pub mod prune;
 pub mod session;
-pub mod shard;
 pub mod table;
 
 pub use counting::{ReadSnapshot, ReadStats};
 pub use session::{LakeSession, SessionOptions};
-pub use shard::Shard;
 
 /// Errors of queries and KPI jobs.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub enum QueryError {
     /// A partial or report file is not what was expected.
     #[error("{0}")]
     Invalid(String),
+    /// The cluster refused or failed a job, or could not be reached.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The chart could not be drawn.
     #[error("chart: {0}")]
     Chart(String),

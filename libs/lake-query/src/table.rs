@@ -39,7 +39,6 @@ use event_lake::registry::SchemaRegistry;
 use event_lake::schema::{CREATED_AT, DType, ID, Section};
 
 use crate::prune::HourRange;
-use crate::shard::Shard;
 
 /// Concurrent table log / schema reads.
 const LIST_CONCURRENCY: usize = 32;
@@ -67,12 +66,15 @@ struct Snapshot {
     files: Arc<Vec<LakeFile>>,
 }
 
-/// What every table of a session shares: the store, the schemas, the shard, the snapshots.
+/// What every table of a session shares: the store, the schemas, the snapshots.
 pub struct LakeCatalog {
     root: LakeStore,
     registry: SchemaRegistry,
     url: ObjectStoreUrl,
-    shard: Shard,
+    /// Prepended to the files' lake-relative paths in scans: empty when `url` is the lake's
+    /// own store, the lake's prefix when `url` is the bucket (or `file:///`), as executors of
+    /// a cluster resolve it.
+    path_prefix: object_store::path::Path,
     as_of: event_lake::AsOf,
     /// Each type's snapshot, read from its log once per session (schema and files together).
     snapshots: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Snapshot>>>>>,
@@ -81,28 +83,23 @@ pub struct LakeCatalog {
 
 impl std::fmt::Debug for LakeCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LakeCatalog").field("store", &self.root.store).field("shard", &self.shard).finish_non_exhaustive()
+        f.debug_struct("LakeCatalog").field("store", &self.root.store).field("url", &self.url).finish_non_exhaustive()
     }
 }
 
 impl LakeCatalog {
-    /// A catalog over a lake whose store is registered in the session under `url`,
-    /// restricted to a shard.
-    pub fn new(root: LakeStore, url: ObjectStoreUrl, shard: Shard, as_of: event_lake::AsOf) -> Self {
+    /// A catalog over a lake whose files are found under `url` (a store registered in the
+    /// session) at `path_prefix` + their path in the lake.
+    pub fn new(root: LakeStore, url: ObjectStoreUrl, path_prefix: object_store::path::Path, as_of: event_lake::AsOf) -> Self {
         LakeCatalog {
             registry: SchemaRegistry::new(root.clone()),
             root,
             url,
-            shard,
+            path_prefix,
             as_of,
             snapshots: Mutex::new(HashMap::new()),
             types: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// The shard this session computes.
-    pub fn shard(&self) -> Shard {
-        self.shard
     }
 
     /// Every type with a table (one LIST of `events/` with a delimiter).
@@ -154,8 +151,7 @@ impl LakeCatalog {
         Ok(self.snapshot(&event_type).await?.files.clone())
     }
 
-    /// The data files of some types within a range of hours, in this session's shard, sorted
-    /// by partition and path.
+    /// The data files of some types within a range of hours, sorted by partition and path.
     pub async fn files(&self, types: &[String], range: &HourRange) -> DfResult<Vec<LakeFile>> {
         if range.is_empty() {
             return Ok(Vec::new());
@@ -168,9 +164,7 @@ impl LakeCatalog {
         let mut files: Vec<LakeFile> = tables
             .iter()
             .flat_map(|l| l.iter())
-            .filter(|f| {
-                f.meta.size > 0 && range.contains(f.partition.hour) && self.shard.owns(&f.partition.event_type, f.partition.hour)
-            })
+            .filter(|f| f.meta.size > 0 && range.contains(f.partition.hour))
             .cloned()
             .collect();
         files.sort_by(|a, b| (&a.partition, &a.meta.location).cmp(&(&b.partition, &b.meta.location)));
@@ -207,7 +201,11 @@ impl LakeCatalog {
             let Some((f, values)) = files[i].take() else { continue };
             let g = groups.iter_mut().min_by_key(|g| g.0).ok_or_else(|| DataFusionError::Internal("no file group".into()))?;
             g.0 += f.meta.size;
-            g.1.push(PartitionedFile::new_from_meta(f.meta).with_partition_values(values));
+            let mut meta = f.meta;
+            if !self.path_prefix.as_ref().is_empty() {
+                meta.location = self.path_prefix.parts().chain(meta.location.parts()).collect();
+            }
+            g.1.push(PartitionedFile::new_from_meta(meta).with_partition_values(values));
         }
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let source = format.file_source(table_schema);

@@ -77,12 +77,19 @@ enum Command {
     /// SQL over the lake; not in this build: needs the `query` feature.
     #[cfg(not(feature = "query"))]
     Query(cmd::NotBuilt),
-    /// Daily KPIs from the lake (shards and merge for several machines).
+    /// Daily KPIs from the lake, here or on the KPI cluster (--cluster).
     #[cfg(feature = "query")]
     Kpi(cmd::kpi::KpiArgs),
     /// Daily KPIs from the lake; not in this build: needs the `query` feature.
     #[cfg(not(feature = "query"))]
     Kpi(cmd::NotBuilt),
+    /// The KPI cluster (Apache DataFusion Ballista): a scheduler and executors.
+    #[cfg(feature = "cluster")]
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
+    /// The KPI cluster; not in this build: needs the `cluster` feature.
+    #[cfg(not(feature = "cluster"))]
+    Cluster(cmd::NotBuilt),
     /// Generate a sample and ingest it into a local lake.
     Demo(cmd::demo::DemoArgs),
     /// Re-publish a consumer's dead letters to it, once the cause is fixed (NATS JetStream).
@@ -130,6 +137,10 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Kpi(args) => cmd::kpi::run(args),
         #[cfg(not(feature = "query"))]
         Command::Kpi(_) => cmd::not_built("kpi", "query"),
+        #[cfg(feature = "cluster")]
+        Command::Cluster(c) => cmd::cluster::run(c),
+        #[cfg(not(feature = "cluster"))]
+        Command::Cluster(_) => cmd::not_built("cluster", "cluster"),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Replay(args) => cmd::replay::run(args),
     }

@@ -1,90 +1,22 @@
 //! `eventctl kpi` and `eventctl query` as users run them, on a lake made by `eventctl gen` +
 //! `eventctl ingest` (two days of events, schema evolution included):
 //! - every KPI equals an independent computation by DuckDB over the same Parquet files;
-//! - shard 1/2 + shard 2/2 merged equals the single run exactly, and a shard re-run alone
-//!   gives the same partial;
+//! - the KPIs hand-made shards could not merge (a median, a top 10 with ties broken) too;
 //! - the same events in an S3 lake (the S3-compatible server on 127.0.0.1) give the same KPIs;
 //! - `query` output formats (table, CSV, JSON, Parquet) and its read report.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-const DAY: &str = "2026-11-23";
-
 mod common;
 
+use common::lakes::{DAY, duckdb, duckdb_kpis, ingest, json, kpi, make_lake};
 use common::{eventctl, ok};
 
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// Generates 36 hours of events from DAY 00:00 UTC and ingests them into `lake`.
-fn make_lake(dir: &Path, lake: &str) -> std::path::PathBuf {
-    let input = dir.join("events.ndjson");
-    ok(eventctl()
-        .args(["gen", "--events", "24000", "--types", "40", "--hours", "36", "--seed", "5", "--size", "600", "--users", "3000"])
-        .args(["--products", "5000", "--start", &format!("{DAY}T00:00:00Z"), "--out", input.to_str().expect("utf8")])
-        .output()
-        .expect("gen"));
-    ingest(lake, &input);
-    input
-}
-
-fn ingest(lake: &str, input: &Path) {
-    ok(eventctl().args(["ingest", "--json", "--no-progress", "--lake", lake, input.to_str().expect("utf8")]).output().expect("ingest"));
-}
-
-/// Runs SQL in DuckDB (the tools venv of scripts/services.sh); rows as JSON arrays.
-fn duckdb(sql: &str) -> Vec<Vec<Value>> {
-    let python = std::env::var("EVENTPLAT_PYTHON")
-        .unwrap_or_else(|_| panic!("EVENTPLAT_PYTHON is not set: run the tests with scripts/test.sh (it installs DuckDB)"));
-    let script = "import duckdb, json, sys\nrows = duckdb.sql(sys.argv[1]).fetchall()\nprint(json.dumps([list(r) for r in rows], default=str))";
-    let out = Command::new(python).args(["-c", script, sql]).output().expect("run python");
-    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("duckdb rows as JSON")
-}
-
-fn duck_scalar(sql: &str) -> i64 {
-    duckdb(sql)[0][0].as_i64().unwrap_or_else(|| panic!("no integer from {sql}"))
-}
-
-/// The KPIs computed by DuckDB, in the shape of `eventctl kpi --json`'s `kpis`.
-fn duckdb_kpis(lake: &Path) -> Value {
-    let day = |t: &str| format!("read_parquet('{}/events/type={t}/date={DAY}/*/*.parquet', hive_partitioning=true, union_by_name=true)", lake.display());
-    let all = day("*");
-    let mut by_type_hour = Vec::new();
-    for r in duckdb(&format!("SELECT type, CAST(hour AS BIGINT), count(*) FROM {all} GROUP BY ALL ORDER BY ALL")) {
-        by_type_hour.push(serde_json::json!({"type": r[0], "hour": r[1], "events": r[2]}));
-    }
-    serde_json::json!({
-        "daily_active_users": duck_scalar(&format!("SELECT count(DISTINCT user_id) FROM {all}")),
-        "new_users": duck_scalar(&format!("SELECT count(DISTINCT user_id) FROM {}", day("user_created"))),
-        "products_listed": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_listed"))),
-        "products_contacted": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_contacted"))),
-        "products_sold": duck_scalar(&format!("SELECT count(DISTINCT product_id) FROM {}", day("product_sold"))),
-        "sales": {
-            "sales": duck_scalar(&format!("SELECT count(*) FROM {}", day("product_sold"))),
-            "gmv_cents": duck_scalar(&format!("SELECT CAST(sum(CAST(round(price * 100) AS BIGINT)) AS BIGINT) FROM {}", day("product_sold"))),
-        },
-        "conversations_started": {"conversations": duck_scalar(&format!("SELECT count(*) FROM {}", day("conversation_started")))},
-        "events_by_type_hour": by_type_hour,
-    })
-}
-
-fn kpi(lake: &str, out: &Path, extra: &[&str]) -> Value {
-    json(&ok(eventctl()
-        .args(["kpi", "--date", DAY, "--json", "--lake", lake, "--out", out.to_str().expect("utf8")])
-        .args(extra)
-        .output()
-        .expect("kpi")))
-}
-
 #[test]
-fn kpis_match_duckdb_and_shards_merge_to_the_single_run() {
+fn kpis_match_duckdb() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake_dir = dir.path().join("lake");
     let lake = lake_dir.to_str().expect("utf8");
@@ -108,38 +40,12 @@ fn kpis_match_duckdb_and_shards_merge_to_the_single_run() {
     let on_disk: Value = serde_json::from_slice(&std::fs::read(single_dir.join("kpis.json")).expect("json")).expect("kpis.json");
     assert_eq!(on_disk["kpis"], single["kpis"]);
 
-    // Two shards, merged: the same KPIs; the shards read disjoint files covering the whole.
-    let shards_dir = dir.path().join("shards");
-    let s1 = kpi(lake, &shards_dir, &["--shard", "1/2"]);
-    let s2 = kpi(lake, &shards_dir, &["--shard", "2/2"]);
-    let files = |s: &Value| s["read"]["files_read"].as_u64().expect("files");
-    assert!(files(&s1) > 0 && files(&s2) > 0);
-    assert_eq!(files(&s1) + files(&s2), files(&single), "shards read disjoint shares of the same files");
-    let partial = |i: u32| shards_dir.join(format!("partial-{DAY}-{i}-of-2.json"));
-    let merged_dir = dir.path().join("merged");
-    let merge = |dest: &Path| {
-        json(&ok(eventctl()
-            .args(["kpi", "merge", "--json", "--out", dest.to_str().expect("utf8")])
-            .arg(partial(1))
-            .arg(partial(2))
-            .output()
-            .expect("merge")))
-    };
-    let merged = merge(&merged_dir);
-    assert_eq!(merged["kpis"], single["kpis"], "shard + merge differs from the single run");
-    assert_eq!(merged["shards"], 2);
-    assert!(merged_dir.join("hourly_volume.png").exists());
-
-    // A failed shard is re-run alone: its partial is rewritten, identical in its results.
-    let before: Value = serde_json::from_slice(&std::fs::read(partial(2)).expect("partial")).expect("json");
-    std::fs::remove_file(partial(2)).expect("lose shard 2");
-    let out = eventctl().args(["kpi", "merge", "--json"]).arg(partial(1)).output().expect("merge one");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2/2"), "{}", String::from_utf8_lossy(&out.stderr));
-    kpi(lake, &shards_dir, &["--shard", "2/2"]);
-    let after: Value = serde_json::from_slice(&std::fs::read(partial(2)).expect("partial")).expect("json");
-    assert_eq!(after["kpis"], before["kpis"]);
-    assert_eq!(merge(&dir.path().join("merged2"))["kpis"], single["kpis"]);
+    assert!(single["read"]["scanned_bytes"].as_u64().expect("scanned") > 0);
+    assert_eq!(single["engine"], "local");
+    let top = single["kpis"]["top_sellers"].as_array().expect("top sellers rows");
+    assert_eq!(top.len(), 10, "{top:?}");
+    let csv = std::fs::read_to_string(single_dir.join("top_sellers.csv")).expect("top_sellers.csv");
+    assert!(csv.starts_with("seller_id,gmv_cents,sales\n"), "the query's column order: {csv}");
 }
 
 #[test]
@@ -156,17 +62,6 @@ fn kpis_from_an_s3_lake_equal_the_local_ones() {
     let remote = kpi(&s3, &dir.path().join("s3"), &[]);
     assert_eq!(remote["kpis"], local["kpis"]);
     assert!(remote["read"]["bytes_read"].as_u64().expect("bytes") > 0);
-    // Shards on S3 merge to the same result too.
-    let sd = dir.path().join("s3-shards");
-    kpi(&s3, &sd, &["--shard", "1/2"]);
-    kpi(&s3, &sd, &["--shard", "2/2"]);
-    let merged = json(&ok(eventctl()
-        .args(["kpi", "merge", "--json", "--out", dir.path().join("s3-merged").to_str().expect("utf8")])
-        .arg(sd.join(format!("partial-{DAY}-1-of-2.json")))
-        .arg(sd.join(format!("partial-{DAY}-2-of-2.json")))
-        .output()
-        .expect("merge")));
-    assert_eq!(merged["kpis"], local["kpis"]);
 }
 
 #[test]
@@ -280,4 +175,35 @@ fn a_broken_kpi_is_reported_and_the_others_are_written_and_own_kpi_files_run() {
     std::fs::create_dir_all(&empty).expect("mkdir");
     let out = eventctl().args(["kpi", "--date", DAY, "--lake", lake, "--kpis", empty.to_str().expect("utf8")]).output().expect("kpi");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no *.sql KPI files"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The top 10 sellers is the same list on every run: equal GMVs are ordered by seller id; the
+/// median order value is exact (a KPI no merge of shards could give).
+#[test]
+fn top_sellers_break_ties_by_seller_id_and_the_median_is_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    let t0: i64 = 1_795_428_000_000; // DAY 10:00 UTC
+    // Sellers o1..o12 sell one product each for 10.00; o12 sells a second one for 30.00.
+    let mut lines = Vec::new();
+    for i in 1..=12 {
+        lines.push(format!(
+            r#"{{"data":{{"id":"s{i}","type":"product_sold","attributes":{{"user_id":"b{i}","product_id":"p{i}","owner_id":"o{i}","price":10.0}}}},"meta":{{"created_at":{}}}}}"#,
+            t0 + i
+        ));
+    }
+    lines.push(format!(
+        r#"{{"data":{{"id":"s13","type":"product_sold","attributes":{{"user_id":"b1","product_id":"p13","owner_id":"o12","price":30.0}}}},"meta":{{"created_at":{}}}}}"#,
+        t0 + 13
+    ));
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    ingest(lake, &input);
+    let report = kpi(lake, &dir.path().join("out"), &[]);
+    let sellers: Vec<&str> = report["kpis"]["top_sellers"].as_array().expect("rows").iter().map(|r| r["seller_id"].as_str().expect("id")).collect();
+    assert_eq!(sellers, ["o12", "o1", "o10", "o11", "o2", "o3", "o4", "o5", "o6", "o7"], "{report}");
+    assert_eq!(report["kpis"]["top_sellers"][0]["gmv_cents"], 4000);
+    assert_eq!(report["kpis"]["median_order_value"], 1000.0, "{report}");
+    assert_eq!(report["kpis"]["new_users"], serde_json::json!([]), "a type the lake never held: empty, not failed");
 }

@@ -1,91 +1,51 @@
 //! `eventctl kpi`: daily KPIs straight from the lake (local folder or S3), with the
 //! `lake-query` library.
 //!
-//! - `eventctl kpi --date D`: the KPI SQL files of `libs/lake-query/kpis/`, printed as a table and
-//!   written as JSON, CSV and a PNG chart; `--shard i/n` computes one share of the partitions
-//!   into a partial file, `eventctl kpi merge partial-*.json` combines the shares.
+//! `eventctl kpi --date D`: the KPI SQL files of `libs/lake-query/kpis/` (or `--kpis DIR`),
+//! printed as a table and written as JSON, CSV and a PNG chart; with `--cluster HOST:PORT`
+//! the same files run on a Ballista cluster (`eventctl cluster scheduler|executor`) and give
+//! the same outputs.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result};
+use clap::Args;
 use lake_query::kpi::{self, Progress, Report};
-use lake_query::{LakeSession, SessionOptions, Shard};
+use lake_query::{LakeSession, SessionOptions};
 
 use super::{mib, runtime};
 
 /// Options of `eventctl kpi`.
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct KpiArgs {
-    #[command(subcommand)]
-    pub command: Option<KpiCommand>,
-    #[command(flatten)]
-    pub run: KpiRunArgs,
-}
-
-/// `eventctl kpi` subcommands.
-#[derive(Subcommand)]
-pub enum KpiCommand {
-    /// Combine the partial files of every shard of a day into the KPIs.
-    Merge(KpiMergeArgs),
-}
-
-/// Options of a KPI run.
-#[derive(Args)]
-pub struct KpiRunArgs {
     /// The UTC day, YYYY-MM-DD.
     #[arg(long)]
-    pub date: Option<String>,
+    pub date: String,
     /// Lake root: a local folder or s3://bucket/prefix.
     #[arg(long, env = "EVENTCTL_LAKE", default_value = "./lake")]
     pub lake: String,
-    /// Compute only shard i of n (e.g. 1/2): writes a partial file for `eventctl kpi merge`.
-    #[arg(long)]
-    pub shard: Option<Shard>,
+    /// Run on the KPI cluster of this scheduler (`eventctl cluster scheduler`), HOST:PORT.
+    /// Needs the `cluster` feature.
+    #[arg(long, env = "EVENTCTL_CLUSTER", value_name = "HOST:PORT")]
+    pub cluster: Option<String>,
     /// Output folder (default: kpi-<date>).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
-    /// Print the report (or the shard's summary) as JSON on stdout; no progress bar.
+    /// Print the report as JSON on stdout; no progress bar.
     #[arg(long)]
     pub json: bool,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-    /// Query threads (default: the number of cores).
+    /// Query threads here (default: the number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Run the KPI files (`*.sql`, each with a `-- kpi:` / `-- merge:` header) of this folder
-    /// instead of the built-in ones (libs/lake-query/kpis/).
+    /// Run the KPI files (`*.sql`, each with a `-- kpi:` header) of this folder instead of
+    /// the built-in ones (libs/lake-query/kpis/).
     #[arg(long, value_name = "DIR")]
     pub kpis: Option<PathBuf>,
-}
-
-/// Options of `eventctl kpi merge`.
-#[derive(Args)]
-pub struct KpiMergeArgs {
-    /// The partial files, one per shard.
-    #[arg(required = true)]
-    pub partials: Vec<PathBuf>,
-    /// Output folder (default: kpi-<date>).
-    #[arg(long, short = 'o')]
-    pub out: Option<PathBuf>,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// The KPI folder the shards were computed with (`--kpis` of the runs).
-    #[arg(long, value_name = "DIR")]
-    pub kpis: Option<PathBuf>,
-}
-
-/// Runs `eventctl kpi` (a day, a shard of it, or `merge`).
-pub fn run(args: KpiArgs) -> Result<i32> {
-    match args.command {
-        Some(KpiCommand::Merge(m)) => merge(m),
-        None => run_day(args.run),
-    }
 }
 
 fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
@@ -101,22 +61,25 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(p)
 }
 
-fn run_day(args: KpiRunArgs) -> Result<i32> {
-    let Some(date) = args.date.clone() else { bail!("--date YYYY-MM-DD is required (or use `eventctl kpi merge`)") };
+/// Runs `eventctl kpi`: exit code 1 when a KPI failed (the others are written all the same).
+pub fn run(args: KpiArgs) -> Result<i32> {
+    let date = args.date.clone();
     kpi::parse_date(&date)?;
     let defs = kpi::load(args.kpis.as_deref())?;
-    let shard = args.shard.unwrap_or(Shard::WHOLE);
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{date}")));
     let rt = runtime(args.threads)?;
-    let session = LakeSession::open(&args.lake, &SessionOptions { shard, threads: args.threads, ..SessionOptions::default() })
-        .with_context(|| format!("opening the lake {}", args.lake))?;
+    let options = SessionOptions { threads: args.threads, cluster: args.cluster.clone(), ..SessionOptions::default() };
+    let session = LakeSession::open(&args.lake, &options).with_context(|| format!("opening the lake {}", args.lake))?;
     let bar = progress_bar(!args.json && !args.no_progress);
-    let partial = rt.block_on(async {
+    let report = rt.block_on(async {
         let ticker = bar.clone().map(|bar| {
             let stats = session.stats().clone();
+            let remote = args.cluster.is_some();
             tokio::spawn(async move {
                 loop {
-                    bar.set_message(format!("{} read", mib(stats.bytes())));
+                    // On a cluster the executors read; their bytes arrive as each KPI ends.
+                    let bytes = if remote { stats.snapshot().scanned_bytes } else { stats.bytes() };
+                    bar.set_message(format!("{} read", mib(bytes)));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
@@ -142,42 +105,7 @@ fn run_day(args: KpiRunArgs) -> Result<i32> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let partial = partial?;
-    if args.shard.is_some() {
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let path = out.join(kpi::partial_file_name(&date, shard));
-        let body = serde_json::to_vec(&partial)?;
-        kpi::write_atomic(&path, &body)?;
-        let summary = serde_json::json!({
-            "date": date, "shard": shard.to_string(), "partial": path.display().to_string(),
-            "partial_bytes": body.len(), "read": partial.read, "elapsed_ms": partial.elapsed_ms,
-        });
-        report_failures(&partial.failed);
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        } else {
-            println!(
-                "shard {shard} of {date}: read {} from {} files in {:.2}s -> {}\nmerge with: eventctl kpi merge {}/partial-{date}-*-of-{}.json",
-                mib(partial.read.bytes_read),
-                partial.read.files_read,
-                partial.elapsed_ms as f64 / 1000.0,
-                path.display(),
-                out.display(),
-                shard.count
-            );
-        }
-        return Ok(if partial.failed.is_empty() { 0 } else { 1 });
-    }
-    let report = kpi::merge(std::slice::from_ref(&partial), &defs)?;
-    finish(&report, &out, args.json)
-}
-
-fn merge(args: KpiMergeArgs) -> Result<i32> {
-    let partials = args.partials.iter().map(|p| kpi::read_partial(p)).collect::<Result<Vec<_>, _>>()?;
-    let defs = kpi::load(args.kpis.as_deref())?;
-    let report = kpi::merge(&partials, &defs)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("kpi-{}", report.date)));
-    finish(&report, &out, args.json)
+    finish(&report?, &out, args.json)
 }
 
 /// Tells on stderr which KPIs failed and why.
@@ -206,26 +134,53 @@ fn finish(report: &Report, out: &Path, json: bool) -> Result<i32> {
         return Ok(code);
     }
     print_report(report);
-    println!(
-        "\nread {} from {} files ({} GETs, {} LISTs) in {:.2}s{}",
-        mib(report.read.bytes_read),
-        report.read.files_read,
-        report.read.get_requests,
-        report.read.list_requests,
-        report.elapsed_ms as f64 / 1000.0,
-        if report.shards > 1 { format!(" (slowest of {} shards)", report.shards) } else { String::new() }
-    );
+    let r = &report.read;
+    if report.engine == "local" {
+        println!(
+            "\nread {} from {} files ({} GETs, {} LISTs; {} of column data) in {:.2}s",
+            mib(r.bytes_read),
+            r.files_read,
+            r.get_requests,
+            r.list_requests,
+            mib(r.scanned_bytes),
+            report.elapsed_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "\nran on the {}: the executors read {} of column data from {} files; the tables' logs here {} in {} GETs; {:.2}s",
+            report.engine,
+            mib(r.scanned_bytes),
+            r.files_read,
+            mib(r.log_bytes_read),
+            r.log_get_requests,
+            report.elapsed_ms as f64 / 1000.0
+        );
+    }
     println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
     Ok(code)
 }
 
 fn print_report(report: &Report) {
-    println!("KPIs of {} (UTC){}", report.date, if report.shards > 1 { format!(", merged from {} shards", report.shards) } else { String::new() });
+    println!("KPIs of {} (UTC)", report.date);
     let lines = kpi::scalar_lines(report);
     let w = lines.iter().map(|(n, _, _)| n.len()).max().unwrap_or(10);
     println!("{:<w$}  {:>14}  title", "kpi", "value");
     for (name, title, v) in &lines {
         println!("{name:<w$}  {v:>14}  {title}");
+    }
+    // Short tables (top-N) in full; long ones (events_by_type_hour) are in their CSV.
+    for (name, value) in &report.kpis {
+        let kpi::KpiValue::Rows(rows) = value else { continue };
+        if rows.is_empty() || rows.len() > 20 {
+            continue;
+        }
+        let cols = report.columns.get(name).cloned().unwrap_or_else(|| rows[0].keys().cloned().collect());
+        println!("\n{} ({name}):", report.titles.get(name).map_or(name.as_str(), String::as_str));
+        println!("  {}", cols.join("  "));
+        for r in rows {
+            let cells: Vec<String> = cols.iter().map(|c| r.get(c).map(kpi::cell).unwrap_or_default()).collect();
+            println!("  {}", cells.join("  "));
+        }
     }
     let series = lake_query::chart::hourly_series(report);
     if !series.is_empty() {

@@ -1,11 +1,13 @@
 //! The subcommands of `eventctl`, one module each, and what several of them share: the lake
 //! options, the runtime, sizes and broken pipes. `query` and `kpi` exist with the crate's
-//! `query` feature, `catalog` (and `timeline init`) with `aws`; without them [`NotBuilt`] stands in
-//! their place.
+//! `query` feature, `cluster` with `cluster`, `catalog` (and `timeline init`) with `aws`; without
+//! them [`NotBuilt`] stands in their place.
 
 pub mod cat;
 #[cfg(feature = "aws")]
 pub mod catalog;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod compact;
 pub mod vacuum;
 pub mod demo;
@@ -57,7 +59,7 @@ impl LakeArgs {
 
 /// The arguments of a subcommand left out of this build by a cargo feature: anything is
 /// accepted, and [`not_built`] says which feature brings the subcommand back.
-#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+#[cfg_attr(all(feature = "query", feature = "aws", feature = "cluster"), allow(dead_code))]
 #[derive(Args)]
 pub struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -65,7 +67,7 @@ pub struct NotBuilt {
 }
 
 /// The error of a subcommand that is not in this build.
-#[cfg_attr(all(feature = "query", feature = "aws"), allow(dead_code))]
+#[cfg_attr(all(feature = "query", feature = "aws", feature = "cluster"), allow(dead_code))]
 pub fn not_built(command: &str, feature: &str) -> Result<i32> {
     anyhow::bail!(
         "`eventctl {command}` is not in this build: it needs the `{feature}` feature of eventctl \

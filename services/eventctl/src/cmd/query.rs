@@ -36,6 +36,10 @@ pub struct QueryArgs {
     /// as it was at this time (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in UTC).
     #[arg(long, value_name = "VERSION|TIMESTAMP", value_parser = parse_as_of)]
     pub as_of: Option<event_lake::AsOf>,
+    /// Run on the KPI cluster of this scheduler (`eventctl cluster scheduler`), HOST:PORT.
+    /// Needs the `cluster` feature.
+    #[arg(long, env = "EVENTCTL_CLUSTER", value_name = "HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 fn parse_as_of(s: &str) -> Result<event_lake::AsOf, String> {
@@ -52,7 +56,7 @@ pub fn run(args: QueryArgs) -> Result<i32> {
         bail!("--format parquet needs --out FILE");
     }
     let rt = runtime(None)?;
-    let session = LakeSession::open(&args.lake, &SessionOptions { as_of: args.as_of.unwrap_or_default(), ..SessionOptions::default() }).with_context(|| format!("opening the lake {}", args.lake))?;
+    let session = LakeSession::open(&args.lake, &SessionOptions { as_of: args.as_of.unwrap_or_default(), cluster: args.cluster.clone(), ..SessionOptions::default() }).with_context(|| format!("opening the lake {}", args.lake))?;
     let started = std::time::Instant::now();
     if args.explain {
         println!("{}", rt.block_on(session.explain(&args.sql))?);
@@ -84,6 +88,13 @@ pub fn run(args: QueryArgs) -> Result<i32> {
     let read = session.stats().snapshot();
     if args.stats {
         eprintln!("{}", serde_json::json!({"rows": rows, "elapsed_ms": started.elapsed().as_millis() as u64, "read": read}));
+    } else if args.cluster.is_some() {
+        eprintln!(
+            "{rows} rows in {:.2}s on the cluster: the executors read {} of column data from {} files",
+            started.elapsed().as_secs_f64(),
+            mib(read.scanned_bytes),
+            read.files_read
+        );
     } else {
         eprintln!(
             "{rows} rows in {:.2}s; read {} from {} files ({} GETs, {} LISTs)",

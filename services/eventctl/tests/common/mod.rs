@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+pub mod lakes;
+
 /// The `eventctl` binary of this build, logging warnings only.
 pub fn eventctl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_eventctl"));
