@@ -12,13 +12,11 @@ use std::sync::Arc;
 
 use ballista_core::RuntimeProducer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
-use datafusion::error::DataFusionError;
-use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use object_store::ObjectStore;
-use url::Url;
 
 use super::cluster_err;
+use super::stores::LakeStores;
 use crate::QueryError;
 
 /// Memory for cached Parquet footers on an executor.
@@ -89,35 +87,4 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), QueryError> {
     };
     tracing::info!(scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port), port = options.port, grpc_port = options.grpc_port, "KPI cluster executor starting");
     start_executor_process(Arc::new(config)).await.map_err(|e| cluster_err("executor", e))
-}
-
-/// The executor's object stores: `file://` as DataFusion has it, one S3 client per bucket
-/// made on first use.
-#[derive(Debug, Default)]
-struct LakeStores {
-    inner: DefaultObjectStoreRegistry,
-}
-
-impl ObjectStoreRegistry for LakeStores {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
-        self.inner.register_store(url, store)
-    }
-
-    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        self.inner.deregister_store(url)
-    }
-
-    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        if let Ok(store) = self.inner.get_store(url) {
-            return Ok(store);
-        }
-        match (url.scheme(), url.host_str()) {
-            ("s3", Some(bucket)) if !bucket.is_empty() => {
-                let lake = event_lake::LakeStore::open(&format!("s3://{bucket}")).map_err(|e| DataFusionError::External(Box::new(e)))?;
-                self.inner.register_store(url, lake.root_store.clone());
-                Ok(lake.root_store)
-            }
-            _ => Err(DataFusionError::Configuration(format!("no object store for {url}: the lake must be s3://bucket/... or a local path"))),
-        }
-    }
 }

@@ -18,6 +18,7 @@
 pub mod client;
 pub mod executor;
 pub mod scheduler;
+mod stores;
 
 pub use client::{Job, connect, run_plan};
 pub use executor::{ExecutorOptions, run_executor};

@@ -10,9 +10,13 @@ use std::sync::Arc;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use super::cluster_err;
+use super::stores::LakeStores;
 use crate::QueryError;
 
 /// How the scheduler runs.
@@ -36,6 +40,14 @@ impl Default for SchedulerOptions {
 /// Serves the scheduler on `listener` until the process stops.
 pub async fn run_scheduler(listener: tokio::net::TcpListener, options: &SchedulerOptions) -> Result<(), QueryError> {
     let addr = listener.local_addr().map_err(|e| cluster_err("scheduler listener", e))?;
+    // The scheduler decodes the plans it gets, and decoding a scan resolves its store: the
+    // lake's stores, as the executors have them (no data is read here).
+    let stores: Arc<dyn ObjectStoreRegistry> = Arc::new(LakeStores::default());
+    let runtime = Arc::new(RuntimeEnvBuilder::new().with_object_store_registry(stores).build().map_err(|e| cluster_err("scheduler runtime", e))?);
+    let session_builder: ballista_scheduler::scheduler_server::SessionBuilder = Arc::new(move |config| {
+        let state = ballista_core::utils::default_session_builder(config)?;
+        Ok(SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime.clone()).build())
+    });
     let config = SchedulerConfig {
         bind_host: addr.ip().to_string(),
         bind_port: addr.port(),
@@ -43,6 +55,7 @@ pub async fn run_scheduler(listener: tokio::net::TcpListener, options: &Schedule
         executor_timeout_seconds: options.executor_timeout_secs,
         expire_dead_executor_interval_seconds: options.expire_interval_secs,
         no_executors_grace_period_seconds: options.executor_timeout_secs,
+        override_session_builder: Some(session_builder),
         ..SchedulerConfig::default()
     };
     config.validate().map_err(|e| cluster_err("scheduler configuration", e))?;
