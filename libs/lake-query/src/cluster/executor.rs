@@ -1,11 +1,10 @@
 //! The executor process: Ballista's executor (a Flight port serving shuffle data, a gRPC port
 //! taking tasks) with the lake's object stores.
 //!
-//! Scans name their files by full URL: `s3://bucket/...` gets an S3 client per bucket built as
-//! the lake library builds it (the standard AWS credential chain of this machine, and
-//! `AWS_ENDPOINT_URL` for an S3-compatible store), `file:///...` the local file system (a local
-//! lake must be at the same path on every machine, e.g. a shared mount). Shuffle files go to
-//! the work folder; a memory pool bounds each task (spilling there when it is full).
+//! Scans name their files by full URL, resolved by [`super::stores`]: `s3://bucket/...` with this
+//! machine's AWS credentials, `file:///...` on the local file system (a local lake must be at
+//! the same path on every machine, e.g. a shared mount). Shuffle files go to the work folder; a
+//! memory pool bounds each task (spilling there when it is full).
 
 use std::path::PathBuf;
 use std::sync::Arc;

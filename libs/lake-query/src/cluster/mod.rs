@@ -5,7 +5,7 @@
 //!   stages and tasks, hands tasks to executors and retries them elsewhere when an executor is
 //!   lost;
 //! - [`executor`]: `eventctl cluster executor`, the processes that run tasks, reading the
-//!   lake with their own credentials (the standard AWS chain for `s3://`, the file system for
+//!   lake with their own credentials (the AWS environment for `s3://`, the file system for
 //!   a local lake every machine sees at the same path) and serving shuffle data to each other;
 //! - [`client`]: submits a physical plan made by a [`crate::LakeSession`] and collects its rows
 //!   and what its scans read.

@@ -1,7 +1,8 @@
 //! The object stores of the cluster's processes: scans name their files by full URL, and
 //! `file://` resolves to the local file system as DataFusion has it, `s3://bucket` to one S3
-//! client per bucket, made on first use as the lake library makes it (the machine's own AWS
-//! credential chain, `AWS_ENDPOINT_URL` for an S3-compatible store).
+//! client per bucket, made on first use as the lake library makes it (credentials from this
+//! machine's AWS environment variables, web identity or instance metadata; `AWS_ENDPOINT_URL`
+//! for an S3-compatible store).
 
 use std::sync::Arc;
 

@@ -176,10 +176,13 @@ fn print_report(report: &Report) {
         }
         let cols = report.columns.get(name).cloned().unwrap_or_else(|| rows[0].keys().cloned().collect());
         println!("\n{} ({name}):", report.titles.get(name).map_or(name.as_str(), String::as_str));
-        println!("  {}", cols.join("  "));
-        for r in rows {
-            let cells: Vec<String> = cols.iter().map(|c| r.get(c).map(kpi::cell).unwrap_or_default()).collect();
-            println!("  {}", cells.join("  "));
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| r.get(c).map(kpi::cell).unwrap_or_default()).collect()).collect();
+        let widths: Vec<usize> =
+            cols.iter().enumerate().map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.chars().count())).collect();
+        let line = |values: Vec<&str>| values.iter().zip(&widths).map(|(v, w)| format!("{v:>w$}")).collect::<Vec<_>>().join("  ");
+        println!("  {}", line(cols.iter().map(String::as_str).collect()));
+        for r in &cells {
+            println!("  {}", line(r.iter().map(String::as_str).collect()));
         }
     }
     let series = lake_query::chart::hourly_series(report);
