@@ -69,6 +69,9 @@ impl LakeSession {
         let store: Arc<dyn object_store::ObjectStore> = Arc::new(CountingStore::new(root.store.clone(), stats.clone()));
         let cluster = match &options.cluster {
             None => None,
+            #[cfg(not(feature = "cluster"))]
+            Some(_) => return Err(no_cluster()),
+            #[cfg(feature = "cluster")]
             Some(addr) => Some(scheduler_url(addr)?),
         };
         // Footers stay cached across the queries of a session (the KPIs scan the same files
@@ -177,8 +180,9 @@ impl LakeSession {
             None => Ok(()),
             #[cfg(feature = "cluster")]
             Some(url) => crate::cluster::connect(url).await.map(drop),
+            // `open` refused a cluster in a build without the feature.
             #[cfg(not(feature = "cluster"))]
-            Some(url) => self.run_on_cluster(url, Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(datafusion::arrow::datatypes::Schema::empty())))).await.map(drop),
+            Some(_) => Err(no_cluster()),
         }
     }
 
@@ -186,6 +190,7 @@ impl LakeSession {
     async fn run_on_cluster(&self, url: &str, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>, QueryError> {
         let files = files_of(plan.as_ref());
         let job = crate::cluster::run_plan(url, plan, &self.ctx.copied_config()).await?;
+        tracing::debug!(job = %job.job_id, queued_ms = job.queued_ms, running_ms = job.running_ms, "cluster job done");
         self.stats.add_scanned(job.scanned_bytes);
         self.stats.add_files_read(files);
         Ok(job.batches)
@@ -193,7 +198,7 @@ impl LakeSession {
 
     #[cfg(not(feature = "cluster"))]
     async fn run_on_cluster(&self, _url: &str, _plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>, QueryError> {
-        Err(QueryError::Cluster("this build has no cluster support: build eventctl with `--features cluster`".into()))
+        Err(no_cluster())
     }
 
     /// The physical plan of a statement, indented (files, projections and pruning predicates).
@@ -203,7 +208,14 @@ impl LakeSession {
     }
 }
 
+/// The refusal of `--cluster` by a build without the `cluster` feature.
+#[cfg(not(feature = "cluster"))]
+fn no_cluster() -> QueryError {
+    QueryError::Cluster("this build has no cluster support: build eventctl with `--features cluster`".into())
+}
+
 /// `http://HOST:PORT` from `HOST:PORT` (or a URL given whole), checked.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 fn scheduler_url(addr: &str) -> Result<String, QueryError> {
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let parsed = Url::parse(&url).map_err(|e| QueryError::Invalid(format!("scheduler {addr:?}: {e} (expected HOST:PORT)")))?;

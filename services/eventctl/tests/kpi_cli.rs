@@ -207,3 +207,19 @@ fn top_sellers_break_ties_by_seller_id_and_the_median_is_exact() {
     assert_eq!(report["kpis"]["median_order_value"], 1000.0, "{report}");
     assert_eq!(report["kpis"]["new_users"], serde_json::json!([]), "a type the lake never held: empty, not failed");
 }
+
+/// A build without the `cluster` feature says how to get it rather than failing obscurely.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn a_build_without_the_cluster_feature_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = eventctl()
+        .args(["kpi", "--date", DAY, "--lake", dir.path().to_str().expect("utf8"), "--cluster", "127.0.0.1:50050"])
+        .output()
+        .expect("kpi");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--features cluster"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = eventctl().args(["cluster", "scheduler"]).output().expect("cluster");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster"), "{}", String::from_utf8_lossy(&out.stderr));
+}
