@@ -219,7 +219,10 @@ fn no_cluster() -> QueryError {
 fn scheduler_url(addr: &str) -> Result<String, QueryError> {
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let parsed = Url::parse(&url).map_err(|e| QueryError::Invalid(format!("scheduler {addr:?}: {e} (expected HOST:PORT)")))?;
-    if parsed.host_str().is_none_or(str::is_empty) || parsed.port().is_none() || !matches!(parsed.scheme(), "http" | "https") {
+    if parsed.scheme() != "http" {
+        return Err(QueryError::Invalid(format!("scheduler {addr:?}: the cluster speaks plain gRPC (no TLS): give HOST:PORT, on a LAN or VPN")));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || parsed.port().is_none() {
         return Err(QueryError::Invalid(format!("scheduler {addr:?}: expected HOST:PORT, e.g. 192.168.1.20:50050")));
     }
     Ok(url.trim_end_matches('/').to_owned())

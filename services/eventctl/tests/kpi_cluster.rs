@@ -174,3 +174,15 @@ fn bad_cluster_addresses_are_refused_with_a_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scheduler") && err.contains(&port.to_string()), "{err}");
 }
+
+/// A scheduler URL with TLS is refused up front: the cluster's ports speak plain gRPC.
+#[test]
+fn a_tls_scheduler_url_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = eventctl()
+        .args(["kpi", "--date", DAY, "--lake", dir.path().to_str().expect("utf8"), "--cluster", "https://laptop-a:50050"])
+        .output()
+        .expect("kpi");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+}

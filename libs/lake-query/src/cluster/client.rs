@@ -47,7 +47,7 @@ pub struct Job {
     pub batches: Vec<RecordBatch>,
     /// Column bytes the job's Parquet scans fetched (`bytes_scanned`), on every executor.
     pub scanned_bytes: u64,
-    /// Milliseconds the job waited in the scheduler's queue and ran.
+    /// Milliseconds the job waited in the scheduler's queue.
     pub queued_ms: u64,
     /// Milliseconds the job ran on the cluster.
     pub running_ms: u64,
@@ -59,9 +59,14 @@ const ATTEMPTS: usize = 3;
 
 /// Runs `plan` on the cluster of the scheduler at `url` (`http://host:port`).
 pub async fn run_plan(url: &str, plan: Arc<dyn ExecutionPlan>, config: &SessionConfig) -> Result<Job, QueryError> {
+    // Encoded once: a day's plan names thousands of files, and a retry sends the same bytes.
+    let codec = BallistaPhysicalExtensionCodec::default();
+    let mut plan_bytes = Vec::new();
+    PhysicalPlanNode::try_from_physical_plan(plan, &codec)?.try_encode(&mut plan_bytes)?;
+    let settings: Vec<KeyValuePair> = config.options().entries().into_iter().map(|e| KeyValuePair { key: e.key, value: e.value }).collect();
     let mut attempt = 1;
     loop {
-        match run_once(url, plan.clone(), config).await {
+        match run_once(url, &plan_bytes, &settings).await {
             Err(Fetch(e)) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "the job's result was lost with its executor: running the job again");
                 attempt += 1;
@@ -93,22 +98,13 @@ impl From<datafusion::error::DataFusionError> for Failure {
     }
 }
 
-async fn run_once(url: &str, plan: Arc<dyn ExecutionPlan>, config: &SessionConfig) -> Result<Job, Failure> {
-    let codec = BallistaPhysicalExtensionCodec::default();
-    let node = PhysicalPlanNode::try_from_physical_plan(plan, &codec)?;
-    let mut buf = Vec::new();
-    node.try_encode(&mut buf)?;
-    let settings = config
-        .options()
-        .entries()
-        .into_iter()
-        .map(|e| KeyValuePair { key: e.key, value: e.value })
-        .collect();
+/// One submission of an encoded plan with the session's settings.
+async fn run_once(url: &str, plan_bytes: &[u8], settings: &[KeyValuePair]) -> Result<Job, Failure> {
     let mut scheduler = connect(url).await?;
     let session_id = uuid::Uuid::new_v4().to_string();
     let mut request = tonic::Request::new(ExecuteQueryParams {
-        query: Some(Query::PhysicalPlan(buf)),
-        settings,
+        query: Some(Query::PhysicalPlan(plan_bytes.to_vec())),
+        settings: settings.to_vec(),
         session_id,
         operation_id: uuid::Uuid::now_v7().to_string(),
     });

@@ -31,10 +31,10 @@ pub struct SchedulerArgs {
     #[arg(long, default_value = "localhost")]
     pub external_host: String,
     /// Seconds without a heartbeat after which an executor is lost and its tasks run elsewhere.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = SchedulerOptions::default().executor_timeout_secs)]
     pub executor_timeout_secs: u64,
     /// Seconds between looks for lost executors.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = SchedulerOptions::default().expire_interval_secs)]
     pub expire_interval_secs: u64,
 }
 
